@@ -1,0 +1,1 @@
+"""textback agent: the daemon and the domain core of missed-call text-back."""

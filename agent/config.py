@@ -1,0 +1,275 @@
+"""The infrastructure configuration: one TOML file (AMI, PBX, database, transports).
+
+Business rules (hours, templates, cooldown…) are not here: they live in the
+database (agent.settings) so the web UI can edit them. Every key is validated;
+an unknown or mistyped key is an error that names the key and the file, because a
+silently ignored `[ami] secert = …` costs an IT person an afternoon.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path("/etc/textback/textback.toml")
+KNOWN_TRANSPORTS = ("sip",)
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the person who has to fix the file."""
+
+
+@dataclass(frozen=True)
+class AmiConfig:
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "textback"
+    secret: str = ""
+    # how often the link is pinged, and how long a reply may take before the link
+    # is declared dead and reconnected (the issue asks for detection within 30 s)
+    ping_interval: float = 10.0
+    ping_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class PbxConfig:
+    trunk_endpoints: tuple[str, ...] = ("trunk",)
+    inbound_contexts: tuple[str, ...] = ()
+    default_region: str = "US"
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:////var/lib/textback/textback.db"
+
+
+@dataclass(frozen=True)
+class SipTransportConfig:
+    endpoint: str = "trunk"
+    from_number: str = ""  # empty: reply from the DID that was called
+    max_per_minute: int = 60
+
+
+@dataclass(frozen=True)
+class SmsConfig:
+    transports: tuple[str, ...] = ("sip",)
+    sip: SipTransportConfig = field(default_factory=SipTransportConfig)
+    max_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    ami: AmiConfig = field(default_factory=AmiConfig)
+    pbx: PbxConfig = field(default_factory=PbxConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    sms: SmsConfig = field(default_factory=SmsConfig)
+
+
+def resolve_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """--config FILE, else $TEXTBACK_CONFIG, else /etc/textback/textback.toml."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("TEXTBACK_CONFIG")
+    return Path(env) if env else DEFAULT_PATH
+
+
+def load(explicit: str | os.PathLike[str] | None = None) -> Config:
+    path = resolve_path(explicit)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such file (create one with `textback init --config {path}`, "
+            "or point --config / $TEXTBACK_CONFIG at yours)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse(data, path)
+
+
+def parse(data: dict[str, Any], path: Path) -> Config:
+    reader = _Reader(path)
+    reader.only(data, "", {"ami", "pbx", "database", "sms"})
+
+    ami_t = reader.table(data, "ami")
+    reader.only(ami_t, "ami", {"host", "port", "username", "secret", "secret_file",
+                               "ping_interval", "ping_timeout"})
+    secret = reader.string(ami_t, "ami.secret", "")
+    secret_file = reader.string(ami_t, "ami.secret_file", "")
+    if secret and secret_file:
+        raise reader.error("ami.secret", "give either secret or secret_file, not both")
+    if secret_file:
+        secret = _read_secret_file(reader, "ami.secret_file", Path(secret_file))
+    if not secret:
+        raise reader.error("ami.secret", "is required (the password of the AMI user in "
+                           "Asterisk's manager.conf); there is no default")
+    ami = AmiConfig(
+        host=reader.string(ami_t, "ami.host", AmiConfig.host),
+        port=reader.port(ami_t, "ami.port", AmiConfig.port),
+        username=reader.string(ami_t, "ami.username", AmiConfig.username, required=True),
+        secret=secret,
+        ping_interval=reader.number(ami_t, "ami.ping_interval", AmiConfig.ping_interval, 1, 30),
+        ping_timeout=reader.number(ami_t, "ami.ping_timeout", AmiConfig.ping_timeout, 0.5, 20),
+    )
+
+    pbx_t = reader.table(data, "pbx")
+    reader.only(pbx_t, "pbx", {"trunk_endpoints", "inbound_contexts", "default_region"})
+    region = reader.string(pbx_t, "pbx.default_region", PbxConfig.default_region).upper()
+    _check_region(reader, region)
+    pbx = PbxConfig(
+        trunk_endpoints=reader.strings(pbx_t, "pbx.trunk_endpoints", PbxConfig.trunk_endpoints),
+        inbound_contexts=reader.strings(pbx_t, "pbx.inbound_contexts", ()),
+        default_region=region,
+    )
+    if not pbx.trunk_endpoints and not pbx.inbound_contexts:
+        raise reader.error("pbx.trunk_endpoints", "name at least one trunk endpoint or "
+                           "inbound context, or no call can ever count as inbound")
+
+    db_t = reader.table(data, "database")
+    reader.only(db_t, "database", {"url"})
+    database = DatabaseConfig(url=reader.string(db_t, "database.url", DatabaseConfig.url))
+    if "://" not in database.url:
+        raise reader.error("database.url", "must be a SQLAlchemy URL such as "
+                           "sqlite:////var/lib/textback/textback.db")
+
+    sms_t = reader.table(data, "sms")
+    reader.only(sms_t, "sms", {"transports", "sip", "max_attempts"})
+    transports = reader.strings(sms_t, "sms.transports", SmsConfig.transports)
+    for name in transports:
+        if name not in KNOWN_TRANSPORTS:
+            raise reader.error("sms.transports", f"unknown transport {name!r} "
+                               f"(known: {', '.join(KNOWN_TRANSPORTS)})")
+    sip_t = reader.table(sms_t, "sip", "sms.sip")
+    reader.only(sip_t, "sms.sip", {"endpoint", "from_number", "max_per_minute"})
+    sip = SipTransportConfig(
+        endpoint=reader.string(sip_t, "sms.sip.endpoint", SipTransportConfig.endpoint,
+                               required=True),
+        from_number=reader.string(sip_t, "sms.sip.from_number", ""),
+        max_per_minute=int(reader.number(sip_t, "sms.sip.max_per_minute",
+                                         SipTransportConfig.max_per_minute, 1, 6000)),
+    )
+    sms = SmsConfig(
+        transports=transports,
+        sip=sip,
+        max_attempts=int(reader.number(sms_t, "sms.max_attempts", SmsConfig.max_attempts, 1, 50)),
+    )
+    return Config(path=path, ami=ami, pbx=pbx, database=database, sms=sms)
+
+
+def _check_region(reader: _Reader, region: str) -> None:
+    import phonenumbers  # only here: keeps `import agent.config` light
+
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise reader.error("pbx.default_region", f"{region!r} is not a region code like "
+                           "US, GB, DE, FR, AU")
+
+
+def _read_secret_file(reader: _Reader, key: str, path: Path) -> str:
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise reader.error(key, f"cannot read {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise reader.error(key, f"{path} is readable by others; run: chmod 600 {path}")
+    return text
+
+
+class _Reader:
+    """Typed access to the parsed TOML that words every error with key and file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {key} {problem}")
+
+    def only(self, table: dict[str, Any], prefix: str, allowed: set[str]) -> None:
+        for key in table:
+            if key not in allowed:
+                where = f"{prefix}.{key}" if prefix else key
+                raise self.error(where, "is not a known key (known here: "
+                                 f"{', '.join(sorted(allowed))})")
+
+    def table(self, data: dict[str, Any], name: str, full: str | None = None) -> dict[str, Any]:
+        value = data.get(name, {})
+        if not isinstance(value, dict):
+            raise self.error(full or name, "must be a table, like [" + (full or name) + "]")
+        return value
+
+    def string(self, table: dict[str, Any], key: str, default: str,
+               *, required: bool = False) -> str:
+        value = table.get(key.rsplit(".", 1)[-1], default)
+        if not isinstance(value, str):
+            raise self.error(key, f"must be a string in quotes, not {value!r}")
+        if required and not value.strip():
+            raise self.error(key, "must not be empty")
+        return value
+
+    def strings(self, table: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = table.get(key.rsplit(".", 1)[-1], list(default))
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.error(key, f'must be a list of non-empty strings, like ["trunk"], '
+                             f"not {value!r}")
+        return tuple(value)
+
+    def number(self, table: dict[str, Any], key: str, default: float,
+               low: float, high: float) -> float:
+        value = table.get(key.rsplit(".", 1)[-1], default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, f"must be a number, not {value!r}")
+        if not low <= value <= high:
+            raise self.error(key, f"must be between {low:g} and {high:g}, not {value!r}")
+        return float(value)
+
+    def port(self, table: dict[str, Any], key: str, default: int) -> int:
+        value = table.get(key.rsplit(".", 1)[-1], default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+            raise self.error(key, f"must be a TCP port number (1-65535), not {value!r}")
+        return value
+
+
+def render_default(*, ami_secret_file: str, database_url: str, ami_port: int = 5038) -> str:
+    """The commented config `textback init` writes: every key, with why."""
+    return f"""\
+# textback configuration: infrastructure only. Business rules (hours, templates,
+# cooldown, exclusions) live in the database: `textback settings list`.
+
+[ami]
+# Asterisk Manager Interface; the user is defined in manager.conf (see
+# asterisk/manager_textback.conf for the least privileges it needs).
+host = "127.0.0.1"
+port = {ami_port}
+username = "textback"
+# the secret lives in its own file with 0600 permissions (or use: secret = "...")
+secret_file = "{ami_secret_file}"
+
+[pbx]
+# a call whose first channel is PJSIP/<one of these>-... came from outside
+trunk_endpoints = ["trunk"]
+# alternatively, contexts that mean "came from outside" (FreePBX: from-pstn, from-trunk)
+inbound_contexts = []
+# region for numbers written without a country code
+default_region = "US"
+
+[database]
+url = "{database_url}"
+
+[sms]
+# failover order
+transports = ["sip"]
+
+[sms.sip]
+# PJSIP endpoint of the SMS-capable trunk
+endpoint = "trunk"
+# empty: reply from the DID that was called
+from_number = ""
+"""

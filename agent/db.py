@@ -1,0 +1,129 @@
+"""Database lifetime: engines (SQLite in WAL mode by default) and Alembic migrations."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class DatabaseError(Exception):
+    """The database cannot be used; the message says what to do."""
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the pragmas textback relies on.
+
+    SQLite: WAL so the web UI can read while the agent writes; a busy timeout so
+    the two processes wait for each other instead of failing; foreign keys on.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 15})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=15000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def migrate(engine: Engine) -> str | None:
+    """Bring the schema to the newest revision; returns that revision."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(engine), "head")
+    return current_revision(engine)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    cfg = _alembic_config(create_engine("sqlite://"))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse to run on a database that was never migrated or is behind the code."""
+    try:
+        tables = set(inspect(engine).get_table_names())
+    except Exception as exc:
+        raise DatabaseError(f"cannot open the database {engine.url!r}: {exc}") from exc
+    if "alembic_version" not in tables:
+        raise DatabaseError(
+            f"the database {engine.url.render_as_string(hide_password=True)} has no textback "
+            "schema; run `textback migrate` (or `textback init`)"
+        )
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise DatabaseError(f"the database is at revision {current}, this textback needs "
+                            f"{head}; run `textback migrate`")
+
+
+class DbRunner:
+    """Runs database work on one dedicated thread, one transaction per call.
+
+    The agent's event loop must keep reading AMI (and answering pings) even while
+    SQLite waits for a lock held by the web UI, so no query runs on the loop; one
+    thread keeps writes in order and SQLite free of writer contention.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.engine = engine
+        self.sessions = sessions(engine)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="textback-db")
+
+    async def __call__(self, work: Callable[[Session], T]) -> T:
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.run, work)
+
+    def run(self, work: Callable[[Session], T]) -> T:
+        with self.sessions() as session, session.begin():
+            return work(session)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.engine.dispose()

@@ -1,0 +1,158 @@
+"""The database schema (SQLAlchemy 2.x declarative models).
+
+Every table here is migrated by Alembic (agent/migrations); change both together.
+Timestamps are stored as UTC and come back timezone-aware.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Setting(Base):
+    """A business rule (hours, templates, cooldown…) as JSON; absent means the default."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)  # E.164
+    name: Mapped[str | None] = mapped_column(String(200))
+    opted_out: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    opted_out_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
+    source: Mapped[str] = mapped_column(String(32), default="call", nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Call(Base):
+    """One finished call (all legs of one Linkedid) and what textback decided about it."""
+
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    linkedid: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    caller: Mapped[str | None] = mapped_column(String(64))  # E.164 where it normalises
+    caller_raw: Mapped[str | None] = mapped_column(String(200))
+    caller_name: Mapped[str | None] = mapped_column(String(200))
+    did: Mapped[str | None] = mapped_column(String(64))
+    direction: Mapped[str] = mapped_column(String(16), nullable=False)
+    missed: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    reason: Mapped[str | None] = mapped_column(String(32))
+    voicemail_left: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    answered_by: Mapped[str | None] = mapped_column(String(200))
+    ring_seconds: Mapped[float] = mapped_column(Float, default=0.0, nullable=False)
+    trunk_endpoint: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    ended_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    # "send" or "skip"; skip_reason says why no text went out (anonymous, cooldown…)
+    decision: Mapped[str | None] = mapped_column(String(16))
+    skip_reason: Mapped[str | None] = mapped_column(String(64))
+    # "live" (seen on AMI) or "reconciled" (learnt from the CDR after an outage)
+    source: Mapped[str] = mapped_column(String(16), default="live", nullable=False)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+
+    __table_args__ = (Index("ix_calls_caller_ended", "caller", "ended_at"),)
+
+
+class Message(Base):
+    """An SMS in or out. Outbound rows are written before any transport sees them."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    direction: Mapped[str] = mapped_column(String(8), nullable=False)  # "out" | "in"
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)  # "textback", "test", "reply"…
+    # one call never texts twice: "<linkedid>:textback"; NULL for messages without one
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    number: Mapped[str] = mapped_column(String(64), nullable=False)  # the customer's, E.164
+    from_number: Mapped[str | None] = mapped_column(String(64))  # our DID
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    template: Mapped[str | None] = mapped_column(String(100))
+    variant: Mapped[str | None] = mapped_column(String(32))
+    encoding: Mapped[str | None] = mapped_column(String(8))  # "GSM-7" | "UCS-2"
+    segments: Mapped[int | None] = mapped_column(Integer)
+    # queued → sending → submitted|sent → delivered | failed
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    transport: Mapped[str | None] = mapped_column(String(16))
+    provider_ref: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(Text)
+    error_kind: Mapped[str | None] = mapped_column(String(16))  # "permanent" | "temporary"
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+
+    history: Mapped[list[MessageEvent]] = relationship(
+        back_populates="message", order_by="MessageEvent.id", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (
+        Index("ix_messages_status_next", "status", "next_attempt_at"),
+        Index("ix_messages_number_created", "number", "created_at"),
+    )
+
+
+class MessageEvent(Base):
+    """The status history of a message: one row per transition, never updated."""
+
+    __tablename__ = "message_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), nullable=False, index=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    message: Mapped[Message] = relationship(back_populates="history")

@@ -1,0 +1,36 @@
+"""SMS transports: each sends one outbound message and says what happened.
+
+A transport raises `SendError` with `permanent=True` when retrying can never
+help (an invalid destination), so one bad number never blocks the queue, and
+`permanent=False` for everything that may pass (link down, timeouts, congestion).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from agent.outbox import OutboundSms
+
+
+class SendError(Exception):
+    def __init__(self, text: str, *, permanent: bool) -> None:
+        super().__init__(text)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    status: str  # "submitted" (handed on, fate unknown) or "sent" (accepted by the network)
+    provider_ref: str | None = None
+
+
+class Transport(Protocol):
+    name: str
+    max_per_minute: int
+
+    def available(self) -> bool:
+        """False when sending now cannot work (link down), so failover can skip it."""
+        ...
+
+    async def send(self, sms: OutboundSms) -> SendResult: ...

@@ -1,0 +1,54 @@
+"""SMS through the SIP trunk: AMI `MessageSend` to the trunk's PJSIP endpoint.
+
+The body travels as `Base64Body` so newlines, commas and emoji arrive intact
+(a plain `Body:` header cannot carry a newline). Asterisk's `Success` only means
+the message was handed to PJSIP, not that the carrier took it, so the honest
+status is "submitted".
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+from agent.config import SipTransportConfig
+from agent.outbox import OutboundSms
+from agent.pbx.ami import AmiError, AmiLink, AmiUnavailable
+from agent.transports import SendError, SendResult
+
+log = logging.getLogger(__name__)
+
+
+class SipTrunk:
+    name = "sip"
+
+    def __init__(self, config: SipTransportConfig, ami: AmiLink) -> None:
+        self.config = config
+        self.ami = ami
+        self.max_per_minute = config.max_per_minute
+
+    def available(self) -> bool:
+        return self.ami.connected
+
+    def action(self, sms: OutboundSms) -> dict[str, str]:
+        fields = {
+            "Action": "MessageSend",
+            # endpoint/number: Asterisk sends to the endpoint's contact with the user
+            # part replaced by the customer's number
+            "Destination": f"pjsip:{self.config.endpoint}/{sms.number}",
+            "Base64Body": base64.b64encode(sms.body.encode("utf-8")).decode("ascii"),
+        }
+        sender = self.config.from_number or sms.from_number
+        if sender:
+            fields["From"] = f"<sip:{sender}@{self.ami.config.host}>"
+        return fields
+
+    async def send(self, sms: OutboundSms) -> SendResult:
+        try:
+            await self.ami.action(self.action(sms), timeout=5.0)
+        except AmiUnavailable as exc:
+            raise SendError(str(exc), permanent=False) from None
+        except AmiError as exc:
+            # Asterisk refuses a destination it cannot parse or route: no retry helps
+            raise SendError(f"Asterisk refused MessageSend: {exc}", permanent=True) from None
+        return SendResult(status="submitted")
