@@ -1,0 +1,230 @@
+"""The `textback` command: one entry point for IT staff, every subcommand takes --config."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agent import config as configuration
+from agent.config import Config, ConfigError
+
+log = logging.getLogger("textback")
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+    help="The TOML file (default: $TEXTBACK_CONFIG, else /etc/textback/textback.toml).",
+)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _load(config_path: str | None) -> Config:
+    try:
+        return configuration.load(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _engine(cfg: Config, *, migrated: bool = True) -> Any:
+    from agent.db import DatabaseError, check_schema, make_engine
+
+    engine = make_engine(cfg.database.url)
+    if migrated:
+        try:
+            check_schema(engine)
+        except DatabaseError as exc:
+            raise click.ClickException(str(exc)) from None
+    return engine
+
+
+@click.group()
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def main(log_level: str) -> None:
+    """textback: missed-call text-back for Asterisk."""
+    _setup_logging(log_level)
+
+
+@main.command()
+@config_option
+@click.option("--database-url", default=None,
+              help="Default: sqlite:////var/lib/textback/textback.db")
+@click.option("--ami-port", default=5038, show_default=True, type=int)
+def init(config_path: str | None, database_url: str | None, ami_port: int) -> None:
+    """Create the config file (if absent), an AMI secret, and the database."""
+    path = configuration.resolve_path(config_path)
+    if path.exists():
+        click.echo(f"{path} exists; leaving it as it is")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret_file = path.with_name("ami.secret")
+        if not secret_file.exists():
+            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(24) + "\n")
+        url = database_url or configuration.DatabaseConfig.url
+        path.write_text(configuration.render_default(
+            ami_secret_file=str(secret_file), database_url=url, ami_port=ami_port))
+        click.echo(f"wrote {path} and {secret_file} (mode 0600)")
+        click.echo("Add the AMI user to Asterisk's manager.conf with that secret; see "
+                   "asterisk/manager_textback.conf.")
+    cfg = _load(str(path))
+    from agent.db import migrate
+
+    revision = migrate(_engine(cfg, migrated=False))
+    click.echo(f"database ready at revision {revision}")
+
+
+@main.command()
+@config_option
+def migrate(config_path: str | None) -> None:
+    """Apply database migrations (safe to run on every upgrade)."""
+    from agent.db import migrate as run_migrations
+
+    cfg = _load(config_path)
+    click.echo(f"database at revision {run_migrations(_engine(cfg, migrated=False))}")
+
+
+@main.command()
+@config_option
+def agent(config_path: str | None) -> None:
+    """Run the agent: watch AMI, decide, text back."""
+    cfg = _load(config_path)
+    from agent.daemon import run
+    from agent.db import DatabaseError
+
+    try:
+        run(cfg)
+    except DatabaseError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--trunk-endpoint", "trunks", multiple=True,
+              help="A PJSIP endpoint that means 'from outside' (repeatable; default trunk).")
+@click.option("--inbound-context", "contexts", multiple=True,
+              help="A dialplan context that means 'from outside' (repeatable).")
+@click.option("--region", default="US", show_default=True,
+              help="Region for caller numbers without a country code.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def classify(trunks: tuple[str, ...], contexts: tuple[str, ...], region: str,
+             files: tuple[str, ...]) -> None:
+    """Replay AMI transcripts; print one JSON object per finished call."""
+    from agent import numbers
+    from agent.calls import CallTracker
+    from agent.pbx.transcript import read_events
+
+    for name in files:
+        tracker = CallTracker(trunks or ("trunk",), contexts)
+        finished = []
+        for received, event in read_events(Path(name)):
+            finished.extend(tracker.feed(event, received))
+        finished.extend(tracker.expire(float("inf")))
+        for call in finished:
+            caller = None
+            if call.caller and not numbers.is_withheld(call.caller):
+                caller = numbers.to_e164(call.caller, region) or call.caller
+            click.echo(json.dumps({
+                "linkedid": call.linkedid, "caller": caller, "caller_name": call.caller_name,
+                "did": call.did, "direction": call.direction, "missed": call.missed,
+                "reason": call.reason, "voicemail_left": call.voicemail_left,
+                "answered_by": call.answered_by, "ring_seconds": round(call.ring_seconds, 2),
+            }, ensure_ascii=False))
+
+
+@main.group("settings")
+def settings_group() -> None:
+    """Business rules kept in the database (hours, templates, cooldown…)."""
+
+
+@settings_group.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def settings_list(config_path: str | None, as_json: bool) -> None:
+    """Every setting with its value and default."""
+    from agent import settings
+    from agent.db import sessions
+
+    cfg = _load(config_path)
+    with sessions(_engine(cfg))() as session:
+        rows = settings.catalogue(session)
+    if as_json:
+        click.echo(json.dumps([row._asdict() if hasattr(row, "_asdict") else vars(row)
+                               for row in rows], ensure_ascii=False, default=str))
+        return
+    for row in rows:
+        mark = " " if row.is_default else "*"
+        click.echo(f"{mark} {row.key} = {json.dumps(row.value, ensure_ascii=False)}")
+        click.echo(f"      {row.help}")
+    click.echo("(* = changed from the default)")
+
+
+@settings_group.command("get")
+@config_option
+@click.argument("key")
+def settings_get(config_path: str | None, key: str) -> None:
+    """Print one setting as JSON."""
+    from agent import settings
+    from agent.db import sessions
+
+    cfg = _load(config_path)
+    with sessions(_engine(cfg))() as session:
+        try:
+            value = settings.get(session, key)
+        except settings.SettingError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(value, ensure_ascii=False))
+
+
+@settings_group.command("set")
+@config_option
+@click.argument("key")
+@click.argument("value")
+def settings_set(config_path: str | None, key: str, value: str) -> None:
+    """Change one setting; VALUE is JSON when it parses as JSON, else a string."""
+    import datetime as dt
+
+    from agent import settings
+    from agent.db import sessions
+
+    cfg = _load(config_path)
+    with sessions(_engine(cfg))() as session, session.begin():
+        try:
+            stored = settings.set(session, key, settings.parse_cli_value(value),
+                                  dt.datetime.now(dt.UTC))
+        except settings.SettingError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"{key} = {json.dumps(stored, ensure_ascii=False)}")
+
+
+@main.command()
+@config_option
+def doctor(config_path: str | None) -> None:
+    """Check AMI, permissions, the trunk and the database; say how to fix each problem."""
+    from agent.doctor import run_checks
+
+    cfg = _load(config_path)
+    if not run_checks(cfg):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--calls", default=1, show_default=True, help="Sample missed calls to place.")
+@click.option("--once", is_flag=True, help="Exit after the sample call instead of waiting.")
+def demo(calls: int, once: bool) -> None:
+    """Lab Asterisk + agent + a sample unanswered call, on embedded defaults."""
+    from agent.demo import run_demo
+
+    sys.exit(run_demo(calls=calls, once=once))

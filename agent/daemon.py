@@ -1,0 +1,216 @@
+"""The agent: wires the missed-call path together and keeps it running.
+
+AMI events → CallTracker → (per finished call) policy → outbox row → dispatcher →
+transport. The event loop only moves data; database work runs on the DbRunner's
+thread so a slow disk never stalls AMI pings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import signal
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from agent import numbers, outbox, policy, settings
+from agent.calls import CallTracker, FinishedCall
+from agent.config import Config
+from agent.db import DbRunner, check_schema, make_engine
+from agent.dispatcher import Dispatcher
+from agent.models import Call, Contact, Message
+from agent.pbx.ami import AmiLink
+from agent.transports.sip import SipTrunk
+
+log = logging.getLogger(__name__)
+
+TEXTBACK = "textback"
+
+
+def _utc(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+class Agent:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        engine = make_engine(config.database.url)
+        check_schema(engine)
+        self.db = DbRunner(engine)
+        pbx = config.pbx
+        self.tracker = CallTracker(pbx.trunk_endpoints, pbx.inbound_contexts)
+        self.ami = AmiLink(config.ami, self.on_event, config_path=str(config.path),
+                           on_up=self.on_up, on_down=self.on_down)
+        transports = {"sip": lambda: SipTrunk(config.sms.sip, self.ami)}
+        self.dispatcher = Dispatcher(
+            self.db, [transports[name]() for name in config.sms.transports],
+            worker=f"{socket.gethostname()}/agent", max_attempts=config.sms.max_attempts,
+        )
+        self._settle: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._down_since: float | None = None
+
+    # -- AMI side --------------------------------------------------------------------
+    def on_event(self, event: Mapping[str, str]) -> None:
+        for call in self.tracker.feed(event, time.time()):
+            self._spawn(self.handle(call))
+        self._arm_settle_timer()
+
+    def _arm_settle_timer(self) -> None:
+        deadline = self.tracker.next_deadline()
+        if deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + max(0.0, deadline - time.time())
+        if self._settle is not None and self._settle.when() <= when:
+            return
+        if self._settle is not None:
+            self._settle.cancel()
+        self._settle = loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        self._settle = None
+        for call in self.tracker.expire(time.time()):
+            self._spawn(self.handle(call))
+        self._arm_settle_timer()
+
+    def on_up(self, first: bool) -> None:
+        if first:
+            return
+        down = self._down_since
+        self._down_since = None
+        gap = f"{time.time() - down:.1f} s" if down else "an unknown time"
+        log.warning("AMI link restored after %s: calls that ended while it was down were "
+                    "not seen and are not texted", gap)
+
+    def on_down(self) -> None:
+        self._down_since = time.time()
+        lost = self.tracker.reset()
+        for linkedid in lost:
+            log.warning("call %s: in progress when the AMI link dropped; outcome unknown, "
+                        "not texted", linkedid)
+
+    # -- the decision ------------------------------------------------------------------
+    async def handle(self, call: FinishedCall) -> None:
+        outcome = await self.db(lambda s: self.record(s, call, dt.datetime.now(dt.UTC)))
+        if outcome.startswith("queued"):
+            self.dispatcher.wake()
+        log.info("call %s from %s to %s: %s", call.linkedid, call.caller or "withheld",
+                 call.did, outcome)
+
+    def record(self, session: Session, call: FinishedCall, now: dt.datetime) -> str:
+        """Store the call and what was decided; queue the text-back. Idempotent per call."""
+        if session.scalar(select(Call.id).where(Call.linkedid == call.linkedid)):
+            return "seen before, ignored"
+        region = self.config.pbx.default_region
+        number = None
+        if call.caller and not numbers.is_withheld(call.caller):
+            number = numbers.to_e164(call.caller, region)
+        contact = None
+        if number and call.direction == "inbound":
+            contact = session.scalar(select(Contact).where(Contact.number == number))
+            if contact is None:
+                contact = Contact(number=number, name=call.caller_name, created_at=now,
+                                  tags=[], source="call")
+                session.add(contact)
+                session.flush()
+        rules = policy.Rules.from_settings(settings.all_values(session), region)
+        history = caller_history(session, number, contact)
+        decision = policy.decide(call, number, history, rules, now)
+        row = Call(
+            linkedid=call.linkedid, caller=number or call.caller, caller_raw=call.caller,
+            caller_name=call.caller_name, did=call.did, direction=call.direction,
+            missed=call.missed, reason=call.reason, voicemail_left=call.voicemail_left,
+            answered_by=call.answered_by, ring_seconds=call.ring_seconds,
+            trunk_endpoint=call.trunk_endpoint, started_at=_utc(call.started_at),
+            ended_at=_utc(call.ended_at), source="live",
+            contact_id=contact.id if contact else None,
+        )
+        session.add(row)
+        session.flush()
+        verdict = "missed" if call.missed else "answered"
+        if call.missed:
+            verdict += f" ({call.reason})"
+        if isinstance(decision, policy.Skip):
+            row.decision, row.skip_reason = "skip", decision.reason
+            return f"{call.direction} {verdict}, not texted: {decision.reason}"
+        assert number is not None
+        message = outbox.enqueue(
+            session, now=now, kind=TEXTBACK, number=number, body=decision.body,
+            idempotency_key=f"{call.linkedid}:{TEXTBACK}", send_at=decision.send_at,
+            from_number=numbers.to_e164(call.did, region) if call.did else None,
+            template=decision.template_key, encoding=decision.encoding,
+            segments=decision.segments, call_id=row.id, contact_id=row.contact_id,
+        )
+        if message is None:
+            row.decision, row.skip_reason = "skip", "duplicate"
+            return f"{call.direction} {verdict}, not texted: already queued"
+        row.decision = "send"
+        session.flush()
+        return f"{call.direction} {verdict}, queued text-back as message {message.id}"
+
+    # -- lifetime ----------------------------------------------------------------------
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("handling a call failed", exc_info=task.exception())
+
+    async def run(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("textback agent starting: AMI %s:%s, transports %s",
+                 self.config.ami.host, self.config.ami.port, ", ".join(self.config.sms.transports))
+        workers = [loop.create_task(self.ami.run(), name="ami"),
+                   loop.create_task(self.dispatcher.run(), name="dispatcher")]
+        stopped = loop.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopped, *workers], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopped and task.exception() is not None:
+                log.error("%s stopped", task.get_name(), exc_info=task.exception())
+        log.info("textback agent stopping")
+        self.ami.close()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        for task in [*workers, stopped]:
+            task.cancel()
+        await asyncio.gather(*workers, stopped, return_exceptions=True)
+        self.db.close()
+
+
+def caller_history(session: Session, number: str | None,
+                   contact: Contact | None) -> policy.CallerHistory:
+    if number is None:
+        return policy.CallerHistory(opted_out=False, last_textback_at=None,
+                                    permanent_failure=False)
+    last = session.scalar(
+        select(func.max(Message.created_at)).where(
+            Message.number == number, Message.kind == TEXTBACK, Message.direction == "out",
+            Message.status.not_in([outbox.FAILED, outbox.CANCELLED]),
+        )
+    )
+    failed = session.scalar(
+        select(Message.id).where(Message.number == number,
+                                 Message.error_kind == "permanent").limit(1)
+    )
+    return policy.CallerHistory(
+        opted_out=bool(contact and contact.opted_out),
+        last_textback_at=last,
+        permanent_failure=failed is not None,
+    )
+
+
+def run(config: Config) -> None:
+    asyncio.run(Agent(config).run())
