@@ -1,0 +1,53 @@
+# textback — `make demo` shows a missed call texted back on a lab Asterisk;
+# `make test` runs the whole suite. Both install what they need themselves:
+# a virtualenv in .venv, SIPp (Debian's sip-tester) and the lab Asterisk 22,
+# which is cached outside the repo (~/.cache/textback) and fetched once.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+APT    := DEBIAN_FRONTEND=noninteractive apt-get
+
+.PHONY: all venv sipp lab test lint demo bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || $(MAKE) --no-print-directory _apt PKG=python3-venv
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+venv: $(STAMP)
+
+# install a Debian package as root, or say the exact command to run
+_apt:
+	@if [ "$$(id -u)" = 0 ]; then \
+	  $(APT) update -qq && $(APT) install -y -qq $(PKG) >/dev/null; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+	  sudo $(APT) update -qq && sudo $(APT) install -y -qq $(PKG) >/dev/null; \
+	else \
+	  echo "missing system package $(PKG): run  sudo apt-get update && sudo apt-get install $(PKG)"; exit 1; \
+	fi
+
+sipp:
+	@command -v sipp >/dev/null || $(MAKE) --no-print-directory _apt PKG=sip-tester
+
+lab:
+	@asterisk/lab/fetch-asterisk >/dev/null
+
+lint: venv
+	$(BIN)/ruff check agent web tests bench
+
+test: venv sipp lab lint
+	$(BIN)/pytest -q
+
+demo: venv sipp lab
+	$(BIN)/textback demo
+
+bench: venv sipp lab
+	$(BIN)/python bench/latency
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
