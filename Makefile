@@ -38,7 +38,7 @@ lab:
 	@asterisk/lab/fetch-asterisk >/dev/null
 
 lint: venv
-	$(BIN)/ruff check agent web tests bench
+	$(BIN)/ruff check agent web tests bench bench/latency
 
 test: venv sipp lab lint
 	$(BIN)/pytest -q

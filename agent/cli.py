@@ -203,7 +203,7 @@ def settings_set(config_path: str | None, key: str, value: str) -> None:
     with sessions(_engine(cfg))() as session, session.begin():
         try:
             stored = settings.set(session, key, settings.parse_cli_value(value),
-                                  dt.datetime.now(dt.UTC))
+                                  dt.datetime.now(dt.UTC), region=cfg.pbx.default_region)
         except settings.SettingError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(f"{key} = {json.dumps(stored, ensure_ascii=False)}")
@@ -228,3 +228,7 @@ def demo(calls: int, once: bool) -> None:
     from agent.demo import run_demo
 
     sys.exit(run_demo(calls=calls, once=once))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,347 @@
+"""End to end on the real lab Asterisk: SIPp calls in, the agent process decides,
+SIP MESSAGEs arrive at the trunk peer.
+
+The agent runs as its own process (`textback agent`), exactly as systemd runs it,
+and reaches AMI through a small TCP relay the tests can cut or freeze, to play a
+network drop and a half-dead link.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from agent.db import make_engine, sessions
+from agent.labpbx import LabPbx, TrunkMessage, TrunkPeer
+from agent.models import Call, Message
+
+pytestmark = pytest.mark.lab
+
+PORT_BASE = int(os.environ.get("TEXTBACK_TEST_PORT_BASE", "26000"))
+DID = "+15550000100"  # rings desk for a few seconds (lab dialplan)
+_numbers = itertools.count(1)
+
+
+def new_caller() -> str:
+    """Each test calls from its own number, so cooldowns never couple tests."""
+    return f"+1555123{next(_numbers):04d}"
+
+
+class AmiRelay:
+    """A TCP relay between the agent and Asterisk's AMI that can cut or freeze the link."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.frozen = threading.Event()
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            self.accepted += 1
+            self.pairs.append((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                while self.frozen.is_set():  # a half-dead link: bytes go nowhere
+                    time.sleep(0.05)
+                    data = b""
+                if data:
+                    dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with _quiet():
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+    def cut(self) -> None:
+        for client, upstream in self.pairs:
+            for s in (client, upstream):
+                with _quiet():
+                    s.shutdown(socket.SHUT_RDWR)
+        self.pairs.clear()
+
+    def close(self) -> None:
+        self.server.close()
+        self.cut()
+
+
+class _quiet:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return True
+
+
+class AgentProcess:
+    """`textback agent` in its own process, with its log captured."""
+
+    def __init__(self, config: Path, log_path: Path) -> None:
+        self.config, self.log_path = config, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.offset = 0
+
+    def start(self) -> None:
+        self.offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "agent", "--config", str(self.config)],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        self.wait_log("AMI connected")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[self.offset:]
+
+    def wait_log(self, text: str, timeout: float = 20.0, after: int = 0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log()[after:]:
+                return
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited ({self.proc.returncode}):\n{self.log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not in the agent's log within {timeout} s:\n"
+                             f"{self.log()[-3000:]}")
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabPbx]:
+    with LabPbx(tmp_path_factory.mktemp("lab"), PORT_BASE, ring_seconds=2) as pbx:
+        yield pbx
+
+
+@pytest.fixture(scope="module")
+def trunk(lab: LabPbx) -> Iterator[TrunkPeer]:
+    peer = lab.trunk_peer()
+    yield peer
+    peer.close()
+
+
+@pytest.fixture(scope="module")
+def relay(lab: LabPbx) -> Iterator[AmiRelay]:
+    relay = AmiRelay(lab.ami_port)
+    yield relay
+    relay.close()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory, lab: LabPbx, relay: AmiRelay) -> Path:
+    work = tmp_path_factory.mktemp("agent")
+    secret = work / "ami.secret"
+    fd = os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, lab.ami_secret.encode())
+    os.close(fd)
+    (work / "textback.toml").write_text(f"""
+[ami]
+host = "127.0.0.1"
+port = {relay.port}
+username = "{lab.ami_user}"
+secret_file = "{secret}"
+ping_interval = 1
+ping_timeout = 1
+[pbx]
+trunk_endpoints = ["trunk"]
+[database]
+url = "sqlite:///{work / 'textback.db'}"
+[sms.sip]
+endpoint = "trunk"
+""")
+    subprocess.run([sys.executable, "-m", "agent.cli", "migrate", "--config",
+                    str(work / "textback.toml")], check=True, capture_output=True)
+    return work
+
+
+@pytest.fixture(scope="module")
+def agent(workdir: Path) -> Iterator[AgentProcess]:
+    process = AgentProcess(workdir / "textback.toml", workdir / "agent.log")
+    process.start()
+    yield process
+    assert process.stop() == 0, process.log()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def db(workdir: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{workdir / 'textback.db'}")
+    yield engine
+    engine.dispose()
+
+
+def wait_until(what: str, check: Callable[[], object], timeout: float = 15.0) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def calls_from(db: Engine, number: str) -> list[Call]:
+    with sessions(db)() as s:
+        return list(s.scalars(select(Call).where(Call.caller_raw == number).order_by(Call.id)))
+
+
+def texts_to(trunk: TrunkPeer, number: str) -> list[TrunkMessage]:
+    return [m for m in list(trunk.messages) if m.to == number]
+
+
+def expect_one_text(trunk: TrunkPeer, number: str) -> TrunkMessage:
+    wait_until(f"a text to {number}", lambda: texts_to(trunk, number))
+    time.sleep(0.5)  # a duplicate would arrive well within this
+    texts = texts_to(trunk, number)
+    assert len(texts) == 1, texts
+    return texts[0]
+
+
+def expect_no_text(db: Engine, trunk: TrunkPeer, number: str, calls: int = 1) -> list[Call]:
+    rows = wait_until(f"{calls} decided call(s) from {number}",
+                      lambda: len(calls_from(db, number)) >= calls and calls_from(db, number))
+    time.sleep(0.5)
+    assert texts_to(trunk, number) == []
+    return rows  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("exten", "phone", "scenario", "reason"),
+    [
+        (DID, "ring", "uac_call", "noanswer"),
+        (DID, "busy", "uac_call", "busy"),
+        (DID, "ring", "uac_cancel", "cancel"),
+        ("+15550000102", None, "uac_call", "chanunavail"),
+    ],
+)
+def test_missed_call_from_the_trunk_is_texted_once(
+        lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess, db: Engine,
+        exten: str, phone: str | None, scenario: str, reason: str) -> None:
+    caller = new_caller()
+    lab.call(exten, caller_id=caller, caller_name="Dana Fischer", from_trunk=True,
+             phone=phone, scenario=scenario, hold_ms=1000)  # type: ignore[arg-type]
+    text = expect_one_text(trunk, caller)
+    assert "missed your call" in text.body.lower() or "sorry" in text.body.lower(), text.body
+    (call,) = calls_from(db, caller)
+    assert (call.direction, call.missed, call.reason, call.decision) == (
+        "inbound", True, reason, "send")
+    with sessions(db)() as s:
+        (message,) = s.scalars(select(Message).where(Message.number == caller)).all()
+        assert message.status == "submitted" and message.transport == "sip"
+        assert message.body == text.body
+
+
+def test_answered_call_is_not_texted(lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess,
+                                     db: Engine) -> None:
+    caller = new_caller()
+    lab.call(DID, caller_id=caller, from_trunk=True, phone="answer", hold_ms=500)
+    (call,) = expect_no_text(db, trunk, caller)
+    assert (call.missed, call.answered_by, call.skip_reason) == (False, "PJSIP/desk", "answered")
+
+
+def test_anonymous_caller_is_not_texted(lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess,
+                                        db: Engine) -> None:
+    before = len(trunk.messages)
+    lab.call(DID, anonymous=True, from_trunk=True, phone="ring")
+    with sessions(db)() as s:
+        wait_until("the anonymous call", lambda: s.scalar(
+            select(Call).where(Call.skip_reason == "withheld")))
+    time.sleep(0.5)
+    assert len(trunk.messages) == before
+
+
+def test_same_caller_twice_within_cooldown_gets_one_text(
+        lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess, db: Engine) -> None:
+    caller = new_caller()
+    lab.call(DID, caller_id=caller, from_trunk=True, phone="busy")
+    expect_one_text(trunk, caller)
+    lab.call(DID, caller_id=caller, from_trunk=True, phone="busy")
+    rows = expect_no_text_beyond_one(db, trunk, caller, calls=2)
+    assert [r.decision for r in rows] == ["send", "skip"]
+    assert rows[1].skip_reason == "cooldown"
+
+
+def expect_no_text_beyond_one(db: Engine, trunk: TrunkPeer, number: str,
+                              calls: int) -> list[Call]:
+    rows = wait_until(f"{calls} decided calls from {number}",
+                      lambda: len(calls_from(db, number)) >= calls and calls_from(db, number))
+    time.sleep(0.5)
+    assert len(texts_to(trunk, number)) == 1
+    return rows  # type: ignore[return-value]
+
+
+def test_agent_restart_between_calls_never_duplicates(
+        lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess, db: Engine) -> None:
+    caller, other = new_caller(), new_caller()
+    lab.call(DID, caller_id=caller, from_trunk=True, phone="busy")
+    expect_one_text(trunk, caller)
+    assert agent.stop() == 0
+    agent.start()
+    lab.call(DID, caller_id=caller, from_trunk=True, phone="busy")
+    expect_no_text_beyond_one(db, trunk, caller, calls=2)
+    lab.call(DID, caller_id=other, from_trunk=True, phone="busy")
+    expect_one_text(trunk, other)
+
+
+def test_ami_link_cut_and_restored(lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess,
+                                   relay: AmiRelay, db: Engine) -> None:
+    mark = len(agent.log())
+    relay.cut()
+    agent.wait_log("AMI connection", after=mark)  # "... lost"
+    agent.wait_log("AMI connected", after=mark, timeout=30)
+    caller = new_caller()
+    lab.call(DID, caller_id=caller, from_trunk=True, phone="busy")
+    expect_one_text(trunk, caller)
+    assert agent.proc is not None and agent.proc.poll() is None
+
+
+def test_frozen_ami_link_is_noticed_by_the_watchdog(
+        lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess, relay: AmiRelay) -> None:
+    mark = len(agent.log())
+    accepted = relay.accepted
+    relay.frozen.set()
+    try:
+        agent.wait_log("AMI ping unanswered", after=mark, timeout=30)
+    finally:
+        relay.frozen.clear()
+    relay.cut()  # the frozen pumps are stuck; let the agent's new connection through
+    wait_until("a new AMI connection", lambda: relay.accepted > accepted, timeout=40)
+    agent.wait_log("AMI connected", after=mark, timeout=30)
+    caller = new_caller()
+    lab.call(DID, caller_id=caller, from_trunk=True, phone="busy")
+    expect_one_text(trunk, caller)
