@@ -63,6 +63,8 @@ class Agent:
         self._arm_settle_timer()
 
     def _arm_settle_timer(self) -> None:
+        for unknown in self.tracker.drain_unknown():
+            log.warning("call %s: outcome unknown (%s), not texted", unknown, unknown.reason)
         deadline = self.tracker.next_deadline()
         if deadline is None:
             return

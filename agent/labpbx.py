@@ -474,6 +474,8 @@ class LabPbx:
                   (socket.SOCK_DGRAM, self.ports.trunk)]
         for kind, port in checks:
             with socket.socket(socket.AF_INET, kind) as sock:
+                # like Asterisk itself: a port in TIME_WAIT from the last lab is free
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     sock.bind((LOCALHOST, port))
                 except OSError:
