@@ -1,0 +1,396 @@
+"""The business rules people edit (name, hours, templates, cooldown…), stored in `settings`.
+
+Infrastructure (AMI, database, transports, the country the PBX is in) lives in
+the TOML config file; everything a manager may change while the system runs
+lives here, one row per key holding a JSON value. A key without a row has its
+default, so upgrades can improve defaults for everyone who never changed them.
+
+Every key has a validator that turns what a person typed (in the web form or
+with `textback settings set KEY VALUE`) into the value stored, or raises a
+SettingError naming the key. Stored values are validated again when read; a
+row that no longer validates (edited by hand, written by an older version) is
+logged and replaced by the default, so one bad row never stops text-backs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agent import numbers, schedule, templates
+from agent.models import Setting
+
+log = logging.getLogger(__name__)
+
+
+class SettingError(ValueError):
+    """A setting key or value is refused; the message names the key and what to do."""
+
+
+# --------------------------------------------------------------- durations
+
+_DURATION_PART = re.compile(r"(\d+)\s*([dhms])")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_FORMAT_UNITS = {"h": 3600, "m": 60, "s": 1}  # "24h" reads better than "1d"
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """Durations such as "0s", "15s", "2m", "1h30m", "24h", "7d" → timedelta, else ValueError.
+
+    A unit is required on every number: a bare "15" could mean seconds or minutes.
+    """
+    compact = text.strip().lower()
+    position, total = 0, 0
+    for match in _DURATION_PART.finditer(compact):
+        if compact[position : match.start()].strip():
+            break
+        total += int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if not compact or position == 0 or compact[position:].strip():
+        raise ValueError(f"{text!r} is not a duration; write e.g. 0s, 15s, 2m, 1h30m or 24h")
+    return dt.timedelta(seconds=total)
+
+
+def format_duration(value: dt.timedelta) -> str:
+    """The canonical spelling: timedelta(minutes=90) → "1h30m", 7 days → "168h", zero → "0s"."""
+    seconds = int(value.total_seconds())
+    parts = []
+    for unit, size in _FORMAT_UNITS.items():
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+# --------------------------------------------------------------- validators
+
+Validator = Callable[[str, Any, "str | None"], Any]
+
+
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise SettingError(
+            f"{key} takes text, not {json.dumps(value)}; quote it if it looks like a number"
+        )
+    return value.strip()
+
+
+def _business_name(key: str, value: Any, region: str | None) -> str:
+    name = " ".join(_text(key, value).split())
+    if not name:
+        raise SettingError(f"{key} must not be empty; it is how texts name the business")
+    if len(name) > 60:
+        raise SettingError(f"{key} is {len(name)} characters; keep it under 60 (texts are short)")
+    return name
+
+
+def _timezone(key: str, value: Any, region: str | None) -> str:
+    name = _text(key, value)
+    try:
+        return schedule.load_zone(name).key
+    except schedule.ScheduleError as error:
+        raise SettingError(f"{key}: {error}") from None
+
+
+def _booking_link(key: str, value: Any, region: str | None) -> str:
+    link = _text(key, value)
+    if not link:
+        return ""
+    parts = urlsplit(link if "://" in link else f"https://{link}")
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or "." not in host or any(ch.isspace() for ch in link):
+        raise SettingError(
+            f"{key}: {link!r} is not a web address; write e.g. https://example.com/book"
+        )
+    return link
+
+
+def _weekly(key: str, value: Any, region: str | None) -> str:
+    try:
+        return schedule.format_weekly(schedule.parse_weekly(_text(key, value)))
+    except schedule.ScheduleError as error:
+        raise SettingError(f"{key}: {error}") from None
+
+
+def _list_of_text(key: str, value: Any, *, split_on_spaces: bool = False) -> list[str]:
+    """A JSON list, or one string of items separated by commas, semicolons or lines.
+
+    Phone numbers contain spaces, so spaces separate items only where asked.
+    """
+    if isinstance(value, str):
+        text = value.replace(";", ",").replace("\n", ",")
+        if split_on_spaces:
+            text = text.replace(" ", ",")
+        return [item.strip() for item in text.split(",") if item.strip()]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return [item.strip() for item in value if item.strip()]
+    raise SettingError(f'{key} takes a list, e.g. ["2026-12-25"], not {json.dumps(value)}')
+
+
+def _holidays(key: str, value: Any, region: str | None) -> list[str]:
+    try:
+        dates = schedule.parse_holidays(_list_of_text(key, value, split_on_spaces=True))
+    except schedule.ScheduleError as error:
+        raise SettingError(f"{key}: {error}") from None
+    return [day.isoformat() for day in sorted(dates)]
+
+
+def _template(key: str, value: Any, region: str | None) -> str:
+    text = _text(key, value)
+    try:
+        templates.validate(text)
+    except templates.TemplateError as error:
+        raise SettingError(f"{key}: {error}") from None
+    return text
+
+
+def _duration(maximum: dt.timedelta) -> Validator:
+    def validate(key: str, value: Any, region: str | None) -> str:
+        try:
+            duration = parse_duration(_text(key, value))
+        except ValueError as error:
+            raise SettingError(f"{key}: {error}") from None
+        if duration > maximum:
+            raise SettingError(f"{key} is at most {format_duration(maximum)}")
+        return format_duration(duration)
+
+    return validate
+
+
+def _exclusions(key: str, value: Any, region: str | None) -> list[str]:
+    normalised: dict[str, None] = {}
+    for raw in _list_of_text(key, value):
+        if region is None and not raw.startswith("+"):
+            raise SettingError(
+                f"{key}: {raw!r} needs its country code (+CC…): no region is configured"
+            )
+        e164 = numbers.to_e164(raw, region or "ZZ")
+        if e164 is None:
+            raise SettingError(f"{key}: {raw!r} is not a valid phone number")
+        normalised[e164] = None
+    return sorted(normalised)
+
+
+def _boolean(key: str, value: Any, region: str | None) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("false", "no", "off", "0"):
+        return False
+    raise SettingError(f"{key} is true or false, not {json.dumps(value)}")
+
+
+# ----------------------------------------------------------------- catalogue
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    key: str
+    default: Any
+    help: str
+    validator: Validator
+
+
+# Each is one GSM-7 SMS with the defaults filled in, and stays one with a
+# first name, business name and booking link of everyday length (about 15, 15
+# and 30 characters); the booking sentence drops out when there is no link.
+DEFAULT_BUSINESS_HOURS = (
+    "Hi {first_name}, thanks for calling {business}. Sorry we missed you! "
+    "We'll call you back soon, or just reply here. Book: {booking_link}"
+)
+DEFAULT_AFTER_HOURS = (
+    "Hi {first_name}, thanks for calling {business}. We're closed now. "
+    "We reopen {next_open}. Reply here any time. Book: {booking_link}"
+)
+DEFAULT_VOICEMAIL = (
+    "Hi {first_name}, thanks for calling {business} and leaving a message. "
+    "We'll get back to you as soon as we can. Book: {booking_link}"
+)
+
+_SPECS = (
+    Spec("business.name", "us", "the business name for {business} in texts", _business_name),
+    Spec(
+        "business.timezone",
+        "UTC",
+        "IANA time zone of the business hours, e.g. America/Chicago",
+        _timezone,
+    ),
+    Spec(
+        "business.booking_link",
+        "",
+        "web page where callers book, for {booking_link}; empty leaves that sentence out",
+        _booking_link,
+    ),
+    Spec(
+        "hours.weekly",
+        "",
+        'opening hours, e.g. "mon-fri 08:00-12:00,13:00-17:00; sat 09:00-12:00"; empty = 24/7',
+        _weekly,
+    ),
+    Spec("hours.holidays", [], 'closed dates, e.g. ["2026-12-25"]', _holidays),
+    Spec(
+        "templates.business_hours",
+        DEFAULT_BUSINESS_HOURS,
+        "text for a call missed while open",
+        _template,
+    ),
+    Spec(
+        "templates.after_hours",
+        DEFAULT_AFTER_HOURS,
+        "text for a call missed while closed or on a holiday",
+        _template,
+    ),
+    Spec(
+        "templates.voicemail",
+        DEFAULT_VOICEMAIL,
+        "text for a missed call where the caller left a voicemail",
+        _template,
+    ),
+    Spec(
+        "textback.delay",
+        "0s",
+        "wait after the call ends before texting, e.g. 15s or 2m",
+        _duration(dt.timedelta(hours=24)),
+    ),
+    Spec(
+        "textback.cooldown",
+        "24h",
+        "text the same number at most once in this time; 0s texts every missed call",
+        _duration(dt.timedelta(days=90)),
+    ),
+    Spec(
+        "textback.exclusions",
+        [],
+        "numbers never texted (staff, suppliers), stored in E.164",
+        _exclusions,
+    ),
+    Spec(
+        "textback.text_fixed_lines",
+        False,
+        "also text numbers the numbering plan calls landlines (most cannot receive SMS)",
+        _boolean,
+    ),
+)
+SPECS: dict[str, Spec] = {spec.key: spec for spec in _SPECS}
+
+
+def _spec(key: str) -> Spec:
+    try:
+        return SPECS[key]
+    except KeyError:
+        close = difflib.get_close_matches(key, SPECS, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise SettingError(f"unknown setting {key!r}; {hint}see `textback settings list`") from None
+
+
+def parse_cli_value(raw: str) -> Any:
+    """What `settings set KEY VALUE` stores: JSON when VALUE is valid JSON, else the text.
+
+    So `true`, `[]` and `["+15551234567"]` arrive typed, and `2m` or
+    `Acme Plumbing` arrive as text without shell-hostile quoting.
+    """
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def validate(key: str, value: Any, region: str | None = None) -> Any:
+    """The value `key` would store for `value`, or SettingError.
+
+    `region` (the PBX's country, from the config file) lets people write
+    excluded numbers nationally; without it they must start with "+".
+    """
+    spec = _spec(key)
+    return spec.validator(key, value, region)
+
+
+def _stored(session: Session, key: str) -> Setting | None:
+    return session.get(Setting, key)
+
+
+def _effective(spec: Spec, row: Setting | None) -> Any:
+    if row is None:
+        return spec.default
+    try:
+        return spec.validator(spec.key, row.value, None)
+    except SettingError as error:
+        log.error("stored setting %s is invalid (%s); using the default", spec.key, error)
+        return spec.default
+
+
+def get(session: Session, key: str) -> Any:
+    """The value in force for `key`: the stored one, or the default."""
+    spec = _spec(key)
+    return _effective(spec, _stored(session, key))
+
+
+def set(  # the CLI verb; shadows the builtin inside this module only
+    session: Session, key: str, value: Any, now: dt.datetime, *, region: str | None = None
+) -> Any:
+    """Validate and store `value` for `key`; returns what was stored.
+
+    Flushes but does not commit: the caller owns the transaction (a web form
+    saving several keys saves all or none).
+    """
+    stored = validate(key, value, region)
+    row = _stored(session, key)
+    if row is None:
+        session.add(Setting(key=key, value=stored, updated_at=now))
+    else:
+        row.value = stored
+        row.updated_at = now
+    session.flush()
+    log.info("setting %s changed", key)
+    return stored
+
+
+def reset(session: Session, key: str) -> None:
+    """Forget the stored value so `key` follows the default again."""
+    _spec(key)
+    row = _stored(session, key)
+    if row is not None:
+        session.delete(row)
+        session.flush()
+
+
+def all_values(session: Session) -> dict[str, Any]:
+    """Every key with the value in force (defaults merged), in catalogue order."""
+    rows = {row.key: row for row in session.scalars(select(Setting))}
+    return {key: _effective(spec, rows.get(key)) for key, spec in SPECS.items()}
+
+
+@dataclass(frozen=True)  # no slots: `settings list --json` prints vars(entry)
+class Entry:
+    """One line of `textback settings list`."""
+
+    key: str
+    value: Any
+    default: Any
+    is_default: bool
+    help: str
+
+
+def catalogue(session: Session) -> list[Entry]:
+    """Every setting with its value in force, its default and what it is for."""
+    values = all_values(session)
+    return [
+        Entry(key, values[key], spec.default, values[key] == spec.default, spec.help)
+        for key, spec in SPECS.items()
+    ]
+
+
+def defaults() -> dict[str, Any]:
+    """Every key with its default: what a fresh install runs on."""
+    return {key: spec.default for key, spec in SPECS.items()}
