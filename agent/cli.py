@@ -28,6 +28,9 @@ def _setup_logging(level: str) -> None:
         level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # Alembic narrates its plugin set-up at INFO on every schema check; keep the
+    # agent's log to decisions
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
 
 
 def _load(config_path: str | None) -> Config:

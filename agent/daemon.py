@@ -100,16 +100,21 @@ class Agent:
 
     # -- the decision ------------------------------------------------------------------
     async def handle(self, call: FinishedCall) -> None:
-        outcome = await self.db(lambda s: self.record(s, call, dt.datetime.now(dt.UTC)))
-        if outcome.startswith("queued"):
+        queued, outcome = await self.db(
+            lambda s: self.record(s, call, dt.datetime.now(dt.UTC)))
+        if queued:
             self.dispatcher.wake()
         log.info("call %s from %s to %s: %s", call.linkedid, call.caller or "withheld",
                  call.did, outcome)
 
-    def record(self, session: Session, call: FinishedCall, now: dt.datetime) -> str:
-        """Store the call and what was decided; queue the text-back. Idempotent per call."""
+    def record(self, session: Session, call: FinishedCall,
+               now: dt.datetime) -> tuple[bool, str]:
+        """Store the call and what was decided; queue the text-back. Idempotent per call.
+
+        Returns whether a message was queued, and the decision in words for the log.
+        """
         if session.scalar(select(Call.id).where(Call.linkedid == call.linkedid)):
-            return "seen before, ignored"
+            return False, "seen before, ignored"
         region = self.config.pbx.default_region
         number = None
         if call.caller and not numbers.is_withheld(call.caller):
@@ -141,7 +146,7 @@ class Agent:
             verdict += f" ({call.reason})"
         if isinstance(decision, policy.Skip):
             row.decision, row.skip_reason = "skip", decision.reason
-            return f"{call.direction} {verdict}, not texted: {decision.reason}"
+            return False, f"{call.direction} {verdict}, not texted: {decision.reason}"
         assert number is not None
         message = outbox.enqueue(
             session, now=now, kind=TEXTBACK, number=number, body=decision.body,
@@ -152,10 +157,10 @@ class Agent:
         )
         if message is None:
             row.decision, row.skip_reason = "skip", "duplicate"
-            return f"{call.direction} {verdict}, not texted: already queued"
+            return False, f"{call.direction} {verdict}, not texted: already queued"
         row.decision = "send"
         session.flush()
-        return f"{call.direction} {verdict}, queued text-back as message {message.id}"
+        return True, f"{call.direction} {verdict}, queued text-back as message {message.id}"
 
     # -- lifetime ----------------------------------------------------------------------
     def _spawn(self, coro: Any) -> None:

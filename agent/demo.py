@@ -116,7 +116,7 @@ def run_demo(*, calls: int = 1, once: bool = False) -> int:
             _say("!! the agent did not start")
             return 1
         ok = True
-        numbers = (f"+1555123{n:04d}" for n in itertools.count(1))
+        numbers = (f"+1212555{n:04d}" for n in itertools.count(100))
         names = itertools.cycle(["Alice Caller", "Bob Byrne", "Chloé Martin", "Dev Patel"])
         for _ in range(calls):
             ok = _place_call(lab, trunk, work / "textback.db", next(numbers), next(names)) and ok

@@ -18,7 +18,7 @@ def test_demo_shows_the_text_and_the_rows() -> None:
                           capture_output=True, text=True, timeout=120, env=env)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
-    assert "SMS at the carrier's side of the trunk, to +15551230001" in out
+    assert "SMS at the carrier's side of the trunk, to +12125550100" in out
     assert "Rapid Rooter Plumbing" in out  # the business name set by the demo, in the text
     assert "missed=True" in out and "reason=noanswer" in out and "decision=send" in out
     assert "[queued → sending → submitted]" in out

@@ -33,9 +33,9 @@ class SipTrunk:
     def action(self, sms: OutboundSms) -> dict[str, str]:
         fields = {
             "Action": "MessageSend",
-            # endpoint/number: Asterisk sends to the endpoint's contact with the user
-            # part replaced by the customer's number
-            "Destination": f"pjsip:{self.config.endpoint}/{sms.number}",
+            # PJSIP/<number>@<endpoint>: to the endpoint's contact (the carrier), with
+            # the customer's number as the Request-URI user
+            "Destination": f"pjsip:PJSIP/{sms.number}@{self.config.endpoint}",
             "Base64Body": base64.b64encode(sms.body.encode("utf-8")).decode("ascii"),
         }
         sender = self.config.from_number or sms.from_number
@@ -49,6 +49,10 @@ class SipTrunk:
         except AmiUnavailable as exc:
             raise SendError(str(exc), permanent=False) from None
         except AmiError as exc:
-            # Asterisk refuses a destination it cannot parse or route: no retry helps
-            raise SendError(f"Asterisk refused MessageSend: {exc}", permanent=True) from None
+            # MessageSend never judges the number (the carrier does, later); a refusal
+            # here is local (endpoint missing, PJSIP not ready), so it is temporary and
+            # must not mark the customer's number undeliverable
+            raise SendError(f"Asterisk refused MessageSend ({exc}); is the PJSIP endpoint "
+                            f"{self.config.endpoint!r} defined? run `textback doctor`",
+                            permanent=False) from None
         return SendResult(status="submitted")
