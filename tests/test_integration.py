@@ -345,3 +345,43 @@ def test_frozen_ami_link_is_noticed_by_the_watchdog(
     caller = new_caller()
     lab.call(DID, caller_id=caller, from_trunk=True, phone="busy")
     expect_one_text(trunk, caller)
+
+
+def doctor(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent.cli", "doctor", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_doctor_passes_on_a_good_setup(workdir: Path, agent: AgentProcess) -> None:
+    done = doctor(workdir / "textback.toml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for line in ("ok   AMI reachable", "ok   AMI login as 'textback'",
+                 "ok   AMI permissions: MessageSend allowed", "ok   database writable"):
+        assert line in done.stdout
+
+
+def test_doctor_names_the_fix_for_a_wrong_secret(workdir: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "ami.secret"
+    fd = os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b"not-the-secret")
+    os.close(fd)
+    config = tmp_path / "textback.toml"
+    config.write_text((workdir / "textback.toml").read_text().replace(
+        str(workdir / "ami.secret"), str(secret)))
+    done = doctor(config)
+    assert done.returncode == 1
+    assert "FAIL AMI login as 'textback'" in done.stdout
+    assert "manager.conf" in done.stdout and "fix:" in done.stdout
+
+
+def test_doctor_when_asterisk_is_unreachable(workdir: Path, tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    config = tmp_path / "textback.toml"
+    text = (workdir / "textback.toml").read_text()
+    config.write_text(text.replace(text.split("port = ")[1].split("\n")[0], str(free), 1))
+    done = doctor(config)
+    assert done.returncode == 1
+    assert f"FAIL AMI reachable at 127.0.0.1:{free}" in done.stdout
+    assert "enabled = yes" in done.stdout

@@ -1,0 +1,139 @@
+"""The `textback` command as IT staff use it: init, settings, classify, bad configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from agent.cli import main
+
+AMI = Path(__file__).parent / "fixtures" / "ami"
+TRANSCRIPTS = sorted(p for p in AMI.glob("*.txt"))
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "etc" / "textback.toml"
+    result = CliRunner().invoke(main, ["init", "--config", str(path), "--database-url",
+                                       f"sqlite:///{tmp_path / 'var' / 'textback.db'}"])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def test_init_writes_config_private_secret_and_database(config: Path, tmp_path: Path) -> None:
+    secret = config.with_name("ami.secret")
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert len(secret.read_text().strip()) >= 24  # random, never a default password
+    assert (tmp_path / "var" / "textback.db").exists()
+    before = secret.read_text(), config.read_text()
+    again = CliRunner().invoke(main, ["init", "--config", str(config)])
+    assert again.exit_code == 0 and "exists; leaving it" in again.output
+    assert (secret.read_text(), config.read_text()) == before  # nothing regenerated
+
+
+def test_two_inits_make_different_secrets(tmp_path: Path) -> None:
+    secrets = []
+    for name in ("a", "b"):
+        path = tmp_path / name / "textback.toml"
+        CliRunner().invoke(main, ["init", "--config", str(path), "--database-url",
+                                  f"sqlite:///{tmp_path / name / 'db'}"])
+        secrets.append(path.with_name("ami.secret").read_text())
+    assert secrets[0] != secrets[1]
+
+
+def test_settings_set_get_list(config: Path) -> None:
+    run = CliRunner().invoke
+    out = run(main, ["settings", "set", "--config", str(config), "business.name", "Acme HVAC"])
+    assert out.exit_code == 0, out.output
+    got = run(main, ["settings", "get", "--config", str(config), "business.name"])
+    assert json.loads(got.output) == "Acme HVAC"
+    # JSON values are parsed as JSON
+    run(main, ["settings", "set", "--config", str(config), "hours.holidays", '["2026-12-25"]'])
+    got = run(main, ["settings", "get", "--config", str(config), "hours.holidays"])
+    assert json.loads(got.output) == ["2026-12-25"]
+    listing = run(main, ["settings", "list", "--config", str(config)]).output
+    assert '* business.name = "Acme HVAC"' in listing
+    assert '  textback.cooldown = "24h"' in listing  # untouched: shown with its default
+    as_json = json.loads(run(main, ["settings", "list", "--config", str(config),
+                                    "--json"]).output)
+    assert {row["key"] for row in as_json} >= {"business.name", "hours.weekly",
+                                               "templates.after_hours", "textback.delay"}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("hours.weekly", "mon-fri 8-5", "hours.weekly"),
+        ("textback.cooldown", "forever", "textback.cooldown"),
+        ("busines.name", "x", "business.name"),  # a typo gets a suggestion
+        ("templates.business_hours", "Hi {frist_name}", "first_name"),
+    ],
+)
+def test_bad_setting_is_refused_with_the_key(config: Path, key: str, value: str,
+                                             message: str) -> None:
+    out = CliRunner().invoke(main, ["settings", "set", "--config", str(config), key, value])
+    assert out.exit_code != 0
+    assert message in out.output
+
+
+def test_bad_config_exits_nonzero_naming_key_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "textback.toml"
+    path.write_text('[ami]\nsecret = "x"\nusername = "textback"\nprot = 5038\n')
+    out = CliRunner().invoke(main, ["agent", "--config", str(path)])
+    assert out.exit_code != 0
+    assert f"{path}: ami.prot is not a known key" in out.output
+
+
+def test_agent_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+    path = tmp_path / "textback.toml"
+    path.write_text(f'[ami]\nsecret = "x"\n[database]\nurl = "sqlite:///{tmp_path}/new.db"\n')
+    out = CliRunner().invoke(main, ["agent", "--config", str(path)])
+    assert out.exit_code != 0
+    assert "textback migrate" in out.output
+
+
+def oracle(path: Path) -> list[dict[str, object]]:
+    lines = path.with_suffix(".expected.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+@pytest.mark.parametrize("path", TRANSCRIPTS, ids=lambda p: p.stem)
+def test_classify_prints_the_oracle(path: Path) -> None:
+    out = CliRunner().invoke(main, ["classify", str(path)])
+    assert out.exit_code == 0, out.output
+    got = [json.loads(line) for line in out.output.splitlines()]
+    want = oracle(path)
+    assert [list(row) for row in got] == [list(row) for row in want]  # keys, in order
+    for g, w in zip(got, want, strict=True):
+        assert abs(g.pop("ring_seconds") - w.pop("ring_seconds")) <= 0.5
+        assert g == w
+
+
+def test_classify_normalises_callers_to_e164(tmp_path: Path) -> None:
+    text = (AMI / "trunk_busy.txt").read_text().replace("+15551230001", "(212) 555-0142")
+    path = tmp_path / "national.txt"
+    path.write_text(text)
+    out = CliRunner().invoke(main, ["classify", str(path)])
+    (row,) = [json.loads(line) for line in out.output.splitlines()]
+    assert row["caller"] == "+12125550142"
+    assert (row["missed"], row["reason"]) == (True, "busy")
+
+
+def test_classify_inbound_by_context(tmp_path: Path) -> None:
+    path = AMI / "busy.txt"  # an internal call, from context from-internal
+    plain = json.loads(CliRunner().invoke(main, ["classify", str(path)]).output)
+    assert plain["direction"] == "internal"
+    by_context = CliRunner().invoke(main, ["classify", "--inbound-context", "from-internal",
+                                           str(path)])
+    assert json.loads(by_context.output)["direction"] == "inbound"
+
+
+def test_secret_file_permissions_checked_at_load(config: Path) -> None:
+    os.chmod(config.with_name("ami.secret"), 0o644)
+    out = CliRunner().invoke(main, ["settings", "list", "--config", str(config)])
+    assert out.exit_code != 0 and "chmod 600" in out.output
