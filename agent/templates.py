@@ -344,10 +344,14 @@ _MULTI = {"GSM-7": 153, "UCS-2": 67}
 
 
 def _char_units(text: str) -> tuple[Literal["GSM-7", "UCS-2"], list[int]]:
-    try:
-        return "GSM-7", [len(ch.encode("gsm03.38")) for ch in text]
-    except UnicodeEncodeError:
-        return "UCS-2", [len(ch.encode("utf-16-le")) // 2 for ch in text]
+    # ESC is GSM-7's escape prefix, not a character a message can carry on its own,
+    # though the codec encodes it; a text holding one must go as UCS-2
+    if "\x1b" not in text:
+        try:
+            return "GSM-7", [len(ch.encode("gsm03.38")) for ch in text]
+        except UnicodeEncodeError:
+            pass
+    return "UCS-2", [len(ch.encode("utf-16-le")) // 2 for ch in text]
 
 
 def segments(text: str) -> SegmentInfo:

@@ -276,3 +276,9 @@ mixed_text = st.text(
 @given(st.one_of(gsm_text, mixed_text))
 def test_segments_agree_with_brute_force(text: str) -> None:
     assert segments(text) == reference_segments(text)
+
+
+def test_a_bare_escape_character_forces_ucs2() -> None:
+    # found by the property test above: the codec accepts ESC, a handset would not
+    info = segments("Hi \x1b there")
+    assert (info.encoding, info.per_segment) == ("UCS-2", 70)
