@@ -209,7 +209,7 @@ def caller_history(session: Session, number: str | None,
         )
     )
     failed = session.scalar(
-        select(Message.id).where(Message.number == number,
+        select(Message.id).where(Message.number == number, Message.direction == "out",
                                  Message.error_kind == "permanent").limit(1)
     )
     return policy.CallerHistory(

@@ -9,6 +9,7 @@ the rows in the database. Then it waits, so more calls can be placed.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import subprocess
 import sys
@@ -99,6 +100,7 @@ def _place_call(lab: LabPbx, trunk: TrunkPeer, db: Path, caller: str, name: str)
 
 
 def run_demo(*, calls: int = 1, once: bool = False) -> int:
+    logging.getLogger("agent.labpbx").setLevel(logging.WARNING)  # the story, not the plumbing
     work = Path(tempfile.mkdtemp(prefix="textback-demo-"))
     _say(f"textback demo — working in {work}")
     _say("starting the lab Asterisk 22 (trunk, a desk phone, voicemail)…")

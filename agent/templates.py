@@ -264,7 +264,9 @@ def _capitalised(word: str) -> str:
     parts = []
     for part in word.split("-"):
         initial = part[:1].upper()
-        if len(initial) != 1:  # "ß".upper() is "SS": keep the letter as it is
+        if len(initial) != 1 or initial.lower() != part[:1].lower():
+            # "ß" upper-cases to "SS", the micro sign "µ" to a Greek capital that
+            # lower-cases to another letter: keep such letters as written
             initial = part[:1]
         parts.append(initial + part[1:].lower())
     return "-".join(parts)

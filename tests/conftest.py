@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from agent.db import make_engine, migrate, sessions
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# CI must be reproducible: there, hypothesis replays the same examples every run
+# (`derandomize`); on a developer's machine it keeps exploring new ones. No deadline:
+# a loaded 2-core machine must not turn slowness into failures.
+settings.register_profile("ci", derandomize=True, deadline=None)
+settings.register_profile("dev", deadline=None)
+settings.register_profile("thorough", deadline=None, max_examples=3000)
+_default_profile = "ci" if os.environ.get("CI") else "dev"
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or _default_profile)
 
 
 @pytest.fixture
