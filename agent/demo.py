@@ -34,28 +34,6 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def _write_config(work: Path, lab: LabPbx) -> Path:
-    secret = work / "ami.secret"
-    fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.write(fd, lab.ami_secret.encode())
-    os.close(fd)
-    path = work / "textback.toml"
-    path.write_text(f"""\
-[ami]
-host = "127.0.0.1"
-port = {lab.ami_port}
-username = "{lab.ami_user}"
-secret_file = "{secret}"
-[pbx]
-trunk_endpoints = ["trunk"]
-[database]
-url = "sqlite:///{work / 'textback.db'}"
-[sms.sip]
-endpoint = "trunk"
-""")
-    return path
-
-
 def _textback(*args: str) -> list[str]:
     return [sys.executable, "-m", "agent.cli", *args]
 
@@ -105,7 +83,7 @@ def run_demo(*, calls: int = 1, once: bool = False) -> int:
     _say(f"textback demo — working in {work}")
     _say("starting the lab Asterisk 22 (trunk, a desk phone, voicemail)…")
     with LabPbx(work / "pbx", PORT_BASE, ring_seconds=3) as lab, lab.trunk_peer() as trunk:
-        config = _write_config(work, lab)
+        config = lab.write_agent_config(work)
         subprocess.run(_textback("migrate", "--config", str(config)), check=True,
                        capture_output=True)
         subprocess.run(_textback("settings", "set", "--config", str(config), "business.name",

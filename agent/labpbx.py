@@ -628,6 +628,31 @@ class LabPbx:
             rec.settle = settle
         return path
 
+    def write_agent_config(self, work: Path, *, ami_port: int | None = None,
+                           ping_interval: float | None = None,
+                           ping_timeout: float | None = None) -> Path:
+        """A textback config for an agent watching this lab, in ``work``.
+
+        The AMI secret goes to its own 0600 file, as `textback init` does it;
+        ``ami_port`` lets a test put a relay between the agent and Asterisk.
+        """
+        secret = work / "ami.secret"
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self.ami_secret)
+        watchdog = "".join(f"{key} = {value}\n" for key, value in
+                           (("ping_interval", ping_interval), ("ping_timeout", ping_timeout))
+                           if value is not None)
+        path = work / "textback.toml"
+        path.write_text(
+            f'[ami]\nhost = "{LOCALHOST}"\nport = {ami_port or self.ami_port}\n'
+            f'username = "{self.ami_user}"\nsecret_file = "{secret}"\n{watchdog}'
+            f'[pbx]\ntrunk_endpoints = ["trunk"]\n'
+            f'[database]\nurl = "sqlite:///{work / "textback.db"}"\n'
+            f'[sms.sip]\nendpoint = "trunk"\n'
+        )
+        return path
+
     def trunk_peer(self) -> TrunkPeer:
         """A started :class:`TrunkPeer` on this lab's trunk port (caller closes it)."""
         peer = TrunkPeer(LOCALHOST, self.ports.trunk, (LOCALHOST, self.ports.sip))

@@ -166,27 +166,10 @@ def relay(lab: LabPbx) -> Iterator[AmiRelay]:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory, lab: LabPbx, relay: AmiRelay) -> Path:
     work = tmp_path_factory.mktemp("agent")
-    secret = work / "ami.secret"
-    fd = os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(fd, lab.ami_secret.encode())
-    os.close(fd)
-    (work / "textback.toml").write_text(f"""
-[ami]
-host = "127.0.0.1"
-port = {relay.port}
-username = "{lab.ami_user}"
-secret_file = "{secret}"
-ping_interval = 1
-ping_timeout = 1
-[pbx]
-trunk_endpoints = ["trunk"]
-[database]
-url = "sqlite:///{work / 'textback.db'}"
-[sms.sip]
-endpoint = "trunk"
-""")
-    subprocess.run([sys.executable, "-m", "agent.cli", "migrate", "--config",
-                    str(work / "textback.toml")], check=True, capture_output=True)
+    config = lab.write_agent_config(work, ami_port=relay.port, ping_interval=1,
+                                    ping_timeout=1)
+    subprocess.run([sys.executable, "-m", "agent.cli", "migrate", "--config", str(config)],
+                   check=True, capture_output=True)
     return work
 
 
