@@ -25,6 +25,7 @@ from agent.config import Config
 from agent.db import DbRunner, check_schema, make_engine
 from agent.dispatcher import Dispatcher
 from agent.models import Call, Contact, Message
+from agent.outbox import OutboundSms
 from agent.pbx.ami import AmiLink
 from agent.transports.sip import SipTrunk
 
@@ -102,16 +103,20 @@ class Agent:
     async def handle(self, call: FinishedCall) -> None:
         queued, outcome = await self.db(
             lambda s: self.record(s, call, dt.datetime.now(dt.UTC)))
-        if queued:
+        if isinstance(queued, OutboundSms):
+            self.dispatcher.submit(queued)
+        elif queued:
             self.dispatcher.wake()
         log.info("call %s from %s to %s: %s", call.linkedid, call.caller or "withheld",
                  call.did, outcome)
 
     def record(self, session: Session, call: FinishedCall,
-               now: dt.datetime) -> tuple[bool, str]:
+               now: dt.datetime) -> tuple[OutboundSms | bool, str]:
         """Store the call and what was decided; queue the text-back. Idempotent per call.
 
-        Returns whether a message was queued, and the decision in words for the log.
+        Returns the message when it is due now (claimed for this agent's dispatcher),
+        True when it was queued for later, False when nothing was queued; and the
+        decision in words for the log.
         """
         if session.scalar(select(Call.id).where(Call.linkedid == call.linkedid)):
             return False, "seen before, ignored"
@@ -154,13 +159,17 @@ class Agent:
             from_number=numbers.to_e164(call.did, region) if call.did else None,
             template=decision.template_key, encoding=decision.encoding,
             segments=decision.segments, call_id=row.id, contact_id=row.contact_id,
+            claim_for=self.dispatcher.worker,
         )
         if message is None:
             row.decision, row.skip_reason = "skip", "duplicate"
             return False, f"{call.direction} {verdict}, not texted: already queued"
         row.decision = "send"
         session.flush()
-        return True, f"{call.direction} {verdict}, queued text-back as message {message.id}"
+        described = f"{call.direction} {verdict}, queued text-back as message {message.id}"
+        if message.status == outbox.SENDING:
+            return outbox.outbound(message), described
+        return True, described
 
     # -- lifetime ----------------------------------------------------------------------
     def _spawn(self, coro: Any) -> None:
@@ -188,9 +197,10 @@ class Agent:
             if task is not stopped and task.exception() is not None:
                 log.error("%s stopped", task.get_name(), exc_info=task.exception())
         log.info("textback agent stopping")
-        self.ami.close()
-        if self._tasks:
+        if self._tasks:  # calls being decided: their rows land, their sends fail over
             await asyncio.wait(self._tasks, timeout=5)
+        await self.dispatcher.drain(timeout=5)
+        self.ami.close()
         for task in [*workers, stopped]:
             task.cancel()
         await asyncio.gather(*workers, stopped, return_exceptions=True)

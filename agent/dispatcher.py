@@ -69,10 +69,22 @@ class Dispatcher:
         self.worker = worker
         self.max_attempts = max_attempts
         self._wake = asyncio.Event()
+        self._sending: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         """Something was queued: look now rather than at the next poll."""
         self._wake.set()
+
+    def submit(self, sms: OutboundSms) -> None:
+        """Send a message this worker claimed already (a text-back due now)."""
+        task = asyncio.get_running_loop().create_task(self._send(sms))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def drain(self, timeout: float) -> None:
+        """Let sends already handed to a transport finish (at shutdown)."""
+        if self._sending:
+            await asyncio.wait(set(self._sending), timeout=timeout)
 
     async def run(self) -> None:
         stuck = await self.db(lambda s: outbox.recover_interrupted(s, utcnow(), self.worker))
@@ -105,8 +117,7 @@ class Dispatcher:
                 outbox.transition(message, outbox.CANCELLED, now, "the recipient opted out")
                 log.info("message %d to %s cancelled: opted out", message.id, message.number)
                 continue
-            ready.append(OutboundSms(message.id, message.number, message.from_number,
-                                     message.body, message.attempts))
+            ready.append(outbox.outbound(message))
         return ready
 
     async def _send(self, sms: OutboundSms) -> None:

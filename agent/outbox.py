@@ -57,8 +57,14 @@ def enqueue(
     segments: int | None = None,
     call_id: int | None = None,
     contact_id: int | None = None,
+    claim_for: str | None = None,
 ) -> Message | None:
-    """Add a queued message; None when one with this idempotency key exists already."""
+    """Add a queued message; None when one with this idempotency key exists already.
+
+    With `claim_for`, a message due now is claimed by that worker in the same
+    transaction (queued → sending), so the text-back of a missed call reaches its
+    transport after one commit instead of two; it is still a committed row first.
+    """
     message = Message(
         direction="out", kind=kind, idempotency_key=idempotency_key, number=number,
         from_number=from_number, body=body, template=template, encoding=encoding,
@@ -72,7 +78,15 @@ def enqueue(
     except IntegrityError:
         log.info("message %s exists already; not queued twice", idempotency_key)
         return None
+    if claim_for is not None and message.next_attempt_at <= now:
+        message.claimed_by = claim_for
+        transition(message, SENDING, now, claim_for)
     return message
+
+
+def outbound(message: Message) -> OutboundSms:
+    return OutboundSms(message.id, message.number, message.from_number, message.body,
+                       message.attempts)
 
 
 def transition(message: Message, status: str, now: dt.datetime, detail: str | None = None) -> None:

@@ -185,3 +185,16 @@ def test_interrupted_send_is_failed_not_repeated(engine: Engine, session: Sessio
     rows = run_until(engine, [trunk], settled)
     assert rows[0].status == "failed" and rows[0].error_kind == "unknown"
     assert trunk.sent == []
+
+
+def test_a_text_back_due_now_is_claimed_in_the_same_commit(session: Session) -> None:
+    due = queue(session, "+15551230001", "now", claim_for="agent-1")
+    later = queue(session, "+15551230002", "later", claim_for="agent-1",
+                  send_at=NOW + dt.timedelta(hours=1))
+    session.commit()
+    assert due is not None and later is not None
+    assert (due.status, due.claimed_by) == ("sending", "agent-1")
+    assert [e.status for e in due.history] == ["queued", "sending"]
+    assert later.status == "queued" and later.claimed_by is None
+    # nobody else can claim the first one; the second waits for its time
+    assert outbox.claim_due(session, NOW, "agent-2") == []
