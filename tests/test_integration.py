@@ -368,3 +368,39 @@ def test_doctor_when_asterisk_is_unreachable(workdir: Path, tmp_path: Path) -> N
     assert done.returncode == 1
     assert f"FAIL AMI reachable at 127.0.0.1:{free}" in done.stdout
     assert "enabled = yes" in done.stdout
+
+
+def test_hostile_caller_name_is_texted_safely(lab: LabPbx, trunk: TrunkPeer,
+                                              agent: AgentProcess, db: Engine) -> None:
+    # the first name is used; everything else a caller controls stays out of the text
+    caller = new_caller()
+    name = 'Zoë "Boss" O\'Brien <script>alert(1)</script> 🔧; DROP TABLE calls'
+    lab.call(DID, caller_id=caller, caller_name=name, from_trunk=True, phone="busy")
+    text = expect_one_text(trunk, caller)
+    assert text.body.startswith("Hi Zoë, thanks for calling"), text.body
+    assert "<script>" not in text.body and "DROP" not in text.body
+    (call,) = calls_from(db, caller)
+    assert call.caller_name is not None and "<script>" in call.caller_name  # kept as received
+    # "Surname, First" with junk after the comma: no first name to trust, so "Hi there"
+    caller = new_caller()
+    lab.call(DID, caller_id=caller, caller_name='O\'Brien, <img src=x onerror=1>',
+             from_trunk=True, phone="busy")
+    assert expect_one_text(trunk, caller).body.startswith("Hi there, thanks for calling")
+    assert agent.proc is not None and agent.proc.poll() is None
+
+
+def test_wrong_ami_secret_is_reported_and_retried(lab: LabPbx, tmp_path: Path) -> None:
+    config = lab.write_agent_config(tmp_path)
+    (tmp_path / "ami.secret").write_text("wrong")
+    subprocess.run([sys.executable, "-m", "agent.cli", "migrate", "--config", str(config)],
+                   check=True, capture_output=True)
+    process = AgentProcess(config, tmp_path / "agent.log")
+    with (tmp_path / "agent.log").open("ab") as log:
+        process.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "agent", "--config", str(config)],
+            stdout=log, stderr=subprocess.STDOUT)
+    process.wait_log("AMI login as 'textback' refused")
+    process.wait_log("check [ami] username and secret in " + str(config))
+    process.wait_log("reconnecting to AMI in")
+    assert process.proc.poll() is None  # still running, still trying
+    assert process.stop() == 0
