@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agent import numbers, outbox, policy, settings
+from agent import inbound, numbers, outbox, policy, settings
 from agent.calls import CallTracker, FinishedCall
 from agent.config import Config
 from agent.db import DbRunner, check_schema, make_engine
@@ -59,6 +59,9 @@ class Agent:
 
     # -- AMI side --------------------------------------------------------------------
     def on_event(self, event: Mapping[str, str]) -> None:
+        if event.get("Event") == "UserEvent" and event.get("UserEvent") == "SMSIn":
+            self._spawn(self.handle_sms(event))
+            return
         for call in self.tracker.feed(event, time.time()):
             self._spawn(self.handle(call))
         self._arm_settle_timer()
@@ -170,6 +173,18 @@ class Agent:
         if message.status == outbox.SENDING:
             return outbox.outbound(message), described
         return True, described
+
+    async def handle_sms(self, event: Mapping[str, str]) -> None:
+        try:
+            sms = inbound.from_user_event(event, dt.datetime.now(dt.UTC))
+        except inbound.MalformedSms as exc:
+            log.warning("inbound SMS skipped: %s", exc)
+            return
+        region = self.config.pbx.default_region
+        message = await self.db(lambda s: inbound.receive(s, sms, region))
+        if message is not None:
+            log.info("SMS from %s to %s (%d characters) stored as message %d",
+                     message.number, sms.to, len(sms.body), message.id)
 
     # -- lifetime ----------------------------------------------------------------------
     def _spawn(self, coro: Any) -> None:

@@ -404,3 +404,20 @@ def test_wrong_ami_secret_is_reported_and_retried(lab: LabPbx, tmp_path: Path) -
     process.wait_log("reconnecting to AMI in")
     assert process.proc.poll() is None  # still running, still trying
     assert process.stop() == 0
+
+
+def test_reply_from_the_trunk_is_stored_for_the_contact(
+        lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess, db: Engine) -> None:
+    customer = new_caller()
+    body = "Yes please call me back, after 5pm; thanks! Grüße 👍"
+    status = trunk.send_message("+15550000100", customer, body)
+    assert status.split()[1].startswith("2"), status
+
+    def stored() -> list[Message]:
+        with sessions(db)() as s:
+            return list(s.scalars(select(Message).where(Message.number == customer,
+                                                        Message.direction == "in")))
+
+    (message,) = wait_until("the reply in the database", stored)  # type: ignore[misc]
+    assert (message.body, message.status, message.transport) == (body, "received", "sip")
+    assert message.from_number == "+15550000100"
