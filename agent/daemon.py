@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agent import inbound, numbers, outbox, policy, settings
+from agent import conversations, inbound, numbers, outbox, policy, settings
 from agent.calls import CallTracker, FinishedCall
 from agent.config import Config
 from agent.db import DbRunner, check_schema, make_engine
@@ -180,11 +180,34 @@ class Agent:
         except inbound.MalformedSms as exc:
             log.warning("inbound SMS skipped: %s", exc)
             return
+        await self.deliver_inbound(sms)
+
+    async def deliver_inbound(self, sms: inbound.InboundSms) -> None:
+        """The one way in for a customer's text, whatever transport brought it."""
         region = self.config.pbx.default_region
-        message = await self.db(lambda s: inbound.receive(s, sms, region))
-        if message is not None:
-            log.info("SMS from %s to %s (%d characters) stored as message %d",
-                     message.number, sms.to, len(sms.body), message.id)
+        worker = self.dispatcher.worker
+
+        def store(session: Session) -> tuple[int | None, list[OutboundSms | None]]:
+            message = inbound.receive(session, sms, region)
+            if message is None:
+                return None, []
+            replies = conversations.on_inbound(session, message, settings.all_values(session),
+                                               sms.received_at, claim_for=worker)
+            session.flush()
+            return message.id, [outbox.outbound(r) if r.status == outbox.SENDING else None
+                                for r in replies]
+
+        message_id, replies = await self.db(store)
+        if message_id is None:
+            return
+        log.info("SMS from %s to %s (%d characters) stored as message %d%s", sms.sender,
+                 sms.to, len(sms.body), message_id,
+                 f"; {len(replies)} automatic reply queued" if replies else "")
+        for reply in replies:
+            if reply is None:
+                self.dispatcher.wake()
+            else:
+                self.dispatcher.submit(reply)
 
     # -- lifetime ----------------------------------------------------------------------
     def _spawn(self, coro: Any) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session
 
 from agent import outbox
+from agent.conversations import EXEMPT_FROM_OPT_OUT
 from agent.db import DbRunner
 from agent.models import Message
 from agent.outbox import OutboundSms
@@ -113,7 +114,8 @@ class Dispatcher:
         ready: list[OutboundSms] = []
         for message in outbox.claim_due(session, now, self.worker):
             # opt-out is checked at send time, for every message, queued ones included
-            if outbox.opted_out(session, message.number):
+            if (message.kind not in EXEMPT_FROM_OPT_OUT
+                    and outbox.opted_out(session, message.number)):
                 outbox.transition(message, outbox.CANCELLED, now, "the recipient opted out")
                 log.info("message %d to %s cancelled: opted out", message.id, message.number)
                 continue

@@ -218,6 +218,21 @@ DEFAULT_VOICEMAIL = (
     "We'll get back to you as soon as we can. Book: {booking_link}"
 )
 
+DEFAULT_OPTOUT = (
+    "You're unsubscribed from {business} texts and will get no more messages. "
+    "Reply START to resubscribe."
+)
+DEFAULT_OPTIN = "You're resubscribed to texts from {business}. Reply STOP to opt out."
+DEFAULT_HELP = "{business}: reply here and a person will get back to you. Reply STOP to opt out."
+
+
+def _keywords(key: str, value: Any, region: str | None) -> list[str]:
+    words = _list_of_text(key, value)
+    if not words or not all(word.strip() for word in words):
+        raise SettingError(f"{key} needs at least one word, and no empty ones")
+    return words
+
+
 _SPECS = (
     Spec("business.name", "us", "the business name for {business} in texts", _business_name),
     Spec(
@@ -257,6 +272,26 @@ _SPECS = (
         "text for a missed call where the caller left a voicemail",
         _template,
     ),
+    Spec(
+        "keywords.optout",
+        ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPT OUT",
+         "OPTOUT"],
+        "whole-message words that opt a number out (any case; add e.g. \"no más\")",
+        _keywords,
+    ),
+    Spec(
+        "keywords.optin",
+        ["START", "UNSTOP", "YES"],
+        "whole-message words that opt a number back in (only after an opt-out)",
+        _keywords,
+    ),
+    Spec("keywords.help", ["HELP", "INFO"], "whole-message words answered with templates.help",
+         _keywords),
+    Spec("templates.optout", DEFAULT_OPTOUT,
+         "the one confirmation sent after an opt-out (nothing else follows it)", _template),
+    Spec("templates.optin", DEFAULT_OPTIN, "the reply to an opt-in after an opt-out",
+         _template),
+    Spec("templates.help", DEFAULT_HELP, "the reply to HELP/INFO", _template),
     Spec(
         "textback.delay",
         "0s",

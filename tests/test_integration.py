@@ -421,3 +421,22 @@ def test_reply_from_the_trunk_is_stored_for_the_contact(
     (message,) = wait_until("the reply in the database", stored)  # type: ignore[misc]
     assert (message.body, message.status, message.transport) == (body, "received", "sip")
     assert message.from_number == "+15550000100"
+
+
+def test_stop_is_honoured_and_start_reverses_it(
+        lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess, db: Engine) -> None:
+    customer = new_caller()
+    trunk.send_message("+15550000100", customer, "Stop")
+    confirmation = expect_one_text(trunk, customer)
+    assert "unsubscribed" in confirmation.body
+    lab.call(DID, caller_id=customer, from_trunk=True, phone="busy")
+    (call,) = wait_until("the call after STOP", lambda: calls_from(db, customer))  # type: ignore[misc]
+    assert (call.missed, call.skip_reason) == (True, "opted_out")
+    time.sleep(0.5)
+    assert len(texts_to(trunk, customer)) == 1  # only the confirmation
+
+    trunk.send_message("+15550000100", customer, "START")
+    wait_until("the opt-in confirmation", lambda: len(texts_to(trunk, customer)) == 2)
+    lab.call(DID, caller_id=customer, from_trunk=True, phone="busy")
+    wait_until("a text-back again", lambda: len(texts_to(trunk, customer)) == 3)
+    assert "missed you" in texts_to(trunk, customer)[-1].body

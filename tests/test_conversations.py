@@ -1,0 +1,108 @@
+"""Keywords first: STOP always works, gets one confirmation, and nothing after it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agent import conversations, inbound, outbox, settings
+from agent.conversations import Keywords, keyword, normalise
+from agent.models import Contact, Message
+
+NOW = dt.datetime(2026, 12, 1, 15, 0, tzinfo=dt.UTC)
+WORDS = Keywords.from_settings(settings.defaults())
+
+
+@pytest.mark.parametrize(
+    ("body", "opted_out", "expected"),
+    [
+        ("STOP", False, "opt_out"),
+        ("stop", False, "opt_out"),
+        ("  Stop. ", False, "opt_out"),
+        ("STOP!!!", False, "opt_out"),
+        ("Unsubscribe 🙏", False, "opt_out"),
+        ("opt-out", False, "opt_out"),
+        ("Opt Out", False, "opt_out"),
+        ("STOPALL", False, "opt_out"),
+        ("cancel", False, "opt_out"),
+        ("Quit", False, "opt_out"),
+        ("ｓｔｏｐ", False, None),  # full-width letters are not the keyword
+        ("Please stop calling me about the boiler", False, None),  # not the whole message
+        ("Don't stop!", False, None),
+        ("stop by tomorrow?", False, None),
+        ("START", True, "opt_in"),
+        ("start", False, None),  # nothing to opt back into: a reply for a person
+        ("Yes", True, "opt_in"),
+        ("Yes", False, None),  # "yes" to "shall we call you back?" is not an opt-in
+        ("unstop", True, "opt_in"),
+        ("HELP", False, "help"),
+        ("info?", True, "help"),
+        ("Water everywhere, help!", False, None),
+        ("", False, None),
+        ("🙂", False, None),
+    ],
+)
+def test_keyword_table(body: str, opted_out: bool, expected: str | None) -> None:
+    assert keyword(body, WORDS, opted_out=opted_out) == expected
+
+
+def test_extra_words_in_other_languages() -> None:
+    words = Keywords.of(["STOP", "no más", "ARRÊT"], ["START"], ["HELP"])
+    assert keyword("No Más.", words, opted_out=False) == "opt_out"
+    assert keyword("arrêt", words, opted_out=False) == "opt_out"
+
+
+@given(st.text(max_size=200))
+def test_keyword_never_crashes_and_normalise_is_idempotent(body: str) -> None:
+    keyword(body, WORDS, opted_out=True)
+    assert normalise(normalise(body)) == normalise(body)
+
+
+def received(session: Session, body: str, number: str = "+12125550142") -> Message:
+    sms = inbound.InboundSms(sender=number, to="+12125550100", body=body, transport="sip",
+                             received_at=NOW)
+    message = inbound.receive(session, sms, "US")
+    assert message is not None
+    return message
+
+
+def reply_to(session: Session, body: str, at: dt.datetime = NOW) -> list[Message]:
+    values = settings.all_values(session)
+    return conversations.on_inbound(session, received(session, body), values, at)
+
+
+def test_stop_opts_out_cancels_pending_and_confirms_once(session: Session) -> None:
+    followup = outbox.enqueue(session, now=NOW, kind="textback", number="+12125550142",
+                              body="Hi", idempotency_key="x",
+                              send_at=NOW + dt.timedelta(minutes=5))
+    (confirmation,) = reply_to(session, "Stop")
+    contact = session.scalars(select(Contact)).one()
+    assert contact.opted_out and contact.opted_out_at == NOW
+    assert followup is not None and followup.status == "cancelled"
+    assert confirmation.kind == conversations.OPT_OUT_CONFIRMATION
+    assert "unsubscribed" in confirmation.body and "START" in confirmation.body
+    assert reply_to(session, "STOP") == []  # one confirmation per opt-out, nothing more
+    assert reply_to(session, "unsubscribe") == []
+
+
+def test_start_after_stop_opts_back_in(session: Session) -> None:
+    reply_to(session, "STOP")
+    (welcome,) = reply_to(session, "Start")
+    assert not session.scalars(select(Contact)).one().opted_out
+    assert welcome.kind == "optin_confirm" and "STOP" in welcome.body
+
+
+def test_help_gets_the_help_text_with_the_business_name(session: Session) -> None:
+    settings.set(session, "business.name", "Rapid Rooter", NOW)
+    (answer,) = reply_to(session, "help")
+    assert answer.body.startswith("Rapid Rooter:") and answer.kind == "help"
+
+
+def test_ordinary_reply_gets_no_automatic_answer(session: Session) -> None:
+    assert reply_to(session, "Can you come Tuesday?") == []
+    assert not session.scalars(select(Contact)).one().opted_out
