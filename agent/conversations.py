@@ -1,14 +1,19 @@
-"""What happens when a customer texts back: keywords first (STOP, START, HELP).
+"""What happens when a customer texts back: keywords first, then intent.
 
 Compliance comes before anything clever: a message that is, as a whole, an
 opt-out word ("STOP", "stop.", " Unsubscribe 🙏") opts the number out at once,
 cancels whatever was still queued for it, and gets exactly one confirmation —
 nothing else is sent to that number until it opts back in (START, UNSTOP, or
-YES after an opt-out). HELP/INFO get the help text. Every other reply is left
-for intent routing and the inbox.
+YES after an opt-out). HELP/INFO get the help text.
 
-`keyword()` is pure; `on_inbound()` applies it to the database and queues the
-replies, which the caller hands to the dispatcher.
+Anything else is sorted by intent (agent.intents): an emergency gets a short
+"a technician is calling you now", an alert to the on-call staff's phones and a
+call that rings the on-call target and connects it to the customer; a booking
+request gets the booking link; a price question the service-info text; any
+other reply is forwarded to the staff who asked to be told.
+
+`keyword()` is pure; `react()` applies the rules to the database and queues the
+texts, which the caller hands to the dispatcher, and says whom to ring.
 """
 
 from __future__ import annotations
@@ -17,13 +22,13 @@ import datetime as dt
 import logging
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent import outbox, templates
+from agent import intents, outbox, templates
 from agent.models import Contact, Message
 
 log = logging.getLogger(__name__)
@@ -34,6 +39,10 @@ Keyword = Literal["opt_out", "opt_in", "help"]
 # confirmation of the opt-out itself
 OPT_OUT_CONFIRMATION = "optout_confirm"
 EXEMPT_FROM_OPT_OUT = frozenset({OPT_OUT_CONFIRMATION})
+# a second "water everywhere" within this time alerts staff again but does not ring
+# the technician twice or repeat the reassurance to the customer
+EMERGENCY_REPEAT = dt.timedelta(minutes=15)
+AUTO_REPLY_REPEAT = dt.timedelta(hours=1)
 
 
 def normalise(text: str) -> str:
@@ -90,6 +99,51 @@ def keyword(body: str, words: Keywords, *, opted_out: bool) -> Keyword | None:
     return None
 
 
+@dataclass
+class Reaction:
+    """What a customer's text set off: messages queued, and whom to ring now."""
+
+    messages: list[Message] = field(default_factory=list)
+    intent: str | None = None  # a keyword or an intent, for the log
+    ring_oncall: str | None = None  # oncall.target, for an emergency
+
+
+def react(session: Session, message: Message, values: Mapping[str, Any], now: dt.datetime,
+          *, claim_for: str | None = None, classifier: intents.Classifier | None = None,
+          ) -> Reaction:
+    """Keywords first, then the intent of anything else (see the module docstring)."""
+    contact = session.get(Contact, message.contact_id) if message.contact_id else None
+    if contact is None:
+        return Reaction()
+    found = keyword(message.body, Keywords.from_settings(values), opted_out=contact.opted_out)
+    if found is not None:
+        return Reaction(on_inbound(session, message, values, now, claim_for=claim_for), found)
+    if contact.opted_out:
+        return Reaction(intent="opted_out")  # stored for staff to read; nothing is sent
+    intent = (classifier or intents.PhraseRules.from_settings(values)).classify(message.body)
+    reaction = Reaction(intent=intent)
+    alert_fields = {"customer": message.number, "message": message.body}
+    if intent == "emergency":
+        recent = _sent_recently(session, message.number, "templates.emergency_customer",
+                                now - EMERGENCY_REPEAT)
+        if not recent:
+            reaction.messages += _reply(session, message, values, now,
+                                        "templates.emergency_customer", "emergency_reply",
+                                        claim_for)
+            reaction.ring_oncall = values["oncall.target"] or None
+        reaction.messages += _alerts(session, message, values, now, "templates.emergency_alert",
+                                     values["oncall.notify_numbers"], alert_fields, claim_for)
+    elif intent in ("scheduling", "pricing"):
+        key = f"templates.{intent}"
+        if not _sent_recently(session, message.number, key, now - AUTO_REPLY_REPEAT):
+            reaction.messages += _reply(session, message, values, now, key, "auto_reply",
+                                        claim_for)
+    else:
+        reaction.messages += _alerts(session, message, values, now, "templates.reply_alert",
+                                     values["staff.notify_numbers"], alert_fields, claim_for)
+    return reaction
+
+
 def on_inbound(session: Session, message: Message, values: Mapping[str, Any],
                now: dt.datetime, *, claim_for: str | None = None) -> list[Message]:
     """Apply the keyword rules to a stored inbound message; returns replies queued."""
@@ -127,15 +181,41 @@ def _cancel_pending(session: Session, number: str, now: dt.datetime) -> int:
     return len(pending)
 
 
+def _sent_recently(session: Session, number: str, template_key: str,
+                   since: dt.datetime) -> bool:
+    """One automatic answer of a kind per customer per while: no ping-pong."""
+    return session.scalar(select(Message.id).where(
+        Message.number == number, Message.direction == "out",
+        Message.template == template_key, Message.created_at >= since).limit(1)) is not None
+
+
 def _reply(session: Session, message: Message, values: Mapping[str, Any], now: dt.datetime,
            template_key: str, kind: str, claim_for: str | None) -> list[Message]:
-    body = templates.render(values[template_key], {"business": values["business.name"],
-                                                   "did": message.from_number})
+    return _send(session, message, values, now, template_key, kind, message.number,
+                 f"reply:{message.id}", {}, claim_for)
+
+
+def _alerts(session: Session, message: Message, values: Mapping[str, Any], now: dt.datetime,
+            template_key: str, staff: list[str], fields: Mapping[str, str],
+            claim_for: str | None) -> list[Message]:
+    """Texts to staff about a customer; the customer's contact stays on the row."""
+    sent: list[Message] = []
+    for number in staff:
+        sent += _send(session, message, values, now, template_key, "alert", number,
+                      f"alert:{message.id}:{number}", fields, claim_for)
+    return sent
+
+
+def _send(session: Session, message: Message, values: Mapping[str, Any], now: dt.datetime,
+          template_key: str, kind: str, to: str, key: str, fields: Mapping[str, str],
+          claim_for: str | None) -> list[Message]:
+    body = templates.render(values[template_key], {
+        "business": values["business.name"], "booking_link": values["business.booking_link"],
+        "did": message.from_number, **fields})
     info = templates.segments(body)
-    reply = outbox.enqueue(
-        session, now=now, kind=kind, number=message.number, body=body,
-        idempotency_key=f"reply:{message.id}", from_number=message.from_number,
-        template=template_key, encoding=info.encoding, segments=info.segments,
-        contact_id=message.contact_id, claim_for=claim_for,
+    queued = outbox.enqueue(
+        session, now=now, kind=kind, number=to, body=body, idempotency_key=key,
+        from_number=message.from_number, template=template_key, encoding=info.encoding,
+        segments=info.segments, contact_id=message.contact_id, claim_for=claim_for,
     )
-    return [reply] if reply is not None else []
+    return [queued] if queued is not None else []

@@ -26,7 +26,8 @@ from agent.db import DbRunner, check_schema, make_engine
 from agent.dispatcher import Dispatcher
 from agent.models import Call, Contact, Message
 from agent.outbox import OutboundSms
-from agent.pbx.ami import AmiLink
+from agent.pbx import originate
+from agent.pbx.ami import AmiError, AmiLink
 from agent.transports.sip import SipTrunk
 
 log = logging.getLogger(__name__)
@@ -187,27 +188,44 @@ class Agent:
         region = self.config.pbx.default_region
         worker = self.dispatcher.worker
 
-        def store(session: Session) -> tuple[int | None, list[OutboundSms | None]]:
+        def store(session: Session) -> tuple[Message | None, conversations.Reaction,
+                                             list[OutboundSms | None]]:
             message = inbound.receive(session, sms, region)
             if message is None:
-                return None, []
-            replies = conversations.on_inbound(session, message, settings.all_values(session),
-                                               sms.received_at, claim_for=worker)
+                return None, conversations.Reaction(), []
+            reaction = conversations.react(session, message, settings.all_values(session),
+                                           sms.received_at, claim_for=worker)
             session.flush()
-            return message.id, [outbox.outbound(r) if r.status == outbox.SENDING else None
-                                for r in replies]
+            return message, reaction, [
+                outbox.outbound(m) if m.status == outbox.SENDING else None
+                for m in reaction.messages]
 
-        message_id, replies = await self.db(store)
-        if message_id is None:
+        message, reaction, queued = await self.db(store)
+        if message is None:
             return
-        log.info("SMS from %s to %s (%d characters) stored as message %d%s", sms.sender,
-                 sms.to, len(sms.body), message_id,
-                 f"; {len(replies)} automatic reply queued" if replies else "")
-        for reply in replies:
-            if reply is None:
+        log.info("SMS from %s to %s stored as message %d (%s): %d text(s) queued%s",
+                 message.number, sms.to, message.id, reaction.intent or "reply",
+                 len(queued), f", ringing {reaction.ring_oncall}" if reaction.ring_oncall else "")
+        if reaction.ring_oncall:
+            self._spawn(self.ring(reaction.ring_oncall, message.number, "EMERGENCY"))
+        for sms_out in queued:
+            if sms_out is None:
                 self.dispatcher.wake()
             else:
-                self.dispatcher.submit(reply)
+                self.dispatcher.submit(sms_out)
+
+    async def ring(self, first: str, customer: str, label: str) -> None:
+        """Ring `first` (on-call phone or number), then connect it to the customer."""
+        trunk = self.config.pbx.trunk_endpoints[0] if self.config.pbx.trunk_endpoints \
+            else self.config.sms.sip.endpoint
+        try:
+            action = originate.connect_action(first, customer, trunk=trunk, label=label)
+            await self.ami.action(action, timeout=5)
+        except (ValueError, AmiError) as exc:
+            log.error("could not ring %s for %s: %s (the alert texts still go out; does the "
+                      "AMI user have write = originate?)", first, customer, exc)
+            return
+        log.info("ringing %s to connect %s (%s)", first, customer, label)
 
     # -- lifetime ----------------------------------------------------------------------
     def _spawn(self, coro: Any) -> None:

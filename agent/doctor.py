@@ -15,7 +15,7 @@ from agent.config import Config
 log = logging.getLogger(__name__)
 
 # write privileges the agent uses, and the action that proves each one
-NEEDED_ACTIONS = {"MessageSend": "message", "Ping": "(none)"}
+NEEDED_ACTIONS = {"MessageSend": "message", "Originate": "originate", "Ping": "(none)"}
 
 
 @dataclass
@@ -71,10 +71,11 @@ async def _ami_checks(cfg: Config) -> list[Check]:
                    if name.lower() not in allowed]
         if missing:
             checks.append(Check(False, "AMI permissions: cannot use " + ", ".join(missing),
-                                f"in manager.conf give [{ami.username}] write = message "
-                                "(see asterisk/manager_textback.conf)"))
+                                f"in manager.conf give [{ami.username}] write = "
+                                "message,reporting,originate (see "
+                                "asterisk/manager_textback.conf)"))
         else:
-            checks.append(Check(True, "AMI permissions: MessageSend allowed"))
+            checks.append(Check(True, "AMI permissions: MessageSend and Originate allowed"))
         checks.append(await _trunk_check(cfg, link, allowed))
     except AmiError as exc:
         checks.append(Check(False, f"AMI action failed: {exc}", "see Asterisk's log"))

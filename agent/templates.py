@@ -31,7 +31,7 @@ import difflib
 import logging
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,6 +46,8 @@ FIELDS: Mapping[str, str] = {
     "booking_link": "the booking page (setting business.booking_link)",
     "next_open": "when the business opens again, e.g. 'tomorrow at 8:00'",
     "did": "the number the customer called",
+    "customer": "the customer's number (in alerts to staff)",
+    "message": "the customer's text (in alerts to staff)",
 }
 NAME_FALLBACK = "there"
 _FALLBACKS = {"first_name": NAME_FALLBACK, "caller_name": NAME_FALLBACK}
@@ -85,12 +87,13 @@ def _tokens(template: str) -> list[tuple[str, str | None]]:
     return out
 
 
-def validate(template: str) -> None:
+def validate(template: str, always: Collection[str] = ("business",)) -> None:
     """Refuse a template that would not render as its author expects.
 
     Raises TemplateError for an unknown field (with the closest known one), a
     lone brace, an empty template, or a template in which every sentence
-    depends on an optional field (it could render to nothing).
+    depends on an optional field (it could render to nothing); `always` names
+    the fields that are never empty where this template is used.
     """
     if not template.strip():
         raise TemplateError("the template is empty")
@@ -111,7 +114,9 @@ def validate(template: str) -> None:
                 f"unknown merge field {{{name}}}; {hint}known fields: "
                 + ", ".join(f"{{{field}}}" for field in FIELDS)
             )
-    if not render(template, {"business": "us"}).strip():  # business.name is never empty
+    # business.name is never empty; alerts to staff also always carry the customer's
+    # number and text, so their templates pass those in `always`
+    if not render(template, dict.fromkeys(always, "x")).strip():
         raise TemplateError(
             "every sentence depends on an optional field, so the text could be empty; "
             "add a sentence without {booking_link}, {next_open} or {did}"

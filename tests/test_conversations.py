@@ -100,9 +100,61 @@ def test_start_after_stop_opts_back_in(session: Session) -> None:
 def test_help_gets_the_help_text_with_the_business_name(session: Session) -> None:
     settings.set(session, "business.name", "Rapid Rooter", NOW)
     (answer,) = reply_to(session, "help")
-    assert answer.body.startswith("Rapid Rooter:") and answer.kind == "help"
+    assert answer.body.startswith("Thanks for texting Rapid Rooter.") and answer.kind == "help"
 
 
 def test_ordinary_reply_gets_no_automatic_answer(session: Session) -> None:
     assert reply_to(session, "Can you come Tuesday?") == []
     assert not session.scalars(select(Contact)).one().opted_out
+
+
+def configure(session: Session, **values: object) -> None:
+    for key, value in values.items():
+        settings.set(session, key.replace("__", "."), value, NOW, region="US")
+
+
+def react(session: Session, body: str, number: str = "+12125550142",
+          at: dt.datetime = NOW) -> conversations.Reaction:
+    return conversations.react(session, received(session, body, number),
+                               settings.all_values(session), at)
+
+
+def test_emergency_rings_oncall_alerts_staff_and_reassures_customer(session: Session) -> None:
+    configure(session, oncall__target="desk2", oncall__notify_numbers=["+13125550199"],
+              business__name="Rapid Rooter")
+    reaction = react(session, "Water everywhere in the kitchen!")
+    assert reaction.intent == "emergency" and reaction.ring_oncall == "desk2"
+    to_customer, alert = reaction.messages
+    assert to_customer.number == "+12125550142" and "calling you" in to_customer.body
+    assert alert.number == "+13125550199" and alert.kind == "alert"
+    assert alert.body == "EMERGENCY for Rapid Rooter from +12125550142: " \
+                         "Water everywhere in the kitchen!"
+    assert alert.contact_id == to_customer.contact_id  # the alert is about that customer
+    # a second message minutes later alerts again but does not ring twice
+    again = react(session, "please hurry, it's flooding", at=NOW + dt.timedelta(minutes=3))
+    assert again.ring_oncall is None
+    assert [m.number for m in again.messages] == ["+13125550199"]
+
+
+def test_booking_question_gets_the_link_once_an_hour(session: Session) -> None:
+    configure(session, business__booking_link="https://book.example.com/rr")
+    (answer,) = react(session, "Can I book a visit Tuesday?").messages
+    assert "https://book.example.com/rr" in answer.body
+    assert answer.template == "templates.scheduling"
+    assert react(session, "book me in", at=NOW + dt.timedelta(minutes=5)).messages == []
+    assert len(react(session, "book me in", at=NOW + dt.timedelta(hours=2)).messages) == 1
+
+
+def test_other_replies_reach_the_staff_who_asked(session: Session) -> None:
+    assert react(session, "My husband will call you").messages == []  # nobody configured
+    configure(session, staff__notify_numbers=["+13125550123", "+13125550124"])
+    alerts = react(session, "Is the blue van yours?").messages
+    assert sorted(m.number for m in alerts) == ["+13125550123", "+13125550124"]
+    assert all("Is the blue van yours?" in m.body for m in alerts)
+
+
+def test_opted_out_customer_gets_nothing_automatic(session: Session) -> None:
+    configure(session, oncall__target="desk2", oncall__notify_numbers=["+13125550199"])
+    react(session, "STOP")
+    reaction = react(session, "how much for a quote?")
+    assert reaction.messages == [] and reaction.ring_oncall is None

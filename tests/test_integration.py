@@ -339,7 +339,8 @@ def test_doctor_passes_on_a_good_setup(workdir: Path, agent: AgentProcess) -> No
     done = doctor(workdir / "textback.toml")
     assert done.returncode == 0, done.stdout + done.stderr
     for line in ("ok   AMI reachable", "ok   AMI login as 'textback'",
-                 "ok   AMI permissions: MessageSend allowed", "ok   database writable"):
+                 "ok   AMI permissions: MessageSend and Originate allowed",
+                 "ok   database writable"):
         assert line in done.stdout
 
 
@@ -440,3 +441,34 @@ def test_stop_is_honoured_and_start_reverses_it(
     lab.call(DID, caller_id=customer, from_trunk=True, phone="busy")
     wait_until("a text-back again", lambda: len(texts_to(trunk, customer)) == 3)
     assert "missed you" in texts_to(trunk, customer)[-1].body
+
+
+def set_setting(workdir: Path, key: str, value: str) -> None:
+    subprocess.run([sys.executable, "-m", "agent.cli", "settings", "set", "--config",
+                    str(workdir / "textback.toml"), key, value], check=True,
+                   capture_output=True)
+
+
+def test_emergency_reply_rings_oncall_and_alerts_staff(
+        lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess, workdir: Path) -> None:
+    oncall_mobile = "+13125550199"
+    set_setting(workdir, "oncall.target", "desk2")
+    set_setting(workdir, "oncall.notify_numbers", f'["{oncall_mobile}"]')
+    try:
+        customer = new_caller()
+        phone = lab.phone("desk2", "answer", answer_after_ms=200, timeout=20)
+        time.sleep(0.25)
+        sent = time.monotonic()
+        trunk.send_message("+15550000100", customer, "Water everywhere in the kitchen!!")
+        lab.wait_channel("PJSIP/desk2", timeout=2)  # the on-call phone is ringing
+        rang_after = time.monotonic() - sent
+        assert rang_after < 2, rang_after
+        reassurance = expect_one_text(trunk, customer)
+        assert "calling you" in reassurance.body
+        alert = expect_one_text(trunk, oncall_mobile)
+        assert alert.body.endswith(f"from {customer}: Water everywhere in the kitchen!!")
+        # the technician answered; the PBX then dialled the customer through the trunk
+        assert phone.wait(20) == 0, phone.output()
+    finally:
+        set_setting(workdir, "oncall.target", "")
+        set_setting(workdir, "oncall.notify_numbers", "[]")

@@ -100,8 +100,6 @@ def test_textback_user_rights_are_least_privilege(lab: LabPbx) -> None:
 
         for forbidden, fields in [
             ("Command", {"Command": "core show version"}),
-            ("Originate", {"Channel": "Local/103@from-internal", "Application": "Wait",
-                           "Data": "1"}),
             ("Hangup", {"Channel": "PJSIP/desk-00000000"}),
             ("ModuleLoad", {"Module": "app_dial.so", "LoadType": "reload"}),
         ]:
