@@ -71,6 +71,9 @@ class Contact(Base):
     tags: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
     source: Mapped[str] = mapped_column(String(32), default="call", nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    # when staff last reached this person (a reply, an answered call back, or marked
+    # so by hand): follow-ups and escalations stop there
+    contacted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class Call(Base):
@@ -156,3 +159,30 @@ class MessageEvent(Base):
     detail: Mapped[str | None] = mapped_column(Text)
 
     message: Mapped[Message] = relationship(back_populates="history")
+
+
+class Job(Base):
+    """A durable timer: something to do at `due_at` (a follow-up, a reminder).
+
+    Rows, not sleeps, so a restart loses nothing; a job is claimed and done in one
+    transaction, so it never runs twice, even with two agents on one database.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)  # "followup", "reminder"…
+    step: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    due_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    # pending → done | cancelled (with the reason in `detail`)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    # "followup:<message id>:<step>": the same timer is never scheduled twice
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), nullable=False)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    done_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_jobs_status_due", "status", "due_at"),)
