@@ -233,5 +233,28 @@ def demo(calls: int, once: bool) -> None:
     sys.exit(run_demo(calls=calls, once=once))
 
 
+@main.command("contacted")
+@config_option
+@click.argument("number")
+def contacted(config_path: str | None, number: str) -> None:
+    """Mark a customer as reached by staff: their follow-ups and reminders stop."""
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from agent import numbers, timers
+    from agent.db import sessions
+    from agent.models import Contact
+
+    cfg = _load(config_path)
+    e164 = numbers.to_e164(number, cfg.pbx.default_region) or number
+    with sessions(_engine(cfg))() as session, session.begin():
+        contact = session.scalar(select(Contact).where(Contact.number == e164))
+        if contact is None:
+            raise click.ClickException(f"no contact with the number {e164}")
+        timers.contacted(session, contact, "marked by hand", dt.datetime.now(dt.UTC))
+    click.echo(f"{e164} marked as contacted; follow-ups and reminders stopped")
+
+
 if __name__ == "__main__":
     main()

@@ -137,3 +137,30 @@ def test_secret_file_permissions_checked_at_load(config: Path) -> None:
     os.chmod(config.with_name("ami.secret"), 0o644)
     out = CliRunner().invoke(main, ["settings", "list", "--config", str(config)])
     assert out.exit_code != 0 and "chmod 600" in out.output
+
+
+def test_marking_a_customer_contacted_stops_their_timers(config: Path) -> None:
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from agent import config as configuration
+    from agent import timers
+    from agent.db import make_engine, sessions
+    from agent.models import Contact, Job
+
+    engine = make_engine(configuration.load(config).database.url)
+    now = dt.datetime.now(dt.UTC)
+    with sessions(engine)() as s, s.begin():
+        contact = Contact(number="+12125550142", created_at=now, tags=[])
+        s.add(contact)
+        s.flush()
+        s.add(Job(kind=timers.FOLLOWUP, step=0, due_at=now, status="pending",
+                  dedupe_key="followup:1:0", contact_id=contact.id, created_at=now))
+    out = CliRunner().invoke(main, ["contacted", "--config", str(config), "(212) 555-0142"])
+    assert out.exit_code == 0, out.output
+    with sessions(engine)() as s:
+        assert s.scalars(select(Job)).one().status == "cancelled"
+        assert s.scalars(select(Contact)).one().contacted_at is not None
+    unknown = CliRunner().invoke(main, ["contacted", "--config", str(config), "+13125550000"])
+    assert unknown.exit_code != 0 and "no contact" in unknown.output
