@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: all venv sipp lab test lint demo bench clean
+.PHONY: all venv sipp lab postgres test lint demo bench clean
 
 all: test
 
@@ -37,10 +37,15 @@ sipp:
 lab:
 	@asterisk/lab/fetch-asterisk >/dev/null
 
+# a PostgreSQL server for the tests that run on both databases (no service is
+# started: the tests run a private cluster of their own)
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || $(MAKE) --no-print-directory _apt PKG=postgresql
+
 lint: venv
 	$(BIN)/ruff check agent web tests bench bench/latency
 
-test: venv sipp lab lint
+test: venv sipp lab postgres lint
 	$(BIN)/pytest -q
 
 demo: venv sipp lab

@@ -1,14 +1,27 @@
-"""Shared fixtures: a migrated SQLite database per test (real SQLite, real migrations)."""
+"""Shared fixtures: a migrated database per test (real SQLite, real PostgreSQL, real
+migrations).
+
+SQLite is the default everywhere. A test module that sets
+`DATABASES = ("sqlite", "postgresql")` runs its database tests on both: the
+PostgreSQL server is a throwaway cluster started once per test run (the Makefile
+installs Debian's postgresql; without it those cases are skipped with the reason).
+"""
 
 from __future__ import annotations
 
+import glob
+import itertools
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
 from agent.db import make_engine, migrate, sessions
@@ -25,9 +38,67 @@ _default_profile = "ci" if os.environ.get("CI") else "dev"
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or _default_profile)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database" in metafunc.fixturenames:
+        metafunc.parametrize("database", getattr(metafunc.module, "DATABASES", ("sqlite",)),
+                             indirect=True)
+
+
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'textback.db'}")
+def database(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _pg_binary(name: str) -> str | None:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else shutil.which(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A private PostgreSQL cluster on a free loopback port; yields its base URL."""
+    initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL server binaries not installed (make test installs them)")
+    # not under pytest's root-only tmp: the postgres user must be able to reach it
+    data = Path(tempfile.mkdtemp(prefix="textback-pg-"))
+    # PostgreSQL refuses to run as root; the Debian package brings a postgres user
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run([*as_user, initdb, "-D", str(data / "db"), "-A", "trust", "-U", "textback",
+                    "--no-sync"], check=True, capture_output=True)
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {data} -c fsync=off"
+    subprocess.run([*as_user, pg_ctl, "-D", str(data / "db"), "-o", options, "-l",
+                    str(data / "log"), "-w", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://textback@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data / "db"), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def engine(database: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'textback.db'}"
+    else:
+        server = request.getfixturevalue("postgres_server")
+        name = f"t{os.getpid()}_{next(_databases)}"
+        admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        url = f"{server}/{name}"
+    engine = make_engine(url)
     migrate(engine)
     yield engine
     engine.dispose()

@@ -14,6 +14,8 @@ from agent import conversations, inbound, outbox, settings
 from agent.conversations import Keywords, keyword, normalise
 from agent.models import Contact, Message
 
+DATABASES = ("sqlite", "postgresql")  # the scale-out path must behave the same
+
 NOW = dt.datetime(2026, 12, 1, 15, 0, tzinfo=dt.UTC)
 WORDS = Keywords.from_settings(settings.defaults())
 

@@ -14,6 +14,8 @@ from agent import inbound
 from agent.models import Contact, Message
 from agent.pbx.transcript import read_events
 
+DATABASES = ("sqlite", "postgresql")  # the scale-out path must behave the same
+
 AMI = Path(__file__).parent / "fixtures" / "ami"
 NOW = dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.UTC)
 

@@ -9,6 +9,8 @@ from sqlalchemy import Engine
 from agent.db import current_revision, head_revision
 from agent.models import Base
 
+DATABASES = ("sqlite", "postgresql")  # the scale-out path must behave the same
+
 
 def test_migrations_build_the_models_schema(engine: Engine) -> None:
     assert current_revision(engine) == head_revision()

@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 from agent import conversations, inbound, outbox, settings, timers
 from agent.models import Contact, Job, Message
 
+DATABASES = ("sqlite", "postgresql")  # the scale-out path must behave the same
+
 UTC = dt.UTC
 NY = ZoneInfo("America/New_York")
 LA = ZoneInfo("America/Los_Angeles")
