@@ -32,6 +32,7 @@ import signal
 import socket
 import string
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -48,6 +49,8 @@ LAB_DIR = REPO_ROOT / "asterisk" / "lab"
 CONF_TEMPLATE_DIR = LAB_DIR / "conf"
 SIPP_TEMPLATE_DIR = LAB_DIR / "sipp"
 FETCH_SCRIPT = LAB_DIR / "fetch-asterisk"
+# textback's shipped dialplan, included by the lab's extensions.conf exactly as shipped
+SHIPPED_DIALPLAN = REPO_ROOT / "asterisk" / "extensions_textback.conf"
 
 LOCALHOST = "127.0.0.1"
 AMI_USER = "textback"
@@ -311,9 +314,14 @@ class LabPbx:
         admin_secret: str | None = None,
         ring_seconds: int = 4,
         asterisk_fs: Path | None = None,
+        textback_config: Path | None = None,
     ) -> None:
         _ensure_ports_valid(port_base)
         self.run_dir = Path(run_dir).resolve()
+        # what the routing AGI reads (Asterisk passes its environment on to AGI children);
+        # by default a file that does not exist, so a developer's own config is never read
+        # and routed calls take the dialplan's fallback
+        self.textback_config = Path(textback_config or self.run_dir / "textback.toml")
         self.ports = PortLayout(port_base)
         self._ami_secret = ami_secret or secrets.token_urlsafe(18)
         self._admin_secret = admin_secret or secrets.token_urlsafe(18)
@@ -425,6 +433,7 @@ class LabPbx:
             "LAB_AMI_SECRET": self._ami_secret,
             "LAB_ADMIN_SECRET": self._admin_secret,
             "LAB_RING_SECONDS": self.ring_seconds,
+            "LAB_TEXTBACK_AGI": self.routing_agi,
         }
         for i, port in enumerate(self.ports.callers):
             values[f"LAB_CALLER_PORT_{i}"] = port
@@ -449,6 +458,21 @@ class LabPbx:
             target.write_text(text)
             if template.name == "manager.conf":
                 target.chmod(0o600)
+        shutil.copyfile(SHIPPED_DIALPLAN, self.etc_dir / SHIPPED_DIALPLAN.name)
+
+    @property
+    def routing_agi(self) -> Path:
+        """The `textback-route` AGI the dialplan runs: the installed console script, or
+        (before `pip install`) a wrapper with the same entry point in the run dir."""
+        installed = Path(sys.executable).parent / "textback-route"
+        if installed.exists():
+            return installed
+        wrapper = self.run_dir / "agi-bin" / "textback-route"
+        wrapper.parent.mkdir(parents=True, exist_ok=True)
+        wrapper.write_text(f"#!{sys.executable}\nimport sys\nfrom agent.agi import main\n"
+                           "sys.exit(main())\n")
+        wrapper.chmod(0o755)
+        return wrapper
 
     def _asterisk_argv(self, *args: str) -> list[str]:
         fs = self.fs
@@ -501,6 +525,7 @@ class LabPbx:
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=self.run_dir,
+            env={**os.environ, "TEXTBACK_CONFIG": str(self.textback_config)},
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
