@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: all venv sipp lab postgres test lint demo bench clean
+.PHONY: all venv sipp lab postgres gammu test lint demo bench bench-agi bench-modem clean
 
 all: test
 
@@ -42,17 +42,31 @@ lab:
 postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || $(MAKE) --no-print-directory _apt PKG=postgresql
 
-lint: venv
-	$(BIN)/ruff check agent web tests bench bench/latency
+# gammu checks that the tests' emulated GSM modem passes for a real one
+gammu:
+	@command -v gammu >/dev/null || $(MAKE) --no-print-directory _apt PKG=gammu
 
-test: venv sipp lab postgres lint
+lint: venv
+	$(BIN)/ruff check agent web tests bench bench/latency bench/agi bench/modem
+
+test: venv sipp lab postgres gammu lint
 	$(BIN)/pytest -q
 
+# make demo MODEM=emulated: the text leaves through the GSM modem path (an emulated
+# modem on a pseudo-terminal) instead of the SIP trunk
 demo: venv sipp lab
-	$(BIN)/textback demo
+	$(BIN)/textback demo $(if $(filter emulated,$(MODEM)),--modem emulated)
 
 bench: venv sipp lab
 	$(BIN)/python bench/latency
+
+# the routing AGI: decision time and call set-up with/without it (200 routed calls)
+bench-agi: venv sipp lab
+	$(BIN)/python bench/agi
+
+# the GSM modem path: throughput, rate limit, time in queue, RSS; driver overhead per part
+bench-modem: venv
+	$(BIN)/python bench/modem
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -223,14 +223,65 @@ def doctor(config_path: str | None) -> None:
         sys.exit(1)
 
 
+@main.command("send-test")
+@config_option
+@click.option("--to", "to", required=True, help="The phone number to text.")
+@click.option("--text", required=True, help="The message.")
+@click.option("--transport", type=click.Choice(["gsm", "sip"]), default=None,
+              help="Default: the first of [sms] transports.")
+def send_test(config_path: str | None, to: str, text: str, transport: str | None) -> None:
+    """Send one SMS now through one transport; print its id and status."""
+    from agent.db import DatabaseError
+    from agent.sendtest import SendTestError
+    from agent.sendtest import send_test as run_send_test
+
+    cfg = _load(config_path)
+    try:
+        message = run_send_test(cfg, to, text, transport or cfg.sms.transports[0])
+    except (SendTestError, DatabaseError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"message {message.id}: {message.status} via {message.transport or '-'}"
+               + (f" ({message.provider_ref})" if message.provider_ref else ""))
+    if message.status in ("failed", "queued", "sending"):
+        raise click.ClickException(f"message {message.id} {message.status}: {message.error}")
+
+
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+@click.option("--limit", default=20, show_default=True, help="How many, newest first.")
+def messages(config_path: str | None, as_json: bool, limit: int) -> None:
+    """Recent SMS in and out: number, text, status, transport, parts, times, error."""
+    from agent.db import DatabaseError
+    from agent.sendtest import recent
+
+    cfg = _load(config_path)
+    try:
+        rows = recent(cfg, limit)
+    except DatabaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    for row in rows:
+        arrow = "->" if row["direction"] == "out" else "<-"
+        click.echo(f"#{row['id']} {row['created_at'][:19]} {arrow} {row['number']}  "
+                   f"{row['status']} via {row['transport'] or '-'}, {row['parts'] or '?'} "
+                   f"part(s)  {row['body'][:60]!r}")
+        if row["error"]:
+            click.echo(f"      error: {row['error']}")
+
+
 @main.command()
 @click.option("--calls", default=1, show_default=True, help="Sample missed calls to place.")
 @click.option("--once", is_flag=True, help="Exit after the sample call instead of waiting.")
-def demo(calls: int, once: bool) -> None:
+@click.option("--modem", type=click.Choice(["emulated"]), default=None,
+              help="Send through the GSM modem path, on an emulated modem.")
+def demo(calls: int, once: bool, modem: str | None) -> None:
     """Lab Asterisk + agent + a sample unanswered call, on embedded defaults."""
     from agent.demo import run_demo
 
-    sys.exit(run_demo(calls=calls, once=once))
+    sys.exit(run_demo(calls=calls, once=once, modem=modem))
 
 
 @main.command("contacted")

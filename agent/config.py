@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PATH = Path("/etc/textback/textback.toml")
-KNOWN_TRANSPORTS = ("sip",)
+KNOWN_TRANSPORTS = ("sip", "gsm")
 
 
 class ConfigError(Exception):
@@ -54,10 +54,41 @@ class SipTransportConfig:
 
 
 @dataclass(frozen=True)
+class GsmTransportConfig:
+    """[sms.gsm]: a USB/serial modem with a SIM. Timings below the line are not in the
+    TOML; they are fields so tests and the benchmark can shorten them."""
+
+    port: str = "/dev/serial/by-id/usb-*-if00-port0"  # a path or a glob
+    baudrate: int = 115200
+    pin: str = ""
+    smsc: str = ""  # empty: the SMSC stored on the SIM
+    max_per_minute: int = 6  # carriers flag SIMs that send faster
+    delivery_reports: bool = True
+    # ---
+    command_timeout: float = 5.0
+    send_timeout: float = 60.0  # the network's answer to AT+CMGS takes 1-10 s
+    heartbeat: float = 30.0  # an idle modem is asked AT+CSQ this often
+    sweep_interval: float = 600.0  # AT+CMGL=4: SMS whose notification was lost
+    reconnect_delay: float = 2.0
+    failures_before_failover: int = 3  # temporary send failures in a row
+
+
+@dataclass(frozen=True)
 class SmsConfig:
     transports: tuple[str, ...] = ("sip",)
     sip: SipTransportConfig = field(default_factory=SipTransportConfig)
+    gsm: GsmTransportConfig = field(default_factory=GsmTransportConfig)
     max_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class AgiConfig:
+    """The FastAGI routing server inside the agent (off: the `textback-route` command
+    serves the dialplan instead, one process per call)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 4573
 
 
 @dataclass(frozen=True)
@@ -67,6 +98,7 @@ class Config:
     pbx: PbxConfig = field(default_factory=PbxConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
+    agi: AgiConfig = field(default_factory=AgiConfig)
 
 
 def resolve_path(explicit: str | os.PathLike[str] | None) -> Path:
@@ -97,7 +129,7 @@ def load(explicit: str | os.PathLike[str] | None = None) -> Config:
 
 def parse(data: dict[str, Any], path: Path) -> Config:
     reader = _Reader(path)
-    reader.only(data, "", {"ami", "pbx", "database", "sms"})
+    reader.only(data, "", {"ami", "pbx", "database", "sms", "agi"})
 
     ami_t = reader.table(data, "ami")
     reader.only(ami_t, "ami", {"host", "port", "username", "secret", "secret_file",
@@ -141,7 +173,7 @@ def parse(data: dict[str, Any], path: Path) -> Config:
                            "sqlite:////var/lib/textback/textback.db")
 
     sms_t = reader.table(data, "sms")
-    reader.only(sms_t, "sms", {"transports", "sip", "max_attempts"})
+    reader.only(sms_t, "sms", {"transports", "sip", "gsm", "max_attempts"})
     transports = reader.strings(sms_t, "sms.transports", SmsConfig.transports)
     for name in transports:
         if name not in KNOWN_TRANSPORTS:
@@ -159,9 +191,42 @@ def parse(data: dict[str, Any], path: Path) -> Config:
     sms = SmsConfig(
         transports=transports,
         sip=sip,
+        gsm=_gsm(reader, reader.table(sms_t, "gsm", "sms.gsm")),
         max_attempts=int(reader.number(sms_t, "sms.max_attempts", SmsConfig.max_attempts, 1, 50)),
     )
-    return Config(path=path, ami=ami, pbx=pbx, database=database, sms=sms)
+    agi_t = reader.table(data, "agi")
+    reader.only(agi_t, "agi", {"enabled", "host", "port"})
+    enabled = agi_t.get("enabled", AgiConfig.enabled)
+    if not isinstance(enabled, bool):
+        raise reader.error("agi.enabled", f"must be true or false, not {enabled!r}")
+    agi = AgiConfig(enabled=enabled, host=reader.string(agi_t, "agi.host", AgiConfig.host),
+                    port=reader.port(agi_t, "agi.port", AgiConfig.port))
+    return Config(path=path, ami=ami, pbx=pbx, database=database, sms=sms, agi=agi)
+
+
+def _gsm(reader: _Reader, gsm_t: dict[str, Any]) -> GsmTransportConfig:
+    reader.only(gsm_t, "sms.gsm", {"port", "baudrate", "pin", "smsc", "max_per_minute",
+                                   "delivery_reports"})
+    baudrate = int(reader.number(gsm_t, "sms.gsm.baudrate", GsmTransportConfig.baudrate,
+                                 1200, 4_000_000))
+    pin = reader.string(gsm_t, "sms.gsm.pin", "")
+    if pin and not (pin.isdigit() and 4 <= len(pin) <= 8):
+        raise reader.error("sms.gsm.pin", "must be the SIM's 4-8 digit PIN, or empty when "
+                           "the SIM has none")
+    smsc = reader.string(gsm_t, "sms.gsm.smsc", "")
+    if smsc and not (smsc.startswith("+") and smsc[1:].isdigit()):
+        raise reader.error("sms.gsm.smsc", f"must be an international number like "
+                           f'"+447785016005", or empty to use the SIM\'s; not {smsc!r}')
+    reports = gsm_t.get("delivery_reports", GsmTransportConfig.delivery_reports)
+    if not isinstance(reports, bool):
+        raise reader.error("sms.gsm.delivery_reports", f"must be true or false, not {reports!r}")
+    return GsmTransportConfig(
+        port=reader.string(gsm_t, "sms.gsm.port", GsmTransportConfig.port, required=True),
+        baudrate=baudrate, pin=pin, smsc=smsc,
+        max_per_minute=int(reader.number(gsm_t, "sms.gsm.max_per_minute",
+                                         GsmTransportConfig.max_per_minute, 1, 60)),
+        delivery_reports=reports,
+    )
 
 
 def _check_region(reader: _Reader, region: str) -> None:
@@ -272,4 +337,20 @@ transports = ["sip"]
 endpoint = "trunk"
 # empty: reply from the DID that was called
 from_number = ""
+
+# A USB/serial GSM modem with a SIM (see hardware/README.md); add "gsm" to
+# transports above, e.g. transports = ["gsm", "sip"] for the trunk as failover.
+# [sms.gsm]
+# port = "/dev/serial/by-id/usb-*-if02-port0"   # a path or a glob, never /dev/ttyUSB2
+# pin = ""              # the SIM's PIN, if any
+# smsc = ""             # empty: the SMS centre stored on the SIM
+# max_per_minute = 6    # carriers flag SIMs that send faster
+# delivery_reports = true
+
+[agi]
+# FastAGI routing inside the agent, for TEXTBACK_AGI=agi://127.0.0.1:4573/textback-route
+# in the dialplan. Off: Asterisk runs the textback-route command per call instead.
+enabled = false
+host = "127.0.0.1"
+port = 4573
 """

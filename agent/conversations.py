@@ -28,7 +28,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent import intents, outbox, templates
+from agent import intents, outbox, templates, timers
 from agent.models import Contact, Message
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,8 @@ def react(session: Session, message: Message, values: Mapping[str, Any], now: dt
     contact = session.get(Contact, message.contact_id) if message.contact_id else None
     if contact is None:
         return Reaction()
+    # any reply ends the follow-up sequence: the lead is talking to us
+    timers.cancel(session, contact.id, (timers.FOLLOWUP,), "the customer replied", now)
     found = keyword(message.body, Keywords.from_settings(values), opted_out=contact.opted_out)
     if found is not None:
         return Reaction(on_inbound(session, message, values, now, claim_for=claim_for), found)
@@ -122,6 +124,7 @@ def react(session: Session, message: Message, values: Mapping[str, Any], now: dt
         return Reaction(intent="opted_out")  # stored for staff to read; nothing is sent
     intent = (classifier or intents.PhraseRules.from_settings(values)).classify(message.body)
     reaction = Reaction(intent=intent)
+    timers.schedule_escalation(session, message, values, now)  # until staff reach them
     alert_fields = {"customer": message.number, "message": message.body}
     if intent == "emergency":
         recent = _sent_recently(session, message.number, "templates.emergency_customer",
@@ -159,6 +162,8 @@ def on_inbound(session: Session, message: Message, values: Mapping[str, Any],
                      message.body)
             return []
         contact.opted_out, contact.opted_out_at = True, now
+        timers.cancel(session, contact.id, (timers.FOLLOWUP, *timers.ESCALATION),
+                      "opted out", now)
         cancelled = _cancel_pending(session, contact.number, now)
         log.info("%s opted out (%r); %d pending message(s) cancelled", contact.number,
                  message.body, cancelled)

@@ -19,20 +19,25 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agent import conversations, inbound, numbers, outbox, policy, settings
+from agent import conversations, inbound, numbers, outbox, policy, settings, timers
 from agent.calls import CallTracker, FinishedCall
 from agent.config import Config
 from agent.db import DbRunner, check_schema, make_engine
 from agent.dispatcher import Dispatcher
 from agent.models import Call, Contact, Message
+from agent.modem.driver import Modem
+from agent.modem.inbox import ModemInbox
 from agent.outbox import OutboundSms
 from agent.pbx import originate
 from agent.pbx.ami import AmiError, AmiLink
+from agent.pbx.fastagi import RoutingServer, database_settings
+from agent.transports.gsm import GsmModemTransport
 from agent.transports.sip import SipTrunk
 
 log = logging.getLogger(__name__)
 
 TEXTBACK = "textback"
+TIMER_TICK = 1.0  # seconds between looks at the jobs table
 
 
 def _utc(ts: float) -> dt.datetime:
@@ -49,7 +54,14 @@ class Agent:
         self.tracker = CallTracker(pbx.trunk_endpoints, pbx.inbound_contexts)
         self.ami = AmiLink(config.ami, self.on_event, config_path=str(config.path),
                            on_up=self.on_up, on_down=self.on_down)
-        transports = {"sip": lambda: SipTrunk(config.sms.sip, self.ami)}
+        # the modem's one owner task starts in run(); its SMS take the same way in as SIP's
+        self.modem: Modem | None = None
+        if "gsm" in config.sms.transports:
+            modem_inbox = ModemInbox(self.db, self.deliver_inbound)
+            self.modem = Modem(config.sms.gsm, on_deliver=modem_inbox.deliver,
+                               on_report=modem_inbox.report)
+        transports = {"sip": lambda: SipTrunk(config.sms.sip, self.ami),
+                      "gsm": lambda: GsmModemTransport(config.sms.gsm, self.modem, self.db)}
         self.dispatcher = Dispatcher(
             self.db, [transports[name]() for name in config.sms.transports],
             worker=f"{socket.gethostname()}/agent", max_attempts=config.sms.max_attempts,
@@ -136,7 +148,8 @@ class Agent:
                                   tags=[], source="call")
                 session.add(contact)
                 session.flush()
-        rules = policy.Rules.from_settings(settings.all_values(session), region)
+        values = settings.all_values(session)
+        rules = policy.Rules.from_settings(values, region)
         history = caller_history(session, number, contact)
         decision = policy.decide(call, number, history, rules, now)
         row = Call(
@@ -153,6 +166,8 @@ class Agent:
         verdict = "missed" if call.missed else "answered"
         if call.missed:
             verdict += f" ({call.reason})"
+        if not call.missed:
+            self._reached(session, call, number, now)
         if isinstance(decision, policy.Skip):
             row.decision, row.skip_reason = "skip", decision.reason
             return False, f"{call.direction} {verdict}, not texted: {decision.reason}"
@@ -170,6 +185,7 @@ class Agent:
             return False, f"{call.direction} {verdict}, not texted: already queued"
         row.decision = "send"
         session.flush()
+        timers.schedule_followups(session, message, values, now)
         described = f"{call.direction} {verdict}, queued text-back as message {message.id}"
         if message.status == outbox.SENDING:
             return outbox.outbound(message), described
@@ -227,6 +243,46 @@ class Agent:
             return
         log.info("ringing %s to connect %s (%s)", first, customer, label)
 
+    def _reached(self, session: Session, call: FinishedCall, caller: str | None,
+                 now: dt.datetime) -> None:
+        """An answered call between the business and a customer: a text-back still
+        waiting for its delay is cancelled, and follow-ups and reminders stop."""
+        region = self.config.pbx.default_region
+        if call.direction == "inbound":
+            number, how = caller, "called again and was answered"
+        elif call.direction == "outbound" and call.did:
+            number, how = numbers.to_e164(call.did, region), "the business called back"
+        else:
+            return
+        if number is None:
+            return
+        for waiting in session.scalars(select(Message).where(
+                Message.number == number, Message.kind == TEXTBACK,
+                Message.status == outbox.QUEUED)):
+            outbox.transition(waiting, outbox.CANCELLED, now, how)
+            log.info("text-back %d to %s cancelled: %s", waiting.id, number, how)
+        contact = session.scalar(select(Contact).where(Contact.number == number))
+        if contact is not None:
+            timers.contacted(session, contact, how, now)
+
+    async def run_timers(self) -> None:
+        """Due follow-ups and reminders, once a second (rows, so restarts lose nothing)."""
+        worker = self.dispatcher.worker
+
+        def due(session: Session) -> list[OutboundSms]:
+            queued = timers.run_due(session, settings.all_values(session),
+                                    dt.datetime.now(dt.UTC), worker)
+            session.flush()
+            return [outbox.outbound(m) for m in queued if m.status == outbox.SENDING]
+
+        while True:
+            try:
+                for sms in await self.db(due):
+                    self.dispatcher.submit(sms)
+            except Exception:  # a bad row must not stop every later timer
+                log.exception("running due timers failed; trying again shortly")
+            await asyncio.sleep(TIMER_TICK)
+
     # -- lifetime ----------------------------------------------------------------------
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -246,7 +302,21 @@ class Agent:
         log.info("textback agent starting: AMI %s:%s, transports %s",
                  self.config.ami.host, self.config.ami.port, ", ".join(self.config.sms.transports))
         workers = [loop.create_task(self.ami.run(), name="ami"),
-                   loop.create_task(self.dispatcher.run(), name="dispatcher")]
+                   loop.create_task(self.dispatcher.run(), name="dispatcher"),
+                   loop.create_task(self.run_timers(), name="timers")]
+        if self.modem is not None:
+            workers.append(loop.create_task(self.modem.run(), name="modem"))
+        routing_server = None
+        if self.config.agi.enabled:  # FastAGI routing; the dialplan falls back without it
+            routing_server = RoutingServer(self.config.agi.host, self.config.agi.port,
+                                           database_settings(self.db.engine))
+            try:
+                await routing_server.start()
+            except OSError as exc:
+                log.error("FastAGI routing cannot listen on %s:%s (%s); calls take the "
+                          "dialplan's fallback route", self.config.agi.host,
+                          self.config.agi.port, exc.strerror)
+                routing_server = None
         stopped = loop.create_task(stop.wait())
         done, _ = await asyncio.wait([stopped, *workers], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -256,6 +326,8 @@ class Agent:
         if self._tasks:  # calls being decided: their rows land, their sends fail over
             await asyncio.wait(self._tasks, timeout=5)
         await self.dispatcher.drain(timeout=5)
+        if routing_server is not None:
+            await routing_server.close()
         self.ami.close()
         for task in [*workers, stopped]:
             task.cancel()

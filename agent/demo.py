@@ -24,9 +24,13 @@ from sqlalchemy.orm import selectinload
 from agent.db import make_engine, sessions
 from agent.labpbx import LabPbx, TrunkPeer
 from agent.models import Call, Message
+from agent.modem import pdu
+from agent.modem.emulator import ModemEmulator
 
 PORT_BASE = int(os.environ.get("TEXTBACK_DEMO_PORT_BASE", "25000"))
-DID = "+15550000100"
+# routed by the shipped dialplan (asterisk/extensions_textback.conf): the routing AGI
+# reads the hours and routing settings from the demo's database on every call
+DID = "+15550010100"
 BUSINESS = "Rapid Rooter Plumbing"
 
 
@@ -44,17 +48,54 @@ def _pump(stream: object) -> None:
         sys.stdout.flush()
 
 
-def _place_call(lab: LabPbx, trunk: TrunkPeer, db: Path, caller: str, name: str) -> bool:
-    before = len(trunk.messages)
+def _via_modem(modem: ModemEmulator, before: int) -> bool:
+    """Wait for the text at the emulated modem and show it as the network took it."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and len(modem.sent) <= before:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the other parts of a long text
+    parts = modem.sent[before:]
+    if not parts:
+        _say("!! no SMS reached the modem within 15 s; see the agent's log above")
+        return False
+    _say(f"\n<< SMS submitted by the GSM modem ({modem.model} on {modem.port}) to "
+         f"{parts[0].destination}, {len(parts)} part(s), TP-MR "
+         f"{', '.join(str(p.tp_mr) for p in parts)}:")
+    for line in pdu.join_utf16("".join(p.text for p in parts)).splitlines() or [""]:
+        _say(f"     | {line}")
+    return True
+
+
+def _place_call(lab: LabPbx, trunk: TrunkPeer, db: Path, caller: str, name: str,
+                modem: ModemEmulator | None = None) -> bool:
+    before = len(modem.sent) if modem else len(trunk.messages)
     _say(f"\n>> {name} ({caller}) calls {BUSINESS} on {DID}; the desk phone rings, "
          "nobody answers…")
     lab.call(DID, caller_id=caller, caller_name=name, from_trunk=True, phone="ring")
+    if modem is not None:
+        if not _via_modem(modem, before):
+            return False
+        time.sleep(0.3)  # the delivery report
+        _show_rows(db, caller)
+        return True
     try:
         texts = trunk.wait_for(before + 1, timeout=10)
     except Exception:
         _say("!! no SMS reached the trunk within 10 s; see the agent's log above")
         return False
     text = texts[before]
+    call, _ = _rows(db, caller)
+    _say(f"\n<< SMS at the carrier's side of the trunk, to {text.to}:")
+    for line in text.body.splitlines() or [""]:
+        _say(f"     | {line}")
+    if call is not None:
+        latency = (text.received_at - call.ended_at.timestamp()) * 1000
+        _say(f"   {latency:.1f} ms after the caller's leg hung up")
+    _show_rows(db, caller)
+    return True
+
+
+def _rows(db: Path, caller: str) -> tuple[Call | None, list[Message]]:
     engine = make_engine(f"sqlite:///{db}")
     with sessions(engine)() as s:
         call = s.scalars(select(Call).where(Call.caller_raw == caller)
@@ -62,32 +103,43 @@ def _place_call(lab: LabPbx, trunk: TrunkPeer, db: Path, caller: str, name: str)
         messages = s.scalars(select(Message).options(selectinload(Message.history))
                              .where(Message.number == caller).order_by(Message.id)).all()
     engine.dispose()
-    _say(f"\n<< SMS at the carrier's side of the trunk, to {text.to}:")
-    for line in text.body.splitlines() or [""]:
-        _say(f"     | {line}")
+    return call, list(messages)
+
+
+def _show_rows(db: Path, caller: str) -> None:
+    call, messages = _rows(db, caller)
     if call is not None:
-        latency = (text.received_at - call.ended_at.timestamp()) * 1000
-        _say(f"   {latency:.1f} ms after the caller's leg hung up")
         _say(f"\n   calls row:    {call.linkedid}  {call.direction}  missed={call.missed}  "
              f"reason={call.reason}  ring={call.ring_seconds:.1f}s  decision={call.decision}")
     for m in messages:
         trail = " → ".join(e.status for e in m.history)
         _say(f"   messages row: #{m.id}  {m.kind}  to {m.number}  via {m.transport}  "
              f"{m.segments} segment(s) {m.encoding}  [{trail}]")
-    return True
 
 
-def run_demo(*, calls: int = 1, once: bool = False) -> int:
+def run_demo(*, calls: int = 1, once: bool = False, modem: str | None = None) -> int:
+    """`modem="emulated"`: texts leave through the GSM modem path (an emulated modem)."""
     logging.getLogger("agent.labpbx").setLevel(logging.WARNING)  # the story, not the plumbing
     work = Path(tempfile.mkdtemp(prefix="textback-demo-"))
     _say(f"textback demo — working in {work}")
     _say("starting the lab Asterisk 22 (trunk, a desk phone, voicemail)…")
-    with LabPbx(work / "pbx", PORT_BASE, ring_seconds=3) as lab, lab.trunk_peer() as trunk:
+    with LabPbx(work / "pbx", PORT_BASE, ring_seconds=3,
+                textback_config=work / "textback.toml") as lab, lab.trunk_peer() as trunk:
         config = lab.write_agent_config(work)
+        emulated = None
+        if modem == "emulated":
+            emulated = ModemEmulator(work / "serial" / "usb-SIMCOM_SIM7600G-H-if03-port0")
+            with config.open("a") as handle:  # the modem first, the trunk as failover
+                handle.write(f'[sms]\ntransports = ["gsm", "sip"]\n[sms.gsm]\n'
+                             f'port = "{work / "serial" / "usb-*-port0"}"\n'
+                             f"max_per_minute = 30\n")
+            _say(f"an emulated GSM modem answers on {emulated.link} → {emulated.port}")
         subprocess.run(_textback("migrate", "--config", str(config)), check=True,
                        capture_output=True)
-        subprocess.run(_textback("settings", "set", "--config", str(config), "business.name",
-                                 BUSINESS), check=True, capture_output=True)
+        for key, value in (("business.name", BUSINESS), ("routing.ring_group", "PJSIP/desk"),
+                           ("routing.ring_seconds", "3"), ("routing.voicemail", "none")):
+            subprocess.run(_textback("settings", "set", "--config", str(config), key, value),
+                           check=True, capture_output=True)
         agent = subprocess.Popen(_textback("agent", "--config", str(config)),
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         threading.Thread(target=_pump, args=(agent.stdout,), daemon=True).start()
@@ -99,7 +151,8 @@ def run_demo(*, calls: int = 1, once: bool = False) -> int:
         numbers = (f"+1212555{n:04d}" for n in itertools.count(100))
         names = itertools.cycle(["Alice Caller", "Bob Byrne", "Chloé Martin", "Dev Patel"])
         for _ in range(calls):
-            ok = _place_call(lab, trunk, work / "textback.db", next(numbers), next(names)) and ok
+            ok = _place_call(lab, trunk, work / "textback.db", next(numbers), next(names),
+                             emulated) and ok
         if not once:
             _say("\n" + "=" * 72)
             _say(" The lab PBX and the agent keep running.")
@@ -110,11 +163,13 @@ def run_demo(*, calls: int = 1, once: bool = False) -> int:
             try:
                 while sys.stdin.readline():
                     ok = _place_call(lab, trunk, work / "textback.db", next(numbers),
-                                     next(names)) and ok
+                                     next(names), emulated) and ok
                 while True:  # no terminal (stdin closed): keep running until Ctrl-C
                     time.sleep(3600)
             except KeyboardInterrupt:
                 _say("\nstopping…")
         agent.terminate()
         agent.wait(10)
+        if emulated is not None:
+            emulated.close()
     return 0 if ok else 1

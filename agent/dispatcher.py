@@ -112,7 +112,10 @@ class Dispatcher:
     def _claim(self, session: Session) -> list[OutboundSms]:
         now = utcnow()
         ready: list[OutboundSms] = []
-        for message in outbox.claim_due(session, now, self.worker):
+        # one at a time: a claimed row is "sending" until its transport answers, and a
+        # stop in between fails it as "fate unknown" — so never hold more than the one
+        # actually in flight (a modem at 6/min would otherwise strand a whole batch)
+        for message in outbox.claim_due(session, now, self.worker, limit=1):
             # opt-out is checked at send time, for every message, queued ones included
             if (message.kind not in EXEMPT_FROM_OPT_OUT
                     and outbox.opted_out(session, message.number)):

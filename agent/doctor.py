@@ -26,7 +26,10 @@ class Check:
 
 
 def run_checks(cfg: Config, echo: Callable[[str], None] = print) -> bool:
-    results = [*asyncio.run(_ami_checks(cfg)), _database_check(cfg)]
+    from agent.modem.checks import modem_checks
+
+    results = [*asyncio.run(_ami_checks(cfg)), _database_check(cfg),
+               *(Check(c.ok, c.what, c.fix) for c in modem_checks(cfg))]
     for check in results:
         mark = {True: "ok  ", False: "FAIL", None: "??  "}[check.ok]
         echo(f"{mark} {check.what}")

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -186,3 +187,54 @@ class Job(Base):
     done_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_jobs_status_due", "status", "due_at"),)
+
+
+class MessagePart(Base):
+    """One SMS-SUBMIT of an outbound message sent by a GSM modem.
+
+    A long text leaves as several parts, each with its own TP-MR from the modem;
+    status reports name only the TP-MR, so this is where they are matched (the
+    newest part with that TP-MR: it wraps at 256). Parts already sent are not
+    sent again when a message is retried after a failure half-way.
+    """
+
+    __tablename__ = "message_parts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), nullable=False)
+    part: Mapped[int] = mapped_column(Integer, nullable=False)  # 1-based
+    total: Mapped[int] = mapped_column(Integer, nullable=False)
+    tp_mr: Mapped[int | None] = mapped_column(Integer)  # None: sent, answer never came
+    # sent → delivered | failed (| pending while the SMSC keeps trying); "unconfirmed"
+    # when the modem took the PDU but never answered
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    report_status: Mapped[int | None] = mapped_column(Integer)  # TP-ST of the last report
+    sent_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    reported_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("message_id", "part", name="uq_message_parts_message_part"),
+        Index("ix_message_parts_tp_mr", "tp_mr", "sent_at"),
+    )
+
+
+class SmsFragment(Base):
+    """A part of an incoming multipart SMS, kept until all its parts are here.
+
+    Stored (and only then deleted from the SIM) as each part arrives, so a restart
+    or a modem reset between parts loses nothing; `key` is the PDU's hash, so a part
+    read twice is kept once.
+    """
+
+    __tablename__ = "sms_fragments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    sender: Mapped[str] = mapped_column(String(64), nullable=False)
+    reference: Mapped[int] = mapped_column(Integer, nullable=False)  # concatenation ref
+    total: Mapped[int] = mapped_column(Integer, nullable=False)
+    part: Mapped[int] = mapped_column(Integer, nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+    __table_args__ = (Index("ix_sms_fragments_group", "sender", "reference", "total"),)

@@ -14,6 +14,7 @@ logged and replaced by the default, so one bad row never stops text-backs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import difflib
 import json
@@ -27,7 +28,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent import numbers, schedule, templates
+from agent import numbers, routing, schedule, templates
 from agent.models import Setting
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,16 @@ def _template(key: str, value: Any, region: str | None) -> str:
     return text
 
 
+def _alert_template(key: str, value: Any, region: str | None) -> str:
+    """A text to staff: it always has the customer's number and message to show."""
+    text = _text(key, value)
+    try:
+        templates.validate(text, always=("business", "customer", "message"))
+    except templates.TemplateError as error:
+        raise SettingError(f"{key}: {error}") from None
+    return text
+
+
 def _duration(maximum: dt.timedelta) -> Validator:
     def validate(key: str, value: Any, region: str | None) -> str:
         try:
@@ -167,7 +178,7 @@ def _duration(maximum: dt.timedelta) -> Validator:
     return validate
 
 
-def _exclusions(key: str, value: Any, region: str | None) -> list[str]:
+def _phone_numbers(key: str, value: Any, region: str | None) -> list[str]:
     normalised: dict[str, None] = {}
     for raw in _list_of_text(key, value):
         if region is None and not raw.startswith("+"):
@@ -189,6 +200,19 @@ def _boolean(key: str, value: Any, region: str | None) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("false", "no", "off", "0"):
         return False
     raise SettingError(f"{key} is true or false, not {json.dumps(value)}")
+
+
+def _routing(name: str) -> Validator:
+    """The routing parser of agent.routing (the AGI runs the same one on every read)."""
+    parse = routing.ROUTING_KEYS[name].parse
+
+    def validate(key: str, value: Any, region: str | None) -> Any:
+        try:
+            return parse(value)
+        except routing.RoutingError as error:
+            raise SettingError(f"{key} {error}") from None
+
+    return validate
 
 
 # ----------------------------------------------------------------- catalogue
@@ -218,12 +242,93 @@ DEFAULT_VOICEMAIL = (
     "We'll get back to you as soon as we can. Book: {booking_link}"
 )
 
+# {business} reads "us" until a name is set, so it only stands where "us" reads well
 DEFAULT_OPTOUT = (
-    "You're unsubscribed from {business} texts and will get no more messages. "
+    "You're unsubscribed: you won't get any more texts from {business}. "
     "Reply START to resubscribe."
 )
 DEFAULT_OPTIN = "You're resubscribed to texts from {business}. Reply STOP to opt out."
-DEFAULT_HELP = "{business}: reply here and a person will get back to you. Reply STOP to opt out."
+DEFAULT_HELP = (
+    "Thanks for texting {business}. Reply here and a person will get back to you. "
+    "Reply STOP to opt out."
+)
+
+
+# Conservative on purpose: each match rings a technician. "leak" alone is left out
+# (a dripping tap is not an emergency); sites add their own words.
+DEFAULT_EMERGENCY_PHRASES = [
+    "emergency", "urgent", "flood", "flooding", "flooded", "water everywhere",
+    "burst pipe", "pipe burst", "burst", "no heat", "no heating", "no hot water",
+    "gas smell", "smell gas", "smells of gas", "smell of gas", "gas leak", "carbon monoxide",
+    "sparks", "burning smell", "sewage", "backing up", "no power", "no electricity",
+]
+DEFAULT_SCHEDULING_PHRASES = [
+    "appointment", "book", "booking", "schedule", "reschedule", "available",
+    "availability", "come out", "come by", "come over", "when can", "what time",
+    "send someone", "visit",
+]
+DEFAULT_PRICING_PHRASES = [
+    "price", "prices", "pricing", "cost", "costs", "how much", "quote", "estimate",
+    "rate", "rates", "charge", "fee", "fees",
+]
+DEFAULT_EMERGENCY_CUSTOMER = (
+    "We're on it: a technician from {business} is calling you right now."
+)
+DEFAULT_EMERGENCY_ALERT = "EMERGENCY for {business} from {customer}: {message}"
+DEFAULT_SCHEDULING = (
+    "Thanks! You can book a time here: {booking_link}. "
+    "Reply with a day and time that suits you and we'll confirm."
+)
+DEFAULT_PRICING = (
+    "Thanks for asking! Prices depend on the job and estimates are free. "
+    "Reply with what you need and a good time to call."
+)
+DEFAULT_REPLY_ALERT = "Reply to {business} from {customer}: {message}"
+
+DEFAULT_FOLLOWUPS = [
+    "Hi {first_name}, it's {business} following up on your call. How can we help? "
+    "Just reply here.",
+    "Hi {first_name}, we'd still love to help. Reply with a good time and we'll call you "
+    "back.",
+    "Last note from {business}: if you still need help, reply here or call us any time.",
+]
+DEFAULT_REMINDER = "Reminder: {customer} is still waiting for an answer from {business}: {message}"
+DEFAULT_SUPERVISOR_ALERT = "Nobody has answered {customer} yet ({business}): {message}"
+
+
+def _durations(key: str, value: Any, region: str | None) -> list[str]:
+    items = value if isinstance(value, list) else _list_of_text(key, value)
+    each = _duration(dt.timedelta(days=30))
+    return [each(key, item, region) for item in items]
+
+
+def _template_list(key: str, value: Any, region: str | None) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise SettingError(f"{key} is a JSON list of texts, one per follow-up step")
+    return [_template(f"{key}[{i}]", item, region) for i, item in enumerate(value)]
+
+
+def _window(key: str, value: Any, region: str | None) -> str:
+    text = _text(key, value).strip()
+    try:
+        (_one_window,) = {(s.start, s.end) for s in schedule.parse_weekly(f"mon-sun {text}")}
+    except (schedule.ScheduleError, ValueError):
+        raise SettingError(f"{key} is one window like 08:00-21:00, not {text!r}") from None
+    return text
+
+
+_ENDPOINT = re.compile(r"[A-Za-z0-9_.-]{1,80}")
+
+
+def _oncall_target(key: str, value: Any, region: str | None) -> str:
+    text = _text(key, value).strip()
+    if not text or (_ENDPOINT.fullmatch(text) and not text.lstrip("+").isdigit()):
+        return text  # empty (alerts only) or a PJSIP endpoint name
+    e164 = numbers.to_e164(text, region or "ZZ")
+    if e164 is None:
+        raise SettingError(f"{key}: {text!r} is neither a PJSIP endpoint name nor a valid "
+                           "phone number (give numbers in E.164, e.g. +15551234567)")
+    return e164
 
 
 def _keywords(key: str, value: Any, region: str | None) -> list[str]:
@@ -292,6 +397,55 @@ _SPECS = (
     Spec("templates.optin", DEFAULT_OPTIN, "the reply to an opt-in after an opt-out",
          _template),
     Spec("templates.help", DEFAULT_HELP, "the reply to HELP/INFO", _template),
+    Spec("intents.emergency", DEFAULT_EMERGENCY_PHRASES,
+         "phrases that make a reply an emergency (rings oncall.target at once)", _keywords),
+    Spec("intents.scheduling", DEFAULT_SCHEDULING_PHRASES,
+         "phrases that make a reply a booking request (answered with templates.scheduling)",
+         _keywords),
+    Spec("intents.pricing", DEFAULT_PRICING_PHRASES,
+         "phrases that make a reply a price question (answered with templates.pricing)",
+         _keywords),
+    Spec("oncall.target", "",
+         "who is rung for an emergency: a PJSIP endpoint (e.g. desk) or a number in E.164; "
+         "empty: text alerts only", _oncall_target),
+    Spec("oncall.notify_numbers", [], "mobile numbers texted an alert for each emergency",
+         _phone_numbers),
+    Spec("staff.notify_numbers", [],
+         "mobile numbers texted each customer reply that needs a person", _phone_numbers),
+    Spec("templates.emergency_customer", DEFAULT_EMERGENCY_CUSTOMER,
+         "the reply to an emergency", _template),
+    Spec("templates.emergency_alert", DEFAULT_EMERGENCY_ALERT,
+         "the alert texted to oncall.notify_numbers ({customer}, {message})",
+         _alert_template),
+    Spec("templates.scheduling", DEFAULT_SCHEDULING, "the reply to a booking request",
+         _template),
+    Spec("templates.pricing", DEFAULT_PRICING, "the reply to a price question", _template),
+    Spec("followup.delays", ["30m", "2h", "24h"],
+         "follow-ups after a text-back with no reply, counted from the text-back; [] = none",
+         _durations),
+    Spec("followup.templates", DEFAULT_FOLLOWUPS,
+         "the text of each follow-up step (the last one repeats if there are more delays)",
+         _template_list),
+    Spec("followup.allowed_hours", "08:00-21:00",
+         "when follow-ups may go out, in the recipient's local time; 00:00-24:00 = any time",
+         _window),
+    Spec("escalation.reminder_after", "30m",
+         "remind staff.notify_numbers when a customer's reply is still unanswered after this",
+         _duration(dt.timedelta(days=7))),
+    Spec("escalation.supervisor_after", "2h",
+         "alert supervisor.notify_numbers when a reply is still unanswered after this",
+         _duration(dt.timedelta(days=7))),
+    Spec("supervisor.notify_numbers", [], "mobile numbers texted when replies go unanswered",
+         _phone_numbers),
+    Spec("templates.reminder", DEFAULT_REMINDER,
+         "the reminder to staff about an unanswered reply ({customer}, {message})",
+         _alert_template),
+    Spec("templates.supervisor_alert", DEFAULT_SUPERVISOR_ALERT,
+         "the alert to supervisors about an unanswered reply ({customer}, {message})",
+         _alert_template),
+    Spec("templates.reply_alert", DEFAULT_REPLY_ALERT,
+         "the text to staff.notify_numbers for other replies ({customer}, {message})",
+         _alert_template),
     Spec(
         "textback.delay",
         "0s",
@@ -308,7 +462,7 @@ _SPECS = (
         "textback.exclusions",
         [],
         "numbers never texted (staff, suppliers), stored in E.164",
-        _exclusions,
+        _phone_numbers,
     ),
     Spec(
         "textback.text_fixed_lines",
@@ -316,14 +470,38 @@ _SPECS = (
         "also text numbers the numbering plan calls landlines (most cannot receive SMS)",
         _boolean,
     ),
+    *(
+        Spec(f"routing.{name}", key.default, key.help, _routing(name))
+        for name, key in routing.ROUTING_KEYS.items()
+    ),
 )
 SPECS: dict[str, Spec] = {spec.key: spec for spec in _SPECS}
+
+
+def _did_spec(key: str) -> Spec | None:
+    """`routing.did.<DID>.<name>`: the DID's own value of `routing.<name>`."""
+    parts = routing.split_did_key(key)
+    if parts is None:
+        return None
+    did, name = parts
+    base = SPECS.get(f"routing.{name}")
+    if base is None:
+        raise SettingError(f"{key}: per-DID overrides exist for "
+                           f"{', '.join(routing.ROUTING_KEYS)}, not {name!r}")
+    try:
+        routing.parse_did(did)
+    except routing.RoutingError as error:
+        raise SettingError(f"{key}: {error}") from None
+    return Spec(key, base.default, f"for calls to {did}: {base.help}", base.validator)
 
 
 def _spec(key: str) -> Spec:
     try:
         return SPECS[key]
     except KeyError:
+        did_spec = _did_spec(key)
+        if did_spec is not None:
+            return did_spec
         close = difflib.get_close_matches(key, SPECS, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise SettingError(f"unknown setting {key!r}; {hint}see `textback settings list`") from None
@@ -403,7 +581,12 @@ def reset(session: Session, key: str) -> None:
 def all_values(session: Session) -> dict[str, Any]:
     """Every key with the value in force (defaults merged), in catalogue order."""
     rows = {row.key: row for row in session.scalars(select(Setting))}
-    return {key: _effective(spec, rows.get(key)) for key, spec in SPECS.items()}
+    values = {key: _effective(spec, rows.get(key)) for key, spec in SPECS.items()}
+    for key in sorted(rows):  # per-DID routing overrides exist only where stored
+        if key not in SPECS and routing.split_did_key(key) is not None:
+            with contextlib.suppress(SettingError):
+                values[key] = _effective(_spec(key), rows[key])
+    return values
 
 
 @dataclass(frozen=True)  # no slots: `settings list --json` prints vars(entry)
@@ -422,7 +605,7 @@ def catalogue(session: Session) -> list[Entry]:
     values = all_values(session)
     return [
         Entry(key, values[key], spec.default, values[key] == spec.default, spec.help)
-        for key, spec in SPECS.items()
+        for key, spec in ((key, _spec(key)) for key in values)
     ]
 
 

@@ -472,3 +472,65 @@ def test_emergency_reply_rings_oncall_and_alerts_staff(
     finally:
         set_setting(workdir, "oncall.target", "")
         set_setting(workdir, "oncall.notify_numbers", "[]")
+
+
+@pytest.fixture
+def quick_followups(workdir: Path) -> Iterator[None]:
+    set_setting(workdir, "followup.delays", '["2s"]')
+    set_setting(workdir, "followup.allowed_hours", "00:00-24:00")  # the test runs any hour
+    yield
+    set_setting(workdir, "followup.delays", '["30m", "2h", "24h"]')
+    set_setting(workdir, "followup.allowed_hours", "08:00-21:00")
+
+
+def test_quiet_lead_gets_one_followup(lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess,
+                                      quick_followups: None) -> None:
+    caller = new_caller()
+    lab.call(DID, caller_id=caller, caller_name="Dana Fischer", from_trunk=True, phone="busy")
+    wait_until("the follow-up", lambda: len(texts_to(trunk, caller)) >= 2, timeout=10)
+    time.sleep(1.5)
+    textback, followup = texts_to(trunk, caller)
+    assert "missed you" in textback.body
+    assert followup.body.startswith("Hi Dana, it's us following up")
+    assert 1.5 < followup.received_at - textback.received_at < 4.5
+
+
+def test_no_followup_once_the_customer_replied(
+        lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess, quick_followups: None) -> None:
+    caller = new_caller()
+    lab.call(DID, caller_id=caller, from_trunk=True, phone="busy")
+    expect_one_text(trunk, caller)
+    trunk.send_message("+15550000100", caller, "Thanks, call me at 5")
+    time.sleep(3.5)
+    assert len(texts_to(trunk, caller)) == 1
+
+
+def test_followup_survives_an_agent_restart_and_fires_once(
+        lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess, quick_followups: None) -> None:
+    caller = new_caller()
+    lab.call(DID, caller_id=caller, from_trunk=True, phone="busy")
+    expect_one_text(trunk, caller)
+    assert agent.stop() == 0  # the follow-up is due while the agent is down
+    time.sleep(2.5)
+    agent.start()
+    wait_until("the follow-up after the restart", lambda: len(texts_to(trunk, caller)) == 2)
+    time.sleep(2)
+    assert len(texts_to(trunk, caller)) == 2
+
+
+def test_calling_back_before_the_delay_cancels_the_text_back(
+        lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess, workdir: Path, db: Engine) -> None:
+    set_setting(workdir, "textback.delay", "8s")
+    try:
+        caller = new_caller()
+        lab.call(DID, caller_id=caller, from_trunk=True, phone="busy")
+        lab.call(DID, caller_id=caller, from_trunk=True, phone="answer", hold_ms=300)
+        wait_until("both calls", lambda: len(calls_from(db, caller)) == 2)
+        with sessions(db)() as s:
+            (textback,) = s.scalars(select(Message).where(Message.number == caller)).all()
+            assert textback.status == "cancelled"
+            assert textback.history[-1].detail == "called again and was answered"
+        time.sleep(0.5)
+        assert texts_to(trunk, caller) == []
+    finally:
+        set_setting(workdir, "textback.delay", "0s")
