@@ -95,6 +95,25 @@ def _place_call(lab: LabPbx, trunk: TrunkPeer, db: Path, caller: str, name: str,
     return True
 
 
+def _conversation(trunk: TrunkPeer, db: Path, caller: str, name: str) -> bool:
+    """The customer answers the text-back; the agent answers the price question."""
+    question = "Hi, how much for a new water heater?"
+    before = len(trunk.messages)
+    _say(f"\n>> {name} replies by SMS: {question!r}")
+    trunk.send_message(DID, caller, question)
+    try:
+        answer = trunk.wait_for(before + 1, timeout=10)[before]
+    except Exception:
+        _say("!! no automatic answer reached the trunk within 10 s")
+        return False
+    _say(f"<< automatic answer (a price question) to {answer.to}:")
+    for line in answer.body.splitlines() or [""]:
+        _say(f"     | {line}")
+    _say("   (follow-ups stop now that they replied; a person takes it from here)")
+    _show_rows(db, caller)
+    return True
+
+
 def _rows(db: Path, caller: str) -> tuple[Call | None, list[Message]]:
     engine = make_engine(f"sqlite:///{db}")
     with sessions(engine)() as s:
@@ -113,8 +132,12 @@ def _show_rows(db: Path, caller: str) -> None:
              f"reason={call.reason}  ring={call.ring_seconds:.1f}s  decision={call.decision}")
     for m in messages:
         trail = " → ".join(e.status for e in m.history)
-        _say(f"   messages row: #{m.id}  {m.kind}  to {m.number}  via {m.transport}  "
-             f"{m.segments} segment(s) {m.encoding}  [{trail}]")
+        if m.direction == "in":
+            _say(f"   messages row: #{m.id}  {m.kind}  from {m.number}  via {m.transport}  "
+                 f"[{trail}]")
+        else:
+            _say(f"   messages row: #{m.id}  {m.kind}  to {m.number}  via {m.transport}  "
+                 f"{m.segments} segment(s) {m.encoding}  [{trail}]")
 
 
 def run_demo(*, calls: int = 1, once: bool = False, modem: str | None = None) -> int:
@@ -150,9 +173,11 @@ def run_demo(*, calls: int = 1, once: bool = False, modem: str | None = None) ->
         ok = True
         numbers = (f"+1212555{n:04d}" for n in itertools.count(100))
         names = itertools.cycle(["Alice Caller", "Bob Byrne", "Chloé Martin", "Dev Patel"])
-        for _ in range(calls):
-            ok = _place_call(lab, trunk, work / "textback.db", next(numbers), next(names),
-                             emulated) and ok
+        for n in range(calls):
+            caller, name = next(numbers), next(names)
+            ok = _place_call(lab, trunk, work / "textback.db", caller, name, emulated) and ok
+            if n == 0 and emulated is None:
+                ok = _conversation(trunk, work / "textback.db", caller, name) and ok
         if not once:
             _say("\n" + "=" * 72)
             _say(" The lab PBX and the agent keep running.")

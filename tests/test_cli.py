@@ -164,3 +164,11 @@ def test_marking_a_customer_contacted_stops_their_timers(config: Path) -> None:
         assert s.scalars(select(Contact)).one().contacted_at is not None
     unknown = CliRunner().invoke(main, ["contacted", "--config", str(config), "+13125550000"])
     assert unknown.exit_code != 0 and "no contact" in unknown.output
+
+
+def test_readme_documents_every_setting() -> None:
+    from agent import settings
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    missing = [key for key in settings.SPECS if f"`{key}`" not in readme]
+    assert missing == []

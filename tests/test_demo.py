@@ -23,3 +23,7 @@ def test_demo_shows_the_text_and_the_rows() -> None:
     assert "missed=True" in out and "reason=noanswer" in out and "decision=send" in out
     assert "[queued → sending → submitted]" in out
     assert "ms after the caller's leg hung up" in out
+    # …and a conversation: the customer asks a price, the agent answers it
+    assert "replies by SMS: 'Hi, how much for a new water heater?'" in out
+    assert "automatic answer (a price question) to +12125550100" in out
+    assert "estimates are free" in out
