@@ -160,6 +160,8 @@ class Agent:
             trunk_endpoint=call.trunk_endpoint, started_at=_utc(call.started_at),
             ended_at=_utc(call.ended_at), source="live",
             contact_id=contact.id if contact else None,
+            decision="skip" if isinstance(decision, policy.Skip) else "send",
+            skip_reason=decision.reason if isinstance(decision, policy.Skip) else None,
         )
         session.add(row)
         session.flush()
@@ -169,7 +171,6 @@ class Agent:
         if not call.missed:
             self._reached(session, call, number, now)
         if isinstance(decision, policy.Skip):
-            row.decision, row.skip_reason = "skip", decision.reason
             return False, f"{call.direction} {verdict}, not texted: {decision.reason}"
         assert number is not None
         message = outbox.enqueue(
@@ -183,8 +184,6 @@ class Agent:
         if message is None:
             row.decision, row.skip_reason = "skip", "duplicate"
             return False, f"{call.direction} {verdict}, not texted: already queued"
-        row.decision = "send"
-        session.flush()
         timers.schedule_followups(session, message, values, now)
         described = f"{call.direction} {verdict}, queued text-back as message {message.id}"
         if message.status == outbox.SENDING:

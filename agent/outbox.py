@@ -72,15 +72,16 @@ def enqueue(
         created_at=now, updated_at=now, call_id=call_id, contact_id=contact_id,
     )
     message.history.append(MessageEvent(status=QUEUED, at=now))
+    if claim_for is not None and message.next_attempt_at <= now:
+        # claimed before the INSERT: one row written as it will be, not written twice
+        message.claimed_by = claim_for
+        transition(message, SENDING, now, claim_for)
     try:
         with session.begin_nested():
             session.add(message)
     except IntegrityError:
         log.info("message %s exists already; not queued twice", idempotency_key)
         return None
-    if claim_for is not None and message.next_attempt_at <= now:
-        message.claimed_by = claim_for
-        transition(message, SENDING, now, claim_for)
     return message
 
 

@@ -60,8 +60,11 @@ def recipient_zones(number: str, business_zone: str) -> list[str]:
 
 # -- scheduling ----------------------------------------------------------------------------
 def _add(session: Session, kind: str, step: int, due: dt.datetime, key: str,
-         contact_id: int, message_id: int | None, now: dt.datetime) -> None:
-    if session.scalar(select(Job.id).where(Job.dedupe_key == key)) is None:
+         contact_id: int, message_id: int | None, now: dt.datetime, *,
+         fresh: bool = False) -> None:
+    """`fresh`: the key names a row created in this transaction (a new text-back), so
+    no earlier job can have it and the look-up is skipped (it is on the hot path)."""
+    if fresh or session.scalar(select(Job.id).where(Job.dedupe_key == key)) is None:
         session.add(Job(kind=kind, step=step, due_at=due, status=PENDING, dedupe_key=key,
                         contact_id=contact_id, message_id=message_id, created_at=now))
 
@@ -74,7 +77,8 @@ def schedule_followups(session: Session, textback: Message, values: Mapping[str,
     delays = values["followup.delays"]
     for step, delay in enumerate(delays):
         _add(session, FOLLOWUP, step, textback.created_at + parse_duration(delay),
-             f"{FOLLOWUP}:{textback.id}:{step}", textback.contact_id, textback.id, now)
+             f"{FOLLOWUP}:{textback.id}:{step}", textback.contact_id, textback.id, now,
+             fresh=True)
     return len(delays)
 
 
