@@ -149,13 +149,8 @@ def main() -> int:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     elapsed_ms = (time.monotonic() - started) * 1000
-    summary = (f"DID {did} caller {caller or '-'}: {route.kind} ring={route.ring or '-'} "
-               f"overflow={route.overflow or '-'} voicemail={route.voicemail or '-'} "
-               f"({route.reason}; {elapsed_ms:.1f} ms)")
-    if route.kind == "fallback":
-        log.warning("fallback route for %s", summary)
-    else:
-        log.info("%s", summary)
+    summary = route.summary(did, caller, elapsed_ms)
+    route.log(summary)
     try:
         for name, value in route.channel_variables().items():
             session.set(name, value)

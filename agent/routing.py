@@ -291,6 +291,18 @@ class Route:
     voicemail: str = ""  # mailbox afterwards; "" = none
     reason: str = ""  # why, for the log and TEXTBACK_REASON
 
+    def summary(self, did: str, caller: str | None, elapsed_ms: float) -> str:
+        """One log line for this call's route, the same from the AGI and FastAGI."""
+        return (f"DID {did} caller {caller or '-'}: {self.kind} ring={self.ring or '-'} "
+                f"overflow={self.overflow or '-'} voicemail={self.voicemail or '-'} "
+                f"({self.reason}; {elapsed_ms:.1f} ms)")
+
+    def log(self, summary: str) -> None:
+        if self.kind == "fallback":
+            log.warning("fallback route for %s", summary)
+        else:
+            log.info("route for %s", summary)
+
     def channel_variables(self) -> dict[str, str]:
         """Name → value, TEXTBACK_ROUTE last: the dialplan trusts a route only once
         that is set, so a process killed half-way still ends in the fallback."""

@@ -65,13 +65,8 @@ async def route_request(request: Request, load_settings: SettingsLoader) -> rout
         log.exception("routing failed")
         route = routing.fallback(f"{type(error).__name__}: {error}")
     elapsed_ms = (time.monotonic() - started) * 1000
-    summary = (f"DID {did} caller {caller or '-'}: {route.kind} ring={route.ring or '-'} "
-               f"overflow={route.overflow or '-'} voicemail={route.voicemail or '-'} "
-               f"({route.reason}; {elapsed_ms:.1f} ms)")
-    if route.kind == "fallback":
-        log.warning("fallback route for %s", summary)
-    else:
-        log.info("route for %s", summary)
+    summary = route.summary(did, caller, elapsed_ms)
+    route.log(summary)
     for name, value in route.channel_variables().items():
         await request.send_command(f'SET VARIABLE "{name}" "{value}"')
     verbose = routing.safe_text(f"textback-route: {summary}", 400)
