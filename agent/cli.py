@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -65,8 +66,13 @@ def main(log_level: str) -> None:
 @click.option("--database-url", default=None,
               help="Default: sqlite:////var/lib/textback/textback.db")
 @click.option("--ami-port", default=5038, show_default=True, type=int)
-def init(config_path: str | None, database_url: str | None, ami_port: int) -> None:
-    """Create the config file (if absent), an AMI secret, and the database."""
+@click.option("--admin-user", default=None, help="Create this first web UI admin.")
+@click.option("--admin-password-file", type=click.Path(dir_okay=False), default=None,
+              help="Read the admin's password from this file ('-': standard input).")
+def init(config_path: str | None, database_url: str | None, ami_port: int,
+         admin_user: str | None, admin_password_file: str | None) -> None:
+    """Create the config file (if absent), the AMI and web secrets, the database, and
+    the first web UI admin (asked for on a terminal; there is never a default one)."""
     path = configuration.resolve_path(config_path)
     if path.exists():
         click.echo(f"{path} exists; leaving it as it is")
@@ -88,6 +94,61 @@ def init(config_path: str | None, database_url: str | None, ami_port: int) -> No
 
     revision = migrate(_engine(cfg, migrated=False))
     click.echo(f"database ready at revision {revision}")
+    key_file = cfg.web_secret_key_file
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48) + "\n")
+        click.echo(f"wrote the web UI's session key to {key_file} (mode 0600)")
+    _first_admin(cfg, admin_user, admin_password_file)
+
+
+def _first_admin(cfg: Config, username: str | None, password_file: str | None) -> None:
+    from agent import accounts
+    from agent.db import sessions
+
+    if password_file and not username:
+        raise click.UsageError("--admin-password-file needs --admin-user NAME")
+    with sessions(_engine(cfg))() as session:
+        if username is None:
+            if accounts.has_admin(session):
+                return
+            if not _interactive():
+                click.echo("no web UI admin yet: run `textback users add NAME --role admin "
+                           "--password-file FILE`")
+                return
+            username = click.prompt("web UI admin username")
+        password = _password(password_file, f"password for {username}")
+        with session.begin():
+            try:
+                accounts.add_user(session, dt.datetime.now(dt.UTC), username=username,
+                                  password=password, role="admin", actor="cli",
+                                  region=cfg.pbx.default_region)
+            except accounts.AccountError as exc:
+                raise click.ClickException(str(exc)) from None
+    click.echo(f"web UI admin {username} created")
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+def _password(path: str | None, prompt: str) -> str:
+    """From a file (first line) or, on a terminal, a hidden prompt; never from argv,
+    where `ps` and the shell history would keep it."""
+    if path:
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(f"cannot read the password file {path}: "
+                                       f"{exc.strerror}") from None
+        lines = text.splitlines()
+        return lines[0] if lines else ""
+    if not _interactive():
+        raise click.UsageError("give the password with --password-file FILE (or run this on "
+                               "a terminal to be asked); it is never taken on the command line")
+    return str(click.prompt(prompt, hide_input=True, confirmation_prompt=True))
 
 
 @main.command()
@@ -147,6 +208,114 @@ def classify(trunks: tuple[str, ...], contexts: tuple[str, ...], region: str,
             }, ensure_ascii=False))
 
 
+@main.command()
+@config_option
+def web(config_path: str | None) -> None:
+    """Serve the admin and front-desk web UI (waitress) on [web] host and port."""
+    cfg = _load(config_path)
+    _engine(cfg)  # refuse an unmigrated database with the fix, before binding a port
+    import waitress
+
+    from web import create_app
+
+    try:
+        app = create_app(cfg)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    log.info("web UI on http://%s:%d/", cfg.web.host, cfg.web.port)
+    waitress.serve(app, host=cfg.web.host, port=cfg.web.port, threads=8, ident="textback")
+
+
+@main.group("users")
+def users_group() -> None:
+    """Web UI accounts: add, list, change passwords, disable."""
+
+
+@users_group.command("add")
+@config_option
+@click.argument("username")
+@click.option("--role", type=click.Choice(["admin", "staff"]), required=True)
+@click.option("--password-file", type=click.Path(dir_okay=False), default=None,
+              help="Read the password from this file ('-': standard input); else asked.")
+@click.option("--phone", default=None, help="Mobile for alerts, e.g. +15551234567.")
+@click.option("--extension", default=None, help="Desk phone extension, for call back.")
+def users_add(config_path: str | None, username: str, role: str, password_file: str | None,
+              phone: str | None, extension: str | None) -> None:
+    """Add a person who can sign in to the web UI."""
+    from agent import accounts
+    from agent.db import sessions
+
+    cfg = _load(config_path)
+    password = _password(password_file, f"password for {username}")
+    with sessions(_engine(cfg))() as session, session.begin():
+        try:
+            accounts.add_user(session, dt.datetime.now(dt.UTC), username=username,
+                              password=password, role=role, actor="cli", phone=phone,
+                              extension=extension, region=cfg.pbx.default_region)
+        except accounts.AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"added {role} {username}")
+
+
+@users_group.command("list")
+@config_option
+def users_list(config_path: str | None) -> None:
+    """Everyone who can (or could) sign in."""
+    from sqlalchemy import select
+
+    from agent.db import sessions
+    from agent.models import User
+
+    cfg = _load(config_path)
+    with sessions(_engine(cfg))() as session:
+        users = session.scalars(select(User).order_by(User.username)).all()
+    if not users:
+        click.echo("no users yet: textback users add NAME --role admin --password-file FILE")
+    for user in users:
+        last = user.last_login_at.strftime("%Y-%m-%d %H:%M UTC") if user.last_login_at \
+            else "never"
+        click.echo(f"{user.username:20} {user.role:6} {'active' if user.active else 'disabled':9}"
+                   f" phone={user.phone or '-'} ext={user.extension or '-'} last-login={last}")
+
+
+@users_group.command("passwd")
+@config_option
+@click.argument("username")
+@click.option("--password-file", type=click.Path(dir_okay=False), default=None,
+              help="Read the password from this file ('-': standard input); else asked.")
+def users_passwd(config_path: str | None, username: str, password_file: str | None) -> None:
+    """Set a new password (their other sessions end)."""
+    from agent import accounts
+    from agent.db import sessions
+
+    cfg = _load(config_path)
+    password = _password(password_file, f"new password for {username}")
+    with sessions(_engine(cfg))() as session, session.begin():
+        try:
+            accounts.set_password(session, dt.datetime.now(dt.UTC), username, password,
+                                  actor="cli")
+        except accounts.AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"password of {username} changed")
+
+
+@users_group.command("disable")
+@config_option
+@click.argument("username")
+def users_disable(config_path: str | None, username: str) -> None:
+    """Stop someone signing in (kept, not deleted, so the audit log still names them)."""
+    from agent import accounts
+    from agent.db import sessions
+
+    cfg = _load(config_path)
+    with sessions(_engine(cfg))() as session, session.begin():
+        try:
+            accounts.disable(session, dt.datetime.now(dt.UTC), username, actor="cli")
+        except accounts.AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"{username} disabled")
+
+
 @main.group("settings")
 def settings_group() -> None:
     """Business rules kept in the database (hours, templates, cooldown…)."""
@@ -198,17 +367,23 @@ def settings_get(config_path: str | None, key: str) -> None:
 def settings_set(config_path: str | None, key: str, value: str) -> None:
     """Change one setting; VALUE is JSON when it parses as JSON, else a string."""
     import datetime as dt
+    import getpass
 
-    from agent import settings
+    from agent import accounts, settings
     from agent.db import sessions
 
     cfg = _load(config_path)
+    now = dt.datetime.now(dt.UTC)
     with sessions(_engine(cfg))() as session, session.begin():
         try:
-            stored = settings.set(session, key, settings.parse_cli_value(value),
-                                  dt.datetime.now(dt.UTC), region=cfg.pbx.default_region)
+            before = settings.get(session, key)
+            stored = settings.set(session, key, settings.parse_cli_value(value), now,
+                                  region=cfg.pbx.default_region)
         except settings.SettingError as exc:
             raise click.ClickException(str(exc)) from None
+        # the owner can later see who changed the hours or a template, and from what
+        accounts.audit(session, now, f"cli:{getpass.getuser()}", "setting_changed", key,
+                       details={"from": before, "to": stored})
     click.echo(f"{key} = {json.dumps(stored, ensure_ascii=False)}")
 
 

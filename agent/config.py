@@ -92,6 +92,22 @@ class AgiConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """[web]: the admin and front-desk UI (`textback web`).
+
+    Loopback by default: put it behind a TLS reverse proxy (and set secure_cookies)
+    before anyone reaches it from another machine.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # None: web.secret beside the config file, written by `textback init`
+    secret_key_file: Path | None = None
+    # true when served over https (behind a proxy): cookies only travel encrypted
+    secure_cookies: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     ami: AmiConfig = field(default_factory=AmiConfig)
@@ -99,6 +115,11 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
     agi: AgiConfig = field(default_factory=AgiConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+
+    @property
+    def web_secret_key_file(self) -> Path:
+        return self.web.secret_key_file or self.path.with_name("web.secret")
 
 
 def resolve_path(explicit: str | os.PathLike[str] | None) -> Path:
@@ -129,7 +150,7 @@ def load(explicit: str | os.PathLike[str] | None = None) -> Config:
 
 def parse(data: dict[str, Any], path: Path) -> Config:
     reader = _Reader(path)
-    reader.only(data, "", {"ami", "pbx", "database", "sms", "agi"})
+    reader.only(data, "", {"ami", "pbx", "database", "sms", "agi", "web"})
 
     ami_t = reader.table(data, "ami")
     reader.only(ami_t, "ami", {"host", "port", "username", "secret", "secret_file",
@@ -201,7 +222,44 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         raise reader.error("agi.enabled", f"must be true or false, not {enabled!r}")
     agi = AgiConfig(enabled=enabled, host=reader.string(agi_t, "agi.host", AgiConfig.host),
                     port=reader.port(agi_t, "agi.port", AgiConfig.port))
-    return Config(path=path, ami=ami, pbx=pbx, database=database, sms=sms, agi=agi)
+    return Config(path=path, ami=ami, pbx=pbx, database=database, sms=sms, agi=agi,
+                  web=_web(reader, reader.table(data, "web")))
+
+
+def _web(reader: _Reader, web_t: dict[str, Any]) -> WebConfig:
+    reader.only(web_t, "web", {"host", "port", "secret_key_file", "secure_cookies"})
+    secure = web_t.get("secure_cookies", WebConfig.secure_cookies)
+    if not isinstance(secure, bool):
+        raise reader.error("web.secure_cookies", f"must be true or false, not {secure!r}")
+    key_file = reader.string(web_t, "web.secret_key_file", "")
+    if "secret_key_file" in web_t and not key_file.strip():
+        raise reader.error("web.secret_key_file", "must not be empty (leave it out for "
+                           "web.secret beside this file)")
+    return WebConfig(
+        host=reader.string(web_t, "web.host", WebConfig.host, required=True),
+        port=reader.port(web_t, "web.port", WebConfig.port),
+        # a relative path is read from the config's own directory, not the cwd
+        secret_key_file=reader.path.parent / key_file if key_file else None,
+        secure_cookies=secure,
+    )
+
+
+def read_web_secret_key(config: Config) -> str:
+    """The key that signs web sessions and CSRF tokens, from its 0600 file.
+
+    There is no fallback: a missing or short key stops `textback web` with the fix.
+    """
+    reader = _Reader(config.path)
+    path = config.web_secret_key_file
+    if not path.exists():
+        raise reader.error("web.secret_key_file", f"{path} does not exist; create it with "
+                           f"`textback init --config {config.path}`")
+    key = _read_secret_file(reader, "web.secret_key_file", path)
+    if len(key) < 32:
+        raise reader.error("web.secret_key_file", f"{path} holds a key of {len(key)} "
+                           "characters; it needs at least 32 random ones (delete the file "
+                           "and run `textback init` to make a new one)")
+    return key
 
 
 def _gsm(reader: _Reader, gsm_t: dict[str, Any]) -> GsmTransportConfig:
@@ -353,4 +411,15 @@ from_number = ""
 enabled = false
 host = "127.0.0.1"
 port = 4573
+
+[web]
+# the admin and front-desk UI (`textback web`); loopback only until it sits
+# behind a TLS reverse proxy
+host = "127.0.0.1"
+port = 8080
+# signs sessions and CSRF tokens; written by `textback init` with mode 0600
+# (default: web.secret beside this file)
+# secret_key_file = "/etc/textback/web.secret"
+# true when browsers reach the UI over https: cookies are then never sent in clear
+secure_cookies = false
 """

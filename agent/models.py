@@ -104,7 +104,12 @@ class Call(Base):
     source: Mapped[str] = mapped_column(String(16), default="live", nullable=False)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
 
-    __table_args__ = (Index("ix_calls_caller_ended", "caller", "ended_at"),)
+    # the call log pages newest first, all calls or missed only, without a sort
+    __table_args__ = (
+        Index("ix_calls_caller_ended", "caller", "ended_at"),
+        Index("ix_calls_started", "started_at"),
+        Index("ix_calls_missed_started", "missed", "started_at"),
+    )
 
 
 class Message(Base):
@@ -238,3 +243,45 @@ class SmsFragment(Base):
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
 
     __table_args__ = (Index("ix_sms_fragments_group", "sender", "reference", "total"),)
+
+
+class User(Base):
+    """A person who signs in to the web UI: an owner or IT person (admin) or front desk (staff).
+
+    There is no default account and no default password: the first admin comes from
+    `textback init`, the others from `textback users add` or an admin. Accounts are
+    disabled, never deleted, so the audit log keeps naming who did what.
+    """
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)  # werkzeug
+    role: Mapped[str] = mapped_column(String(16), nullable=False)  # "admin" | "staff"
+    phone: Mapped[str | None] = mapped_column(String(64))  # E.164, for alerts
+    extension: Mapped[str | None] = mapped_column(String(64))  # the desk phone, for call back
+    active: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEntry(Base):
+    """Who did what, when: logins, failed logins, account and settings changes. Never updated.
+
+    `actor` is the signed-in username, or "cli" for the command line; `target` is
+    what was acted on (the account, the setting key, or the username typed at a
+    failed login, which is also what login rate limiting counts).
+    """
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    actor: Mapped[str | None] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    target: Mapped[str | None] = mapped_column(String(200))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+
+    __table_args__ = (Index("ix_audit_target_action_at", "target", "action", "at"),)

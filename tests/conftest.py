@@ -20,9 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
 from hypothesis import settings
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
 
 from agent.db import make_engine, migrate, sessions
 
@@ -108,3 +111,58 @@ def engine(database: str, tmp_path: Path, request: pytest.FixtureRequest) -> Ite
 def session(engine: Engine) -> Iterator[Session]:
     with sessions(engine)() as session:
         yield session
+
+
+# --- the web UI (tests/test_web_*.py): the app on the migrated database, a client that
+# --- signs in through the real login form (CSRF on), and accounts to sign in with
+
+WEB_PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def app(engine: Engine) -> Flask:
+    from web import create_app
+
+    return create_app(test_config={
+        "TESTING": True, "SECRET_KEY": "test-" + "k" * 40,
+        "DATABASE_URL": engine.url.render_as_string(hide_password=False)})
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def web_users(session: Session) -> dict[str, str]:
+    """An admin and a front-desk account, both with WEB_PASSWORD."""
+    import datetime as dt
+
+    from agent import accounts
+
+    now = dt.datetime.now(dt.UTC)
+    for name, role in (("owner", "admin"), ("desk", "staff")):
+        accounts.add_user(session, now, username=name, password=WEB_PASSWORD, role=role,
+                          actor="cli")
+    session.commit()
+    return {"admin": "owner", "staff": "desk"}
+
+
+def csrf_token(client: FlaskClient, path: str = "/login") -> str:
+    import re
+
+    page = client.get(path).get_data(as_text=True)
+    found = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page) or \
+        re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, f"no CSRF token on {path}"
+    return found.group(1)
+
+
+def login(client: FlaskClient, username: str, password: str = WEB_PASSWORD) -> TestResponse:
+    return client.post("/login", data={"username": username, "password": password,
+                                       "csrf_token": csrf_token(client)})

@@ -52,6 +52,17 @@ def test_settings_set_get_list(config: Path) -> None:
     assert out.exit_code == 0, out.output
     got = run(main, ["settings", "get", "--config", str(config), "business.name"])
     assert json.loads(got.output) == "Acme HVAC"
+    # the change is in the audit log, with the old and the new value
+    from sqlalchemy import select
+
+    from agent import config as configuration
+    from agent.db import make_engine, sessions
+    from agent.models import AuditEntry
+
+    with sessions(make_engine(configuration.load(config).database.url))() as s:
+        entry = s.scalars(select(AuditEntry).where(AuditEntry.action == "setting_changed")).one()
+        assert (entry.target, entry.details) == ("business.name", {"from": "us",
+                                                                  "to": "Acme HVAC"})
     # JSON values are parsed as JSON
     run(main, ["settings", "set", "--config", str(config), "hours.holidays", '["2026-12-25"]'])
     got = run(main, ["settings", "get", "--config", str(config), "hours.holidays"])

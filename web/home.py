@@ -1,0 +1,30 @@
+"""The start page and the health URL.
+
+There is no dashboard yet, so `/` opens the call log: the page staff need first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, redirect, url_for
+from sqlalchemy import text
+
+from web.db import get_session
+
+bp = Blueprint("home", __name__)
+
+
+@bp.get("/")
+def index() -> Any:
+    return redirect(url_for("calls.index"))
+
+
+@bp.get("/healthz")
+def healthz() -> Any:
+    """For monitoring: 200 when the UI can read the database, 503 when it cannot."""
+    try:
+        get_session().execute(text("SELECT 1"))
+    except Exception as exc:
+        return jsonify(status="error", database=str(exc.__class__.__name__)), 503
+    return jsonify(status="ok")
