@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: all venv sipp lab postgres gammu test lint demo bench bench-agi bench-modem clean
+.PHONY: all venv sipp lab postgres gammu chromium test lint demo bench bench-agi bench-modem bench-web clean
 
 all: test
 
@@ -46,10 +46,14 @@ postgres:
 gammu:
 	@command -v gammu >/dev/null || $(MAKE) --no-print-directory _apt PKG=gammu
 
-lint: venv
-	$(BIN)/ruff check agent web tests bench bench/latency bench/agi bench/modem
+# Debian's Chromium for the browser tests (Playwright drives it; no browser is downloaded)
+chromium:
+	@test -x /usr/bin/chromium || $(MAKE) --no-print-directory _apt PKG=chromium
 
-test: venv sipp lab postgres gammu lint
+lint: venv
+	$(BIN)/ruff check agent web tests bench bench/latency bench/agi bench/modem bench/web
+
+test: venv sipp lab postgres gammu chromium lint
 	$(BIN)/pytest -q
 
 # make demo MODEM=emulated: the text leaves through the GSM modem path (an emulated
@@ -67,6 +71,10 @@ bench-agi: venv sipp lab
 # the GSM modem path: throughput, rate limit, time in queue, RSS; driver overhead per part
 bench-modem: venv
 	$(BIN)/python bench/modem
+
+# the dashboard and call log with 1,000,000 calls and 2,000,000 messages in SQLite
+bench-web: venv
+	$(BIN)/python bench/web
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agent import conversations, inbound, numbers, outbox, policy, settings, timers
+from agent import conversations, inbound, inbox, numbers, outbox, policy, settings, timers
 from agent.calls import CallTracker, FinishedCall
 from agent.config import Config
 from agent.db import DbRunner, check_schema, make_engine
@@ -164,6 +164,8 @@ class Agent:
             skip_reason=decision.reason if isinstance(decision, policy.Skip) else None,
         )
         session.add(row)
+        if contact is not None and call.missed:  # the inbox: reopened, waiting for staff
+            inbox.customer_activity(contact, row.ended_at)
         session.flush()
         verdict = "missed" if call.missed else "answered"
         if call.missed:
@@ -274,10 +276,14 @@ class Agent:
             session.flush()
             return [outbox.outbound(m) for m in queued if m.status == outbox.SENDING]
 
+        trunk = self.config.pbx.trunk_endpoints[0] if self.config.pbx.trunk_endpoints \
+            else self.config.sms.sip.endpoint
         while True:
             try:
                 for sms in await self.db(due):
                     self.dispatcher.submit(sms)
+                # "Call back" clicks from the inbox (the web UI has no AMI link)
+                await inbox.run_pending(self.db, self.ami.action, trunk, worker)
             except Exception:  # a bad row must not stop every later timer
                 log.exception("running due timers failed; trying again shortly")
             await asyncio.sleep(TIMER_TICK)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent import numbers
+from agent import inbox, numbers
 from agent.models import Contact, Message, MessageEvent
 
 log = logging.getLogger(__name__)
@@ -86,5 +86,6 @@ def receive(session: Session, sms: InboundSms, region: str) -> Message | None:
     message.history.append(MessageEvent(status=RECEIVED, at=sms.received_at,
                                         detail=sms.transport))
     session.add(message)
+    inbox.customer_activity(contact, sms.received_at)  # reopens, marks it waiting
     session.flush()
     return message

@@ -75,6 +75,22 @@ class Contact(Base):
     # when staff last reached this person (a reply, an answered call back, or marked
     # so by hand): follow-ups and escalations stop there
     contacted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # the inbox: one conversation per contact (agent.inbox). The first staff member to
+    # act on it owns it; a customer's call or text reopens a closed one. The inbox
+    # lists by last_message_at (the customer's or staff's latest move, not automatic
+    # texts); "waiting" is a customer move (last_inbound_at) after contacted_at.
+    assigned_to: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", name="fk_contacts_assigned_to_users"))
+    conversation_status: Mapped[str] = mapped_column(
+        String(16), default="open", server_default="open", nullable=False)  # open | closed
+    last_message_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_inbound_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_contacts_status_last", "conversation_status", "last_message_at"),
+        Index("ix_contacts_assigned_last", "assigned_to", "last_message_at"),
+        Index("ix_contacts_last", "last_message_at"),
+    )
 
 
 class Call(Base):
@@ -142,6 +158,9 @@ class Message(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id"))
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    # the username of the staff member who wrote it (inbox replies); accounts are
+    # never deleted, so the name keeps meaning someone
+    sent_by: Mapped[str | None] = mapped_column(String(64))
 
     history: Mapped[list[MessageEvent]] = relationship(
         back_populates="message", order_by="MessageEvent.id", cascade="all, delete-orphan"
@@ -285,3 +304,28 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
 
     __table_args__ = (Index("ix_audit_target_action_at", "target", "action", "at"),)
+
+
+class CallbackRequest(Base):
+    """A staff member's "Call back" from the inbox, waiting for the agent.
+
+    The web process has no AMI link, so it writes this row and the agent (the timers
+    loop) claims it once — a conditional UPDATE, like the outbox — and rings the
+    desk extension, then dials the customer. The result stays on the row.
+    """
+
+    __tablename__ = "callback_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), nullable=False)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), nullable=False)
+    extension: Mapped[str] = mapped_column(String(64), nullable=False)  # desk, at request time
+    number: Mapped[str] = mapped_column(String(64), nullable=False)  # the customer's, E.164
+    # pending → calling (claimed) → ringing (Originate accepted) | failed
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    done_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_callback_requests_status_created", "status", "created_at"),)

@@ -86,6 +86,27 @@ def _text(key: str, value: Any) -> str:
     return value.strip()
 
 
+def _job_value(key: str, value: Any, region: str | None) -> float:
+    """A money amount for the dashboard's revenue estimate; 0 hides the estimate."""
+    try:
+        amount = float(value)
+    except (TypeError, ValueError):
+        raise SettingError(f"{key} is a number like 250, not {json.dumps(value)}") from None
+    if not 0 <= amount < 1e9:
+        raise SettingError(f"{key} is 0 or more")
+    return amount
+
+
+def _close_rate(key: str, value: Any, region: str | None) -> float:
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise SettingError(f"{key} is a share like 0.3, not {json.dumps(value)}") from None
+    if not 0 <= rate <= 1:
+        raise SettingError(f"{key} is between 0 and 1 (0.3 = 3 in 10 leads book)")
+    return rate
+
+
 def _business_name(key: str, value: Any, region: str | None) -> str:
     name = " ".join(_text(key, value).split())
     if not name:
@@ -352,6 +373,12 @@ _SPECS = (
         "web page where callers book, for {booking_link}; empty leaves that sentence out",
         _booking_link,
     ),
+    Spec("business.average_job_value", 0,
+         "average value of a job, for the dashboard's revenue estimate; 0 hides it",
+         _job_value),
+    Spec("business.close_rate", 0.3,
+         "share of recovered leads that become a job (0..1), for the revenue estimate",
+         _close_rate),
     Spec(
         "hours.weekly",
         "",

@@ -252,6 +252,10 @@ def test_a_restart_with_texts_queued_sends_each_once(engine: Engine, tmp_path: P
     session.commit()
 
     async def stop_mid_send(s: Site) -> None:
+        await until(lambda: len(s.emulator.sent) == 1)
+        # the network now holds the 2nd far longer than a loaded machine takes to stop,
+        # so the stop surely lands while it is in flight
+        s.emulator.faults.network_delay = 4.0
         await until(lambda: len(s.emulator.sent) == 2)  # the 2nd is at the network now
 
     try:

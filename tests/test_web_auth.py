@@ -14,7 +14,7 @@ from agent import accounts
 from agent.models import AuditEntry, User
 
 ADMIN_ONLY = ("/users", "/audit")
-SIGNED_IN = ("/calls", "/calls/export.csv", *ADMIN_ONLY)
+SIGNED_IN = ("/dashboard", "/calls", "/calls/export.csv", *ADMIN_ONLY)
 
 
 def _actions(session: Session) -> list[tuple[str | None, str, str | None]]:
@@ -28,7 +28,7 @@ def test_signed_out_visitors_are_sent_to_the_login_page(client: FlaskClient) -> 
         response = client.get(path)
         assert response.status_code == 302, path
         assert response.headers["Location"].startswith("/login?next="), path
-    assert client.get("/").headers["Location"] == "/calls"
+    assert client.get("/").headers["Location"] == "/dashboard"
     assert client.get("/healthz").get_json() == {"status": "ok"}
 
 

@@ -1,6 +1,8 @@
 """The start page and the health URL.
 
-There is no dashboard yet, so `/` opens the call log: the page staff need first.
+`/` opens the dashboard for anyone signed in (admin and staff alike: both want to
+know whether missed calls are being recovered); signed-out visitors are sent on to
+the login page by the dashboard itself.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ bp = Blueprint("home", __name__)
 
 @bp.get("/")
 def index() -> Any:
-    return redirect(url_for("calls.index"))
+    return redirect(url_for("dashboard.index"))
 
 
 @bp.get("/healthz")

@@ -1,0 +1,320 @@
+"""The shared inbox: one conversation per contact, worked by the whole front desk.
+
+The list shows conversations by the latest move of the customer or staff (newest
+first), with who owns each and whether the customer is waiting. A thread shows
+one timeline: the calls, the text-back, the customer's replies, automatic answers,
+follow-ups and staff alerts, each with its delivery status. Staff reply from the
+thread (an outbox row the agent sends; opted-out numbers are refused), take or
+hand over a conversation, mark it contacted, close or reopen it, or ask the PBX
+to call the customer back through their desk phone.
+
+The web process only writes rows (messages, callback_requests); the agent sends
+and dials. Pages poll small JSON endpoints every few seconds, so new texts show
+up without a reload and without a framework.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
+from sqlalchemy import Select, or_, select
+from sqlalchemy.orm import Session
+
+from agent import inbox, outbox, templates, timers
+from agent.models import Call, CallbackRequest, Contact, Message, User
+from web.auth import login_required
+from web.calls import MISS_REASONS, business_zone
+from web.db import get_session
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("inbox", __name__, url_prefix="/inbox")
+
+VIEWS = {"all": "All", "unassigned": "Unassigned", "mine": "Mine", "open": "Open",
+         "closed": "Closed"}
+PAGE_SIZE = 100
+TIMELINE_LIMIT = 300  # the newest items of a thread; older ones are in the call log
+MAX_REPLY = 1000  # characters: a reply is a text message, not a letter
+# what the timeline calls each kind of outbound message
+OUT_LABELS = {
+    "textback": "Text-back", "followup": "Follow-up", "alert": "Alert to staff",
+    "staff_reply": "Reply", "optout_confirm": "Opt-out confirmation",
+    "optin_confirm": "Opt-in confirmation", "help": "Help answer",
+}
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def listed(view: str, user_id: int) -> Select[tuple[Contact]]:
+    """The conversations of a view, newest activity first (on ix_contacts_*)."""
+    query = select(Contact).where(Contact.last_message_at.is_not(None))
+    if view == "unassigned":
+        query = query.where(Contact.assigned_to.is_(None))
+    elif view == "mine":
+        query = query.where(Contact.assigned_to == user_id)
+    elif view in (inbox.OPEN, inbox.CLOSED):
+        query = query.where(Contact.conversation_status == view)
+    return query.order_by(Contact.last_message_at.desc(), Contact.id.desc())
+
+
+@dataclass(frozen=True)
+class Item:
+    """One line of a thread's timeline, as the page and the polling JSON show it."""
+
+    key: str  # "call-3", "message-9": stable, for the page to tell what is new
+    at: str  # ISO, business time zone
+    when: str  # "2026-12-01 09:14"
+    side: str  # "in" (the customer) | "out" (us) | "call"
+    label: str
+    body: str
+    status: str
+
+
+def timeline(session: Session, contact: Contact, zone: Any) -> list[Item]:
+    """Calls and messages of one contact, oldest first, in one list."""
+    calls = session.scalars(
+        select(Call).where(or_(Call.contact_id == contact.id, Call.caller == contact.number))
+        .order_by(Call.started_at.desc()).limit(TIMELINE_LIMIT)).all()
+    messages = session.scalars(
+        select(Message).where(or_(Message.contact_id == contact.id,
+                                  Message.number == contact.number))
+        .order_by(Message.created_at.desc()).limit(TIMELINE_LIMIT)).all()
+    items: list[tuple[dt.datetime, int, Item]] = []
+    for call in calls:
+        at = call.started_at.astimezone(zone)
+        if call.missed:
+            label = f"Missed call · {MISS_REASONS.get(call.reason or '', call.reason or '')}"
+            if call.voicemail_left:
+                label += " · voicemail left"
+        else:
+            label = f"{call.direction.capitalize()} call · answered" + (
+                f" by {call.answered_by}" if call.answered_by else "")
+        items.append((call.started_at, 0, Item(
+            f"call-{call.id}", at.isoformat(), f"{at:%Y-%m-%d %H:%M}", "call", label,
+            call.caller_name or "", "")))
+    for message in messages:
+        at = message.created_at.astimezone(zone)
+        if message.direction == "in":
+            side, label, status = "in", "Customer", ""
+        else:
+            side, status = "out", message.status
+            label = OUT_LABELS.get(message.kind, "Automatic answer")
+            if message.kind == "staff_reply" and message.sent_by:
+                label += f" from {message.sent_by}"
+            if message.number != contact.number:
+                label += f" to {message.number}"
+        items.append((message.created_at, 1, Item(
+            f"message-{message.id}", at.isoformat(), f"{at:%Y-%m-%d %H:%M}", side, label,
+            message.body, status)))
+    items.sort(key=lambda entry: (entry[0], entry[1], entry[2].key))
+    return [item for _at, _order, item in items[-TIMELINE_LIMIT:]]
+
+
+def _digest(text: str) -> str:
+    """A short fingerprint, the same in every web worker process (unlike hash())."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _contact(session: Session, contact_id: int) -> Contact:
+    contact = session.get(Contact, contact_id)
+    if contact is None:
+        abort(404)
+    return contact
+
+
+def _names(session: Session) -> dict[int, str]:
+    return {user_id: name for user_id, name in session.execute(select(User.id, User.username))}
+
+
+@bp.get("")
+@login_required
+def index() -> Any:
+    session = get_session()
+    view = request.args.get("view", "open")
+    if view not in VIEWS:
+        view = "open"
+    conversations = session.scalars(listed(view, current_user.user_id).limit(PAGE_SIZE)).all()
+    zone = business_zone(session)
+    template = "inbox/_list.html" if request.args.get("partial") == "1" else "inbox/index.html"
+    return render_template(template, view=view, views=VIEWS, conversations=conversations,
+                           names=_names(session), waiting=inbox.waiting, zone=zone,
+                           token=_list_token(session))
+
+
+def _list_token(session: Session) -> str:
+    """Changes whenever any conversation moves, is assigned, closed or reopened."""
+    newest = session.scalar(select(Contact.last_message_at).where(
+        Contact.last_message_at.is_not(None)).order_by(Contact.last_message_at.desc()).limit(1))
+    states = session.execute(select(Contact.id, Contact.assigned_to, Contact.conversation_status,
+                                    Contact.contacted_at)
+                             .where(Contact.last_message_at.is_not(None))
+                             .order_by(Contact.last_message_at.desc()).limit(PAGE_SIZE)).all()
+    return _digest(f"{newest.isoformat() if newest else ''}:{[tuple(row) for row in states]}")
+
+
+@bp.get("/updates.json")
+@login_required
+def list_updates() -> Any:
+    """For the list page's polling: a token that changes when the list would."""
+    return jsonify(token=_list_token(get_session()))
+
+
+@bp.get("/<int:contact_id>")
+@login_required
+def thread(contact_id: int) -> Any:
+    session = get_session()
+    contact = _contact(session, contact_id)
+    zone = business_zone(session)
+    items = timeline(session, contact, zone)
+    users = session.scalars(select(User).where(User.active.is_(True))
+                            .order_by(User.username)).all()
+    me = session.get(User, current_user.user_id)
+    callback = session.scalar(select(CallbackRequest).where(
+        CallbackRequest.contact_id == contact.id).order_by(CallbackRequest.id.desc()).limit(1))
+    return render_template("inbox/thread.html", contact=contact, items=items, users=users,
+                           names=_names(session), waiting=inbox.waiting(contact),
+                           extension=me.extension if me else None, callback=callback,
+                           max_reply=MAX_REPLY, zone=zone.key)
+
+
+@bp.get("/<int:contact_id>/updates.json")
+@login_required
+def thread_updates(contact_id: int) -> Any:
+    """The thread's timeline as data; the page redraws it when the token changes."""
+    session = get_session()
+    contact = _contact(session, contact_id)
+    items = timeline(session, contact, business_zone(session))
+    token = _digest("|".join(f"{item.key}:{item.status}" for item in items))
+    return jsonify(token=token, status=contact.conversation_status,
+                   items=[asdict(item) for item in items])
+
+
+@bp.post("/<int:contact_id>/reply")
+@login_required
+def reply(contact_id: int) -> Any:
+    session = get_session()
+    contact = _contact(session, contact_id)
+    body = (request.form.get("body") or "").strip()
+    back = redirect(url_for("inbox.thread", contact_id=contact.id))
+    if contact.opted_out:
+        flash(f"Not sent: {contact.number} has opted out of texts (they replied STOP). "
+              "Call them instead, or wait until they text START.", "error")
+        return back
+    if not body:
+        flash("Not sent: the reply is empty.", "error")
+        return back
+    if len(body) > MAX_REPLY:
+        flash(f"Not sent: a reply can be at most {MAX_REPLY} characters.", "error")
+        return back
+    now = _now()
+    # answer from the number the customer last reached us on
+    from_number = session.scalar(
+        select(Message.from_number).where(Message.number == contact.number,
+                                          Message.from_number.is_not(None))
+        .order_by(Message.created_at.desc(), Message.id.desc()).limit(1))
+    info = templates.segments(body)
+    message = outbox.enqueue(session, now=now, kind="staff_reply", number=contact.number,
+                             body=body, idempotency_key=None, from_number=from_number,
+                             encoding=info.encoding, segments=info.segments,
+                             contact_id=contact.id)
+    assert message is not None  # no idempotency key: never a duplicate
+    message.sent_by = current_user.username
+    inbox.staff_activity(contact, current_user.user_id, now)
+    timers.contacted(session, contact, f"reply from {current_user.username}", now)
+    session.commit()
+    log.info("%s replied to %s (message %d, %d segment(s))", current_user.username,
+             contact.number, message.id, info.segments)
+    flash(f"Reply queued ({info.segments} SMS). It goes out within a few seconds.", "info")
+    return back
+
+
+@bp.post("/<int:contact_id>/assign")
+@login_required
+def assign(contact_id: int) -> Any:
+    session = get_session()
+    contact = _contact(session, contact_id)
+    raw = request.form.get("user_id") or ""
+    if raw == "":
+        contact.assigned_to = None
+        flash("The conversation is unassigned.", "info")
+    else:
+        user = session.get(User, int(raw)) if raw.isdigit() else None
+        if user is None or not user.active:
+            flash("No such active user.", "error")
+            return redirect(url_for("inbox.thread", contact_id=contact.id))
+        contact.assigned_to = user.id
+        flash(f"Assigned to {user.username}.", "info")
+    session.commit()
+    return redirect(url_for("inbox.thread", contact_id=contact.id))
+
+
+@bp.post("/<int:contact_id>/contacted")
+@login_required
+def mark_contacted(contact_id: int) -> Any:
+    session = get_session()
+    contact = _contact(session, contact_id)
+    now = _now()
+    inbox.staff_activity(contact, current_user.user_id, now)
+    timers.contacted(session, contact, f"marked by {current_user.username}", now)
+    session.commit()
+    flash("Marked as contacted: follow-ups and reminders stop.", "info")
+    return redirect(url_for("inbox.thread", contact_id=contact.id))
+
+
+@bp.post("/<int:contact_id>/status")
+@login_required
+def set_status(contact_id: int) -> Any:
+    session = get_session()
+    contact = _contact(session, contact_id)
+    status = request.form.get("status")
+    if status not in (inbox.OPEN, inbox.CLOSED):
+        abort(400)
+    if contact.assigned_to is None:
+        contact.assigned_to = current_user.user_id
+    contact.conversation_status = status
+    session.commit()
+    flash("Conversation closed." if status == inbox.CLOSED else "Conversation reopened.",
+          "info")
+    if status == inbox.CLOSED:
+        return redirect(url_for("inbox.index"))
+    return redirect(url_for("inbox.thread", contact_id=contact.id))
+
+
+@bp.post("/<int:contact_id>/callback")
+@login_required
+def callback(contact_id: int) -> Any:
+    session = get_session()
+    contact = _contact(session, contact_id)
+    me = session.get(User, current_user.user_id)
+    back = redirect(url_for("inbox.thread", contact_id=contact.id))
+    if me is None or not me.extension:
+        flash("Call back needs your desk extension on your user profile; ask an admin "
+              "to add it.", "error")
+        return back
+    if not contact.number.startswith("+"):
+        flash(f"Cannot call {contact.number}: not a full international number.", "error")
+        return back
+    now = _now()
+    inbox.request_callback(session, contact, me.id, me.extension, now)
+    inbox.staff_activity(contact, me.id, now)
+    session.commit()
+    flash(f"Calling: your desk phone ({me.extension}) rings in a few seconds; pick up "
+          f"and it dials {contact.number}.", "info")
+    return back
