@@ -11,11 +11,13 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from sqlalchemy import select
@@ -40,6 +42,32 @@ def _say(text: str = "") -> None:
 
 def _textback(*args: str) -> list[str]:
     return [sys.executable, "-m", "agent.cli", *args]
+
+
+def _start_web(work: Path, config: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The admin UI on this lab's database, with a demo admin whose password is made up
+    now (there is no default password, not even in the demo)."""
+    port = PORT_BASE + 80  # inside the lab's port range, unused by the PBX
+    with config.open("a") as handle:
+        handle.write(f"[web]\nport = {port}\n")
+    password = secrets.token_urlsafe(12)
+    for name, text in (("web.secret", secrets.token_urlsafe(48)), ("admin.password", password)):
+        fd = os.open(work / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+    subprocess.run(_textback("users", "add", "--config", str(config), "demo", "--role", "admin",
+                             "--password-file", str(work / "admin.password")),
+                   check=True, capture_output=True)
+    web = subprocess.Popen(_textback("web", "--config", str(config)),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(50):  # the UI is worth showing only once it answers
+        try:
+            with urllib.request.urlopen(url + "healthz", timeout=1):
+                return web, f"{url}  (user demo, password {password})"
+        except OSError:
+            time.sleep(0.1)
+    return web, "!! the admin UI did not start (see `textback web --config " f"{config}`)"
 
 
 def _pump(stream: object) -> None:
@@ -163,6 +191,7 @@ def run_demo(*, calls: int = 1, once: bool = False, modem: str | None = None) ->
                            ("routing.ring_seconds", "3"), ("routing.voicemail", "none")):
             subprocess.run(_textback("settings", "set", "--config", str(config), key, value),
                            check=True, capture_output=True)
+        web, login = _start_web(work, config)
         agent = subprocess.Popen(_textback("agent", "--config", str(config)),
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         threading.Thread(target=_pump, args=(agent.stdout,), daemon=True).start()
@@ -178,9 +207,11 @@ def run_demo(*, calls: int = 1, once: bool = False, modem: str | None = None) ->
             ok = _place_call(lab, trunk, work / "textback.db", caller, name, emulated) and ok
             if n == 0 and emulated is None:
                 ok = _conversation(trunk, work / "textback.db", caller, name) and ok
+        _say(f"\n   Admin UI: {login}")
         if not once:
             _say("\n" + "=" * 72)
-            _say(" The lab PBX and the agent keep running.")
+            _say(" The lab PBX, the agent and the admin UI keep running.")
+            _say(f" Admin UI: {login}")
             _say(" Press Enter to place another unanswered call (a new caller each time).")
             _say(f" Rules: .venv/bin/textback settings list --config {config}")
             _say(" Ctrl-C stops everything.")
@@ -193,8 +224,9 @@ def run_demo(*, calls: int = 1, once: bool = False, modem: str | None = None) ->
                     time.sleep(3600)
             except KeyboardInterrupt:
                 _say("\nstopping…")
-        agent.terminate()
-        agent.wait(10)
+        for process in (agent, web):
+            process.terminate()
+            process.wait(10)
         if emulated is not None:
             emulated.close()
     return 0 if ok else 1

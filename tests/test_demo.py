@@ -27,3 +27,5 @@ def test_demo_shows_the_text_and_the_rows() -> None:
     assert "replies by SMS: 'Hi, how much for a new water heater?'" in out
     assert "automatic answer (a price question) to +12125550100" in out
     assert "estimates are free" in out
+    # …and where to look at it all, with a login made for the demo
+    assert "Admin UI: http://127.0.0.1:" in out and "(user demo, password " in out
