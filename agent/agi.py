@@ -38,12 +38,12 @@ from agent.config import DatabaseConfig, resolve_path
 log = logging.getLogger(__name__)
 
 # The caller hears silence while this runs: past this, ring the fallback instead.
-DEADLINE_SECONDS = 0.5
+DEADLINE_SECONDS = routing.DEADLINE_SECONDS
 # How long to wait for a SQLite lock (the agent or the web UI writing).
 LOCK_WAIT_SECONDS = 0.05
 
 
-class DecisionTimeout(Exception):
+class DecisionTimeout(TimeoutError):
     """The decision took longer than DEADLINE_SECONDS."""
 
 
@@ -138,13 +138,8 @@ def main() -> int:
             session.get("TEXTBACK_FALLBACK_VOICEMAIL"),
         )
         route = decide(did, dt.datetime.now(dt.UTC), defaults)
-    except DecisionTimeout:
-        route = routing.fallback(f"no decision within {DEADLINE_SECONDS * 1000:.0f} ms")
-    except routing.RoutingError as error:
-        route = routing.fallback(f"DID not understood: {error}")
-    except Exception as error:
-        log.exception("routing failed")
-        route = routing.fallback(f"{type(error).__name__}: {error}")
+    except Exception as error:  # whatever failed, the phones keep ringing
+        route = routing.fallback_for(error)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

@@ -320,6 +320,20 @@ class Route:
         }
 
 
+# both routing entry points (the AGI process and FastAGI in the agent) answer within this
+DEADLINE_SECONDS = 0.5
+
+
+def fallback_for(error: BaseException) -> Route:
+    """The safe route when deciding failed, with the reason for the logs."""
+    if isinstance(error, TimeoutError):
+        return fallback(f"no decision within {DEADLINE_SECONDS * 1000:.0f} ms")
+    if isinstance(error, RoutingError):
+        return fallback(f"DID not understood: {error}")
+    log.error("routing failed", exc_info=error)
+    return fallback(f"{type(error).__name__}: {error}")
+
+
 def fallback(reason: str) -> Route:
     """The route when no decision could be made: the dialplan's own defaults."""
     return Route("fallback", reason=safe_text(reason))

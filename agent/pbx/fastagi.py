@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 ROUTE_SCRIPT = "textback-route"
 # The caller hears silence while the decision is made: past this, fall back.
-DEADLINE_SECONDS = 0.5
+DEADLINE_SECONDS = routing.DEADLINE_SECONDS
 
 SettingsLoader = Callable[[], Awaitable[Mapping[str, Any]]]
 
@@ -57,13 +57,8 @@ async def route_request(request: Request, load_settings: SettingsLoader) -> rout
         )
         values = await asyncio.wait_for(load_settings(), DEADLINE_SECONDS)
         route = routing.route_call(values, did, dt.datetime.now(dt.UTC), defaults)
-    except TimeoutError:
-        route = routing.fallback(f"no decision within {DEADLINE_SECONDS * 1000:.0f} ms")
-    except routing.RoutingError as error:
-        route = routing.fallback(f"DID not understood: {error}")
-    except Exception as error:
-        log.exception("routing failed")
-        route = routing.fallback(f"{type(error).__name__}: {error}")
+    except Exception as error:  # whatever failed, the phones keep ringing
+        route = routing.fallback_for(error)
     elapsed_ms = (time.monotonic() - started) * 1000
     summary = route.summary(did, caller, elapsed_ms)
     route.log(summary)
