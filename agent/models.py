@@ -85,6 +85,9 @@ class Contact(Base):
         String(16), default="open", server_default="open", nullable=False)  # open | closed
     last_message_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_inbound_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # when staff marked the conversation as a job booked: the dashboard counts these as
+    # recovered calls that became work (and compares them per A/B variant)
+    booked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_contacts_status_last", "conversation_status", "last_message_at"),
@@ -329,3 +332,23 @@ class CallbackRequest(Base):
     done_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_callback_requests_status_created", "status", "created_at"),)
+
+
+class TransportStatus(Base):
+    """One SMS transport's health as the running agent last saw it (one row per name).
+
+    The web process cannot ask the agent, so the agent writes this row when the state
+    changes and at least every HEARTBEAT seconds; an old `updated_at` means the agent
+    is not running. Queue depth is not stored: it is a count of queued messages.
+    """
+
+    __tablename__ = "transport_status"
+
+    name: Mapped[str] = mapped_column(String(16), primary_key=True)  # "sip" | "gsm"
+    state: Mapped[str] = mapped_column(String(16), nullable=False)  # "up" | "down"
+    detail: Mapped[str | None] = mapped_column(Text)  # why down, or what is up (model…)
+    signal_dbm: Mapped[int | None] = mapped_column(Integer)  # the modem's, when known
+    operator: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
