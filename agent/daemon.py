@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agent import conversations, inbound, inbox, numbers, outbox, policy, settings, timers
+from agent import conversations, health, inbound, inbox, numbers, outbox, policy, settings, timers
 from agent.calls import CallTracker, FinishedCall
 from agent.config import Config
 from agent.db import DbRunner, check_schema, make_engine
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 TEXTBACK = "textback"
 TIMER_TICK = 1.0  # seconds between looks at the jobs table
+HEALTH_TICK = 2.0  # seconds between looks at the transports' state (no I/O: cheap)
 
 
 def _utc(ts: float) -> dt.datetime:
@@ -179,7 +180,8 @@ class Agent:
             session, now=now, kind=TEXTBACK, number=number, body=decision.body,
             idempotency_key=f"{call.linkedid}:{TEXTBACK}", send_at=decision.send_at,
             from_number=numbers.to_e164(call.did, region) if call.did else None,
-            template=decision.template_key, encoding=decision.encoding,
+            template=decision.template_key, variant=decision.variant,
+            encoding=decision.encoding,
             segments=decision.segments, call_id=row.id, contact_id=row.contact_id,
             claim_for=self.dispatcher.worker,
         )
@@ -288,6 +290,30 @@ class Agent:
                 log.exception("running due timers failed; trying again shortly")
             await asyncio.sleep(TIMER_TICK)
 
+    async def report_health(self) -> None:
+        """Publish each transport's state for the web UI: on change, and every heartbeat."""
+        published: dict[str, tuple[health.Health, health.SendFailure | None]] = {}
+        written_at = -health.HEARTBEAT
+        while True:
+            snapshot = {t.name: (t.health(), self.dispatcher.last_failure.get(t.name))
+                        for t in self.dispatcher.transports}
+            beat = time.monotonic() - written_at >= health.HEARTBEAT
+            rows = snapshot if beat else {name: seen for name, seen in snapshot.items()
+                                          if published.get(name) != seen}
+            if rows:
+                def write(session: Session, rows: dict[str, Any] = rows) -> None:
+                    now = dt.datetime.now(dt.UTC)
+                    for state, failure in rows.values():
+                        health.publish(session, state, failure, now)
+                try:
+                    await self.db(write)
+                    published.update(rows)
+                    if beat:
+                        written_at = time.monotonic()
+                except Exception:  # the panel can wait; sending must not
+                    log.exception("could not publish the transports' state; trying again")
+            await asyncio.sleep(HEALTH_TICK)
+
     # -- lifetime ----------------------------------------------------------------------
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -308,7 +334,8 @@ class Agent:
                  self.config.ami.host, self.config.ami.port, ", ".join(self.config.sms.transports))
         workers = [loop.create_task(self.ami.run(), name="ami"),
                    loop.create_task(self.dispatcher.run(), name="dispatcher"),
-                   loop.create_task(self.run_timers(), name="timers")]
+                   loop.create_task(self.run_timers(), name="timers"),
+                   loop.create_task(self.report_health(), name="health")]
         if self.modem is not None:
             workers.append(loop.create_task(self.modem.run(), name="modem"))
         routing_server = None

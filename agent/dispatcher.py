@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from agent import outbox
 from agent.conversations import EXEMPT_FROM_OPT_OUT
 from agent.db import DbRunner
+from agent.health import SendFailure
 from agent.models import Message
 from agent.outbox import OutboundSms
 from agent.transports import SendError, SendResult, Transport
@@ -67,6 +68,8 @@ class Dispatcher:
         self.db = db
         self.transports = list(transports)
         self.limits = {t.name: RateLimiter(t.max_per_minute) for t in self.transports}
+        # the newest error each transport gave, for the transports panel
+        self.last_failure: dict[str, SendFailure] = {}
         self.worker = worker
         self.max_attempts = max_attempts
         self._wake = asyncio.Event()
@@ -128,7 +131,12 @@ class Dispatcher:
     async def _send(self, sms: OutboundSms) -> None:
         problems: list[str] = []
         limited_for: list[float] = []
+        pinned = sms.pinned_transport
+        if pinned and pinned not in self.limits:
+            problems.append(f"{pinned}: not configured in this agent ([sms] transports)")
         for transport in self.transports:
+            if pinned and transport.name != pinned:
+                continue
             if not transport.available():
                 problems.append(f"{transport.name}: unavailable")
                 continue
@@ -140,6 +148,7 @@ class Dispatcher:
             try:
                 result = await transport.send(sms)
             except SendError as exc:
+                self.last_failure[transport.name] = SendFailure(str(exc), utcnow())
                 if exc.permanent:
                     await self.db(lambda s, e=exc, t=transport: self._failed(s, sms, t, str(e)))
                     return

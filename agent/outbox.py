@@ -40,6 +40,8 @@ class OutboundSms:
     from_number: str | None
     body: str
     attempts: int
+    # only this transport may send it (a send-test of one route); None: any, in order
+    pinned_transport: str | None = None
 
 
 def enqueue(
@@ -53,21 +55,27 @@ def enqueue(
     send_at: dt.datetime | None = None,
     from_number: str | None = None,
     template: str | None = None,
+    variant: str | None = None,
     encoding: str | None = None,
     segments: int | None = None,
     call_id: int | None = None,
     contact_id: int | None = None,
     claim_for: str | None = None,
+    transport: str | None = None,
 ) -> Message | None:
     """Add a queued message; None when one with this idempotency key exists already.
 
     With `claim_for`, a message due now is claimed by that worker in the same
     transaction (queued → sending), so the text-back of a missed call reaches its
     transport after one commit instead of two; it is still a committed row first.
+
+    With `transport`, only that transport may send it: a queued row's transport is
+    otherwise empty until a transport has taken it, so the column doubles as the pin.
     """
     message = Message(
         direction="out", kind=kind, idempotency_key=idempotency_key, number=number,
-        from_number=from_number, body=body, template=template, encoding=encoding,
+        from_number=from_number, body=body, template=template, variant=variant,
+        transport=transport, encoding=encoding,
         segments=segments, status=QUEUED, attempts=0, next_attempt_at=send_at or now,
         created_at=now, updated_at=now, call_id=call_id, contact_id=contact_id,
     )
@@ -87,7 +95,7 @@ def enqueue(
 
 def outbound(message: Message) -> OutboundSms:
     return OutboundSms(message.id, message.number, message.from_number, message.body,
-                       message.attempts)
+                       message.attempts, message.transport)
 
 
 def transition(message: Message, status: str, now: dt.datetime, detail: str | None = None) -> None:

@@ -8,6 +8,7 @@ network drop and a half-dead link.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import os
 import socket
@@ -21,9 +22,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
+from agent import outbox
 from agent.db import make_engine, sessions
 from agent.labpbx import LabPbx, TrunkMessage, TrunkPeer
-from agent.models import Call, Message
+from agent.models import Call, Message, TransportStatus
 
 pytestmark = pytest.mark.lab
 
@@ -404,7 +406,54 @@ def test_wrong_ami_secret_is_reported_and_retried(lab: LabPbx, tmp_path: Path) -
     process.wait_log("check [ami] username and secret in " + str(config))
     process.wait_log("reconnecting to AMI in")
     assert process.proc.poll() is None  # still running, still trying
+    # the web UI's transports panel says why the trunk cannot send
+    engine = make_engine(f"sqlite:///{tmp_path / 'textback.db'}")
+    try:
+        def explained() -> TransportStatus | None:
+            with sessions(engine)() as s:
+                row = s.get(TransportStatus, "sip")
+                return row if row is not None and "refused" in (row.detail or "") else None
+
+        row = wait_until("the trunk's state with the reason", explained)
+        assert isinstance(row, TransportStatus)
+        assert row.state == "down" and "AMI login as 'textback'" in (row.detail or "")
+    finally:
+        engine.dispose()
     assert process.stop() == 0
+
+
+def test_the_agent_publishes_the_trunk_as_up(agent: AgentProcess, db: Engine) -> None:
+    def up() -> TransportStatus | None:
+        with sessions(db)() as s:
+            row = s.get(TransportStatus, "sip")
+            return row if row is not None and row.state == "up" else None
+
+    row = wait_until("the trunk reported up", up)
+    assert isinstance(row, TransportStatus)
+    assert "AMI connected" in (row.detail or "")
+    age = dt.datetime.now(dt.UTC) - row.updated_at
+    assert age < dt.timedelta(seconds=40), age  # refreshed at least every 30 s
+
+
+def test_a_send_test_queued_by_another_process_leaves_by_its_transport(
+        trunk: TrunkPeer, agent: AgentProcess, db: Engine) -> None:
+    sip, gsm = new_caller(), new_caller()
+    with sessions(db)() as s, s.begin():
+        for number, transport in ((sip, "sip"), (gsm, "gsm")):
+            outbox.enqueue(s, now=dt.datetime.now(dt.UTC), kind="test", number=number,
+                           body=f"test via {transport}", idempotency_key=None,
+                           transport=transport)
+    assert expect_one_text(trunk, sip).body == "test via sip"
+
+    def refused() -> Message | None:
+        with sessions(db)() as s:
+            message = s.scalar(select(Message).where(Message.number == gsm))
+            return message if message is not None and message.error else None
+
+    message = wait_until("the gsm-pinned test to be refused", refused)
+    assert isinstance(message, Message)
+    assert "gsm: not configured" in (message.error or ""), message.error
+    assert texts_to(trunk, gsm) == []  # never failed over to the trunk
 
 
 def test_reply_from_the_trunk_is_stored_for_the_contact(

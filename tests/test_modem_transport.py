@@ -20,6 +20,7 @@ from agent import inbound, outbox
 from agent.config import ConfigError, GsmTransportConfig, parse
 from agent.db import DbRunner
 from agent.dispatcher import Dispatcher
+from agent.health import Health
 from agent.models import Message, MessagePart, SmsFragment
 from agent.modem.driver import Modem
 from agent.modem.emulator import ModemEmulator
@@ -213,6 +214,40 @@ def test_modem_down_fails_over_to_the_sip_trunk(engine: Engine, tmp_path: Path,
         site.close()
     assert site.rows()[0].transport == "sip"
     assert [m.body for m in site.trunk.sent] == ["via the trunk"]
+
+
+def test_the_transports_panel_sees_signal_operator_and_trouble(
+        engine: Engine, tmp_path: Path) -> None:
+    site = Site(engine, tmp_path, with_trunk=True)
+    site.emulator.faults.cms_error_for = {f"+1555765432{n}": 38 for n in range(3)}
+    seen: dict[str, Health] = {}
+
+    async def scenario(s: Site) -> None:
+        seen["before"] = s.gsm.health()
+        await asyncio.wait_for(s.modem.ready.wait(), 5)
+        seen["ready"] = s.gsm.health()
+        await s.db(lambda session: [queue(session, f"+1555765432{n}", "x", str(n))
+                                    for n in range(3)])
+        s.dispatcher.wake()
+        await until(lambda: len(s.rows()) == 3
+                    and all(m.status == "submitted" for m in s.rows()))
+        seen["cooling"] = s.gsm.health()
+        s.emulator.unplug()
+        await until(lambda: not s.modem.available)
+        seen["unplugged"] = s.gsm.health()
+
+    try:
+        site.run(scenario)
+    finally:
+        site.close()
+    assert seen["before"].state == "down"
+    ready = seen["ready"]
+    assert (ready.state, ready.operator, ready.signal_dbm) == ("up", "Emulated Telecom", -73)
+    assert "network: home" in ready.detail
+    assert seen["cooling"].state == "down" and "3 failed sends" in seen["cooling"].detail
+    assert seen["unplugged"].state == "down"
+    failure = site.dispatcher.last_failure["gsm"]
+    assert failure.error == "the modem could not send: +CMS ERROR: 38", failure.error
 
 
 def test_repeated_temporary_failures_move_traffic_to_the_trunk(

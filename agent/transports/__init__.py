@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from agent.health import Health
 from agent.outbox import OutboundSms
 
 
@@ -34,3 +35,7 @@ class Transport(Protocol):
         ...
 
     async def send(self, sms: OutboundSms) -> SendResult: ...
+
+    def health(self) -> Health:
+        """Its state for the transports panel (cheap: no I/O, read from what it knows)."""
+        ...

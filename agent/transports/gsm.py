@@ -17,6 +17,7 @@ import time
 
 from agent.config import GsmTransportConfig
 from agent.db import DbRunner
+from agent.health import DOWN, UP, Health
 from agent.modem import inbox
 from agent.modem.at import AtError, AtTimeout
 from agent.modem.driver import Modem, ModemUnavailable
@@ -62,6 +63,22 @@ class GsmModemTransport:
 
     def available(self) -> bool:
         return self.modem.available and time.monotonic() >= self._cool_off_until
+
+    def health(self) -> Health:
+        info = self.modem.info
+        signal, operator = info.signal_dbm, info.operator or None
+        if not self.modem.available:
+            why = self.modem.problem or f"no modem answering at {self.config.port}"
+            return Health(self.name, DOWN, why, signal, operator)
+        modem = " ".join(part for part in (info.manufacturer, info.model) if part) or "modem"
+        detail = f"{modem} on {info.device or info.port or self.config.port}"
+        if info.registration:
+            detail += f", network: {info.registration}"
+        if time.monotonic() < self._cool_off_until:
+            return Health(self.name, DOWN, f"{detail}; skipped for a while after "
+                          f"{self.config.failures_before_failover} failed sends in a row",
+                          signal, operator)
+        return Health(self.name, UP, detail, signal, operator)
 
     def _temporary(self, text: str) -> SendError:
         self._failures += 1

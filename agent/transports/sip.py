@@ -12,6 +12,7 @@ import base64
 import logging
 
 from agent.config import SipTransportConfig
+from agent.health import DOWN, UP, Health
 from agent.outbox import OutboundSms
 from agent.pbx.ami import AmiError, AmiLink, AmiUnavailable
 from agent.transports import SendError, SendResult
@@ -29,6 +30,13 @@ class SipTrunk:
 
     def available(self) -> bool:
         return self.ami.connected
+
+    def health(self) -> Health:
+        where = f"{self.ami.config.host}:{self.ami.config.port}"
+        if self.ami.connected:
+            return Health(self.name, UP, f"AMI connected at {where}; texts leave by the "
+                          f"PJSIP endpoint {self.config.endpoint!r}")
+        return Health(self.name, DOWN, self.ami.last_error or f"not connected to AMI at {where}")
 
     def action(self, sms: OutboundSms) -> dict[str, str]:
         fields = {
