@@ -785,6 +785,49 @@ class LabPbx:
         return lab_call
 
 
+# --------------------------------------------------------------------------- agent
+class AgentProcess:
+    """`textback agent` in its own process, with its log captured."""
+
+    def __init__(self, config: Path, log_path: Path) -> None:
+        self.config, self.log_path = config, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.offset = 0
+
+    def start(self) -> None:
+        self.offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "agent", "--config", str(self.config)],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        self.wait_log("AMI connected")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[self.offset:]
+
+    def wait_log(self, text: str, timeout: float = 20.0, after: int = 0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log()[after:]:
+                return
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited ({self.proc.returncode}):\n{self.log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not in the agent's log within {timeout} s:\n"
+                             f"{self.log()[-3000:]}")
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
 # --------------------------------------------------------------------------- AMI
 def _parse_block(block: str) -> dict[str, str]:
     fields: dict[str, str] = {}

@@ -1,0 +1,167 @@
+"""The front desk's day, end to end: a real call to the lab Asterisk goes unanswered, the
+agent texts the caller back through the trunk, and a person in Debian's Chromium watches
+the conversation appear in the inbox without reloading, reads the customer's reply as it
+arrives, and answers it — the answer reaching the trunk as a real SIP MESSAGE.
+
+Everything is real except the customer's phone (SIPp and the lab's trunk peer): the PBX,
+`textback agent` in its own process, the web UI served by waitress, the browser."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent import accounts
+from agent import config as configuration
+from agent.db import make_engine, sessions
+from agent.labpbx import AgentProcess, LabPbx, TrunkMessage, TrunkPeer
+
+pytestmark = [pytest.mark.lab, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHOTS = Path(__file__).parent / "browser" / "screenshots"
+PORT_BASE = int(os.environ.get("TEXTBACK_TEST_BROWSER_LAB_PORT_BASE", "27000"))
+DID = "+15550000100"  # rings desk for a few seconds (lab dialplan)
+PASSWORD = "front desk all day"
+DESKTOP = {"width": 1280, "height": 900}
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+if not CHROMIUM.exists():
+    pytest.skip("Debian's chromium is not installed (make chromium)", allow_module_level=True)
+
+_callers = (f"+1212555{n:04d}" for n in itertools.count(7001))
+
+
+def wait_until(what: str, check: Callable[[], object], timeout: float = 15.0) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def texts_to(trunk: TrunkPeer, number: str) -> list[TrunkMessage]:
+    return [m for m in list(trunk.messages) if m.to == number]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabPbx]:
+    with LabPbx(tmp_path_factory.mktemp("lab"), PORT_BASE, ring_seconds=2) as pbx:
+        yield pbx
+
+
+@pytest.fixture(scope="module")
+def trunk(lab: LabPbx) -> Iterator[TrunkPeer]:
+    peer = lab.trunk_peer()
+    yield peer
+    peer.close()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, lab: LabPbx) -> Iterator[tuple[str, Path]]:
+    """The agent watching the lab, and the admin UI on the same database."""
+    from waitress.server import create_server
+
+    from web import create_app
+
+    work = tmp_path_factory.mktemp("site")
+    config = lab.write_agent_config(work)
+    secret = work / "web.secret"
+    secret.write_text("s" * 64)
+    secret.chmod(0o600)
+    with config.open("a") as handle:
+        handle.write(f'[web]\nsecret_key_file = "{secret}"\n')
+    subprocess.run([sys.executable, "-m", "agent.cli", "migrate", "--config", str(config)],
+                   check=True, capture_output=True, timeout=60)
+    cfg = configuration.load(config)
+    engine = make_engine(cfg.database.url)
+    with sessions(engine)() as session:
+        accounts.add_user(session, dt.datetime.now(dt.UTC), username="frontdesk",
+                          password=PASSWORD, role="admin", actor="cli")
+        session.commit()
+    engine.dispose()
+    agent = AgentProcess(config, work / "agent.log")
+    agent.start()
+    server = create_server(create_app(cfg), host="127.0.0.1", port=0, threads=4)
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}", config
+    finally:
+        server.close()
+        assert agent.stop() == 0, agent.log()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def tab(site: tuple[str, Path]) -> Iterator[object]:
+    """One signed-in tab kept open all along, as at a front desk."""
+    base, _config = site
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_context(viewport=DESKTOP).new_page()
+        page.goto(base + "/login")
+        page.fill("input[name=username]", "frontdesk")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/dashboard")
+        yield page
+        browser.close()
+
+
+def shoot(page: object, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def test_a_missed_call_appears_in_the_open_inbox_and_a_reply_goes_out(
+        lab: LabPbx, trunk: TrunkPeer, site: tuple[str, Path], tab: object) -> None:
+    base, _config = site
+    page = tab
+    page.goto(base + "/inbox")  # type: ignore[attr-defined]
+    caller = next(_callers)
+    lab.call(DID, caller_id=caller, caller_name="Maria Lopez", from_trunk=True, phone="ring")
+    (textback,) = wait_until("the text-back at the trunk", lambda: texts_to(trunk, caller))  # type: ignore[misc]
+
+    # no reload: the list polls and shows the new conversation
+    row = page.locator("li.conversation", has_text=caller)  # type: ignore[attr-defined]
+    row.wait_for(timeout=15_000)
+    assert "Maria Lopez" in row.inner_text()
+    row.locator("a").first.click()
+    page.wait_for_url("**/inbox/*")  # type: ignore[attr-defined]
+    timeline = page.locator("#timeline")  # type: ignore[attr-defined]
+    assert "Missed call" in timeline.inner_text() or "missed" in timeline.inner_text().lower()
+    assert textback.body in timeline.inner_text()
+
+    # the customer answers from their phone; the open thread shows it without a reload
+    trunk.send_message(DID, caller, "Can you come out Thursday morning? <b>thanks</b>")
+    page.locator("#timeline li.in", has_text="Thursday morning").wait_for(timeout=15_000)  # type: ignore[attr-defined]
+    assert "<b>thanks</b>" in timeline.inner_text()  # shown as text, not markup
+    # a booking request gets the automatic scheduling answer, shown in the thread too
+    wait_until("the automatic booking answer", lambda: [
+        m for m in texts_to(trunk, caller) if "day and time that suits you" in m.body])
+    page.locator("#timeline li.out", has_text="day and time that suits you").wait_for(  # type: ignore[attr-defined]
+        timeout=15_000)
+
+    # a person answers; the counter counts as the agent does, the trunk gets the text
+    page.fill("#reply-body", "Thursday 9am works, see you then. – Sam")  # type: ignore[attr-defined]
+    assert "1 SMS" in page.locator("#reply-counter").inner_text()  # type: ignore[attr-defined]
+    page.click("form.reply button[type=submit]")  # type: ignore[attr-defined]
+    sent = wait_until("the staff reply at the trunk", lambda: [
+        m for m in texts_to(trunk, caller) if m.body.startswith("Thursday 9am")], timeout=20)
+    assert sent[0].body == "Thursday 9am works, see you then. – Sam"  # type: ignore[index]
+    page.locator("#timeline li", has_text="Thursday 9am").wait_for(timeout=10_000)  # type: ignore[attr-defined]
+    shoot(page, "lab-thread")
+    page.goto(base + "/inbox")  # type: ignore[attr-defined]
+    shoot(page, "lab-inbox")
