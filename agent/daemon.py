@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 TEXTBACK = "textback"
 TIMER_TICK = 1.0  # seconds between looks at the jobs table
+FRAGMENT_SWEEP = 60.0  # seconds between looks for multipart SMS that will stay incomplete
 HEALTH_TICK = 2.0  # seconds between looks at the transports' state (no I/O: cheap)
 
 
@@ -57,8 +58,9 @@ class Agent:
                            on_up=self.on_up, on_down=self.on_down)
         # the modem's one owner task starts in run(); its SMS take the same way in as SIP's
         self.modem: Modem | None = None
+        self.modem_inbox: ModemInbox | None = None
         if "gsm" in config.sms.transports:
-            modem_inbox = ModemInbox(self.db, self.deliver_inbound)
+            self.modem_inbox = modem_inbox = ModemInbox(self.db, self.deliver_inbound)
             self.modem = Modem(config.sms.gsm, on_deliver=modem_inbox.deliver,
                                on_report=modem_inbox.report)
         transports = {"sip": lambda: SipTrunk(config.sms.sip, self.ami),
@@ -280,12 +282,16 @@ class Agent:
 
         trunk = self.config.pbx.trunk_endpoints[0] if self.config.pbx.trunk_endpoints \
             else self.config.sms.sip.endpoint
+        next_expiry = 0.0
         while True:
             try:
                 for sms in await self.db(due):
                     self.dispatcher.submit(sms)
                 # "Call back" clicks from the inbox (the web UI has no AMI link)
                 await inbox.run_pending(self.db, self.ami.action, trunk, worker)
+                if self.modem_inbox is not None and time.monotonic() >= next_expiry:
+                    next_expiry = time.monotonic() + FRAGMENT_SWEEP
+                    await self.modem_inbox.expire()
             except Exception:  # a bad row must not stop every later timer
                 log.exception("running due timers failed; trying again shortly")
             await asyncio.sleep(TIMER_TICK)

@@ -34,7 +34,12 @@ IDLE_POLL = 5.0  # also picks up rows other processes (web UI, CLI) queued
 
 
 class RateLimiter:
-    """A token bucket per transport (e.g. a SIM may send only so many per minute)."""
+    """A token bucket per transport (e.g. a SIM may send only so many per minute).
+
+    A token is one SMS part as the network counts them: a three-part text costs
+    three, so a 6/min SIM limit holds for long texts too. A text longer than the
+    whole bucket goes once the bucket is full, rather than never.
+    """
 
     def __init__(self, per_minute: int) -> None:
         self.capacity = float(max(1, per_minute))
@@ -42,16 +47,20 @@ class RateLimiter:
         self.tokens = self.capacity
         self.stamp = time.monotonic()
 
-    def take(self, now: float) -> bool:
+    def _cost(self, parts: int) -> float:
+        return min(float(max(1, parts)), self.capacity)
+
+    def take(self, now: float, parts: int = 1) -> bool:
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        cost = self._cost(parts)
+        if self.tokens >= cost:
+            self.tokens -= cost
             return True
         return False
 
-    def wait_time(self) -> float:
-        return max(0.0, (1.0 - self.tokens) / self.rate)
+    def wait_time(self, parts: int = 1) -> float:
+        return max(0.0, (self._cost(parts) - self.tokens) / self.rate)
 
 
 def retry_delay(attempts: int) -> float:
@@ -141,8 +150,8 @@ class Dispatcher:
                 problems.append(f"{transport.name}: unavailable")
                 continue
             limiter = self.limits[transport.name]
-            if not limiter.take(time.monotonic()):
-                limited_for.append(limiter.wait_time())
+            if not limiter.take(time.monotonic(), sms.parts):
+                limited_for.append(limiter.wait_time(sms.parts))
                 problems.append(f"{transport.name}: rate limit")
                 continue
             try:

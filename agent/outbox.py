@@ -42,6 +42,7 @@ class OutboundSms:
     attempts: int
     # only this transport may send it (a send-test of one route); None: any, in order
     pinned_transport: str | None = None
+    parts: int = 1  # SMS parts as counted when queued (the rate limits count parts)
 
 
 def enqueue(
@@ -95,7 +96,7 @@ def enqueue(
 
 def outbound(message: Message) -> OutboundSms:
     return OutboundSms(message.id, message.number, message.from_number, message.body,
-                       message.attempts, message.transport)
+                       message.attempts, message.transport, message.segments or 1)
 
 
 def transition(message: Message, status: str, now: dt.datetime, detail: str | None = None) -> None:

@@ -342,3 +342,39 @@ def test_gammu_accepts_the_emulator_as_a_modem(tmp_path: Path) -> None:
                                 text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "861234050012345" in result.stdout and "SIMCOM" in result.stdout
+
+
+def test_a_multipart_sms_missing_a_part_is_stored_marked_after_the_wait(
+        session: Session) -> None:
+    from agent.modem import pdu
+    from agent.modem.inbox import FRAGMENT_TIMEOUT, expire_fragments, store_fragment
+
+    text = "We have water coming through the kitchen ceiling 😟 please call " * 3
+    parts = [pdu.decode(h) for h in pdu.encode_deliver("+15557650001", text, when=NOW,
+                                                        reference=7)]
+    assert len(parts) == 3
+    for part in (parts[0], parts[2]):  # part 2 never comes
+        assert isinstance(part, pdu.Deliver)
+        whole, _ids = store_fragment(session, part, NOW)
+        assert whole is None
+    session.commit()
+    assert expire_fragments(session, NOW + FRAGMENT_TIMEOUT / 2) == []  # still waiting
+    ((sms, ids),) = expire_fragments(session, NOW + FRAGMENT_TIMEOUT + dt.timedelta(minutes=1))
+    first, third = (p.text for p in (parts[0], parts[2]))  # type: ignore[union-attr]
+    assert sms.body == pdu.join_utf16(f"{first} [part 2 of 3 never arrived] {third}").strip()
+    assert sms.sender == "+15557650001" and len(ids) == 2
+    assert "😟" in sms.body  # the emoji in part 1 survives its own part's decoding
+
+
+def test_a_multipart_sms_with_emoji_split_across_parts_is_stored_whole(
+        session: Session) -> None:
+    from agent.modem import pdu
+    from agent.modem.inbox import store_fragment
+
+    text = "x" * 66 + "😟🔥 the boiler is making a loud bang every few minutes 🚿" * 2
+    parts = [pdu.decode(h) for h in pdu.encode_deliver("+15557650002", text, when=NOW,
+                                                        reference=8)]
+    assert len(parts) >= 2
+    results = [store_fragment(session, part, NOW) for part in reversed(parts)]  # type: ignore[arg-type]
+    whole, ids = results[-1]
+    assert whole is not None and whole.body == text and len(ids) == len(parts)

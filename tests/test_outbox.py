@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 from agent import dispatcher as dispatching
 from agent import outbox
 from agent.db import DbRunner
-from agent.dispatcher import Dispatcher
+from agent.dispatcher import Dispatcher, RateLimiter
 from agent.models import Contact, Message
 from agent.outbox import OutboundSms
 from agent.transports import SendError, SendResult
@@ -177,6 +177,41 @@ def test_rate_limit_delays_without_spending_attempts(engine: Engine, session: Se
     third = rows[2]
     assert third.status == "queued" and third.attempts == 0
     assert third.next_attempt_at is not None and third.next_attempt_at > NOW
+
+
+def test_rate_limit_counts_sms_parts_not_messages(engine: Engine, session: Session) -> None:
+    queue(session, "+15551230001", "long", segments=3)  # a three-part text
+    queue(session, "+15551230002", "short", segments=1)
+    session.commit()
+    modem = ScriptedTransport("gsm", ok, per_minute=3)  # a SIM allowed 3 parts a minute
+    rows = run_until(engine, [modem], lambda rows: rows[0].status == "submitted"
+                     and rows[1].next_attempt_at is not None
+                     and rows[1].next_attempt_at > NOW + dt.timedelta(minutes=1))
+    assert [m.number for m in modem.sent] == ["+15551230001"]
+    short = rows[1]
+    assert short.status == "queued" and short.attempts == 0
+    assert "gsm: rate limit" in (short.history[-1].detail or "")
+
+
+def test_a_text_longer_than_the_whole_bucket_still_goes() -> None:
+    limiter = RateLimiter(per_minute=2)
+    assert limiter.take(limiter.stamp, parts=5)  # a full bucket lets it through
+    assert not limiter.take(limiter.stamp, parts=1)
+    assert limiter.wait_time(parts=1) == pytest.approx(30.0)
+
+
+def test_a_pinned_message_waits_for_its_transport(engine: Engine, session: Session) -> None:
+    queue(session, "+15551230001", None, transport="gsm")
+    session.commit()
+    trunk = ScriptedTransport("sip", ok)
+    modem = ScriptedTransport("gsm", ok, up=False)
+    rows = run_until(engine, [modem, trunk], lambda rows: rows[0].attempts == 1)
+    assert trunk.sent == [] and rows[0].status == "queued"
+    assert rows[0].error == "gsm: unavailable"
+    modem.up = True
+    rows = run_until(engine, [modem, trunk], settled)
+    assert rows[0].status == "submitted" and rows[0].transport == "gsm"
+    assert [m.number for m in modem.sent] == ["+15551230001"] and trunk.sent == []
 
 
 def test_interrupted_send_is_failed_not_repeated(engine: Engine, session: Session) -> None:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from agent import inbound, outbox
@@ -29,11 +30,29 @@ log = logging.getLogger(__name__)
 
 TRANSPORT = "gsm"
 REPORT_RETRIES = 5  # a report can overtake the commit of its own send by a moment
+# a part still missing after this never comes (networks give up within hours); what did
+# arrive is stored then, marked, rather than waiting for ever and losing the customer's words
+FRAGMENT_TIMEOUT = dt.timedelta(hours=6)
 
 
 def inbound_sms(sms: pdu.Deliver, now: dt.datetime) -> inbound.InboundSms:
     return inbound.InboundSms(sender=sms.sender, to=None, body=sms.text, transport=TRANSPORT,
                               received_at=now, reference=sms.key)
+
+
+def _stored_text(text: str) -> str:
+    """A part's text as the database can hold it. Parts are UTF-16 units decoded one by
+    one, so an emoji arrives as two surrogate halves (sometimes in two parts), which
+    no database encoding accepts; JSON's \\uXXXX escapes carry them until the join."""
+    return json.dumps(text)
+
+
+def _part_text(stored: str) -> str:
+    try:
+        text = json.loads(stored)
+    except ValueError:
+        return stored
+    return text if isinstance(text, str) else stored
 
 
 def store_fragment(session: Session, sms: pdu.Deliver,
@@ -47,7 +66,8 @@ def store_fragment(session: Session, sms: pdu.Deliver,
     reference, total, part = sms.concat
     if session.scalar(select(SmsFragment.id).where(SmsFragment.key == sms.key)) is None:
         session.add(SmsFragment(key=sms.key, sender=sms.sender, reference=reference,
-                                total=total, part=part, body=sms.text, received_at=now))
+                                total=total, part=part, body=_stored_text(sms.text),
+                                received_at=now))
         session.flush()
     fragments = session.scalars(
         select(SmsFragment).where(SmsFragment.sender == sms.sender,
@@ -65,9 +85,43 @@ def store_fragment(session: Session, sms: pdu.Deliver,
     chosen = [by_part[n] for n in range(1, total + 1)]
     key = hashlib.sha256("".join(f.key for f in chosen).encode()).hexdigest()[:32]
     whole = inbound.InboundSms(
-        sender=sms.sender, to=None, body=pdu.join_utf16("".join(f.body for f in chosen)),
+        sender=sms.sender, to=None,
+        body=pdu.join_utf16("".join(_part_text(f.body) for f in chosen)),
         transport=TRANSPORT, received_at=min(f.received_at for f in chosen), reference=key)
     return whole, [f.id for f in chosen]
+
+
+def expire_fragments(session: Session,
+                     now: dt.datetime) -> list[tuple[inbound.InboundSms, list[int]]]:
+    """Multipart SMS with parts missing for FRAGMENT_TIMEOUT: the parts that came, in
+    order, with a marker where each missing one belongs (and their fragment ids)."""
+    groups = session.execute(
+        select(SmsFragment.sender, SmsFragment.reference, SmsFragment.total)
+        .group_by(SmsFragment.sender, SmsFragment.reference, SmsFragment.total)
+        .having(func.max(SmsFragment.received_at) < now - FRAGMENT_TIMEOUT)
+    ).all()
+    expired = []
+    for sender, reference, total in groups:
+        fragments = session.scalars(
+            select(SmsFragment).where(SmsFragment.sender == sender,
+                                      SmsFragment.reference == reference,
+                                      SmsFragment.total == total)
+            .order_by(SmsFragment.part, SmsFragment.id)
+        ).all()
+        by_part: dict[int, SmsFragment] = {}
+        for fragment in fragments:
+            by_part.setdefault(fragment.part, fragment)
+        body = pdu.join_utf16("".join(_part_text(by_part[n].body) if n in by_part
+                                      else f" [part {n} of {total} never arrived] "
+                                      for n in range(1, total + 1)))
+        key = hashlib.sha256(("expired:" + "".join(f.key for f in fragments)).encode())
+        log.warning("SMS from %s: %d of %d parts arrived; stored as it is after waiting %s",
+                    sender, len(by_part), total, FRAGMENT_TIMEOUT)
+        expired.append((inbound.InboundSms(
+            sender=sender, to=None, body=body.strip(), transport=TRANSPORT,
+            received_at=min(f.received_at for f in fragments),
+            reference=key.hexdigest()[:32]), [f.id for f in fragments]))
+    return expired
 
 
 def drop_fragments(session: Session, ids: list[int]) -> None:
@@ -150,6 +204,15 @@ class ModemInbox:
         if whole is not None:
             await self.deliver_inbound(whole)
             await self.db(lambda s: drop_fragments(s, fragment_ids))
+
+    async def expire(self) -> int:
+        """Store the multipart SMS whose missing parts will not come; how many."""
+        now = dt.datetime.now(dt.UTC)
+        stale = await self.db(lambda s: expire_fragments(s, now))
+        for whole, fragment_ids in stale:
+            await self.deliver_inbound(whole)
+            await self.db(lambda s, ids=fragment_ids: drop_fragments(s, ids))
+        return len(stale)
 
     async def report(self, report: pdu.StatusReport) -> None:
         for attempt in range(REPORT_RETRIES):
