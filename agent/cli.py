@@ -482,5 +482,45 @@ def contacted(config_path: str | None, number: str) -> None:
     click.echo(f"{e164} marked as contacted; follow-ups and reminders stopped")
 
 
+@main.group("contacts")
+def contacts_group() -> None:
+    """Customers' contact records: erase one person's data (GDPR)."""
+
+
+@contacts_group.command("erase")
+@config_option
+@click.argument("number")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def contacts_erase(config_path: str | None, number: str, yes: bool) -> None:
+    """Erase a person's data: number, name, tags and texts, everywhere; anonymous
+    counts stay. A number that opted out is kept with the opt-out only."""
+    import getpass
+
+    from agent import contacts
+    from agent.db import sessions
+
+    cfg = _load(config_path)
+    region = cfg.pbx.default_region
+    with sessions(_engine(cfg))() as session, session.begin():
+        contact = contacts.find(session, number, region)
+        if contact is None or contacts.is_placeholder(contact.number):
+            raise click.ClickException(f"no contact with the number {number}")
+        shown = contact.number
+        if not yes:
+            if not _interactive():
+                raise click.UsageError("erasing cannot be undone: add --yes to confirm")
+            click.confirm(f"Erase everything about {shown}"
+                          + (f" ({contact.name})" if contact.name else "")
+                          + "? This cannot be undone", abort=True)
+        try:
+            erasure = contacts.erase(session, contact, dt.datetime.now(dt.UTC),
+                                     f"cli:{getpass.getuser()}", region=region)
+        except contacts.ContactError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"erased {shown} (now {contacts.target(erasure.contact_id)}):")
+    for line in erasure.summary():
+        click.echo(f"  {line}")
+
+
 if __name__ == "__main__":
     main()

@@ -172,6 +172,8 @@ class Message(Base):
     __table_args__ = (
         Index("ix_messages_status_next", "status", "next_attempt_at"),
         Index("ix_messages_number_created", "number", "created_at"),
+        # the dashboard's look-up of a customer's replies after a text-back, index-only
+        Index("ix_messages_number_direction_created", "number", "direction", "created_at"),
     )
 
 
@@ -181,12 +183,16 @@ class MessageEvent(Base):
     __tablename__ = "message_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), nullable=False, index=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     detail: Mapped[str | None] = mapped_column(Text)
 
     message: Mapped[Message] = relationship(back_populates="history")
+
+    # a message's history, and (index-only) when it first reached a status: the dashboard
+    # asks that for every text-back of the period
+    __table_args__ = (Index("ix_message_events_message_status_at", "message_id", "status", "at"),)
 
 
 class Job(Base):

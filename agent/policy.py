@@ -21,11 +21,19 @@ templates.after_hours ("closed" or "holiday"). The text goes out at
 ``ended_at + textback.delay``, or now if that has passed (a call learnt late,
 after an outage); the state and {next_open} are judged at that moment, so the
 text is true when it is read.
+
+A/B tests: when the chosen template has a B text (templates.business_hours_b,
+templates.after_hours_b, templates.voicemail_b), the caller's number picks the
+variant: the first bytes of the SHA-256 of its E.164 form, even → "A", odd →
+"B". So about half the callers get B, one caller always gets the same text (a
+second call does not switch them), and a restart or a replay decides the same.
+Without a B text there is no test and the variant is None.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,6 +57,7 @@ SkipReason = Literal[
     "fixed_line",
     "cooldown",
 ]
+Variant = Literal["A", "B"]
 
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = (
@@ -67,6 +76,10 @@ class Rules:
     template_business_hours: str
     template_after_hours: str
     template_voicemail: str
+    # the B texts of A/B tests; "" = no test for that template
+    template_business_hours_b: str
+    template_after_hours_b: str
+    template_voicemail_b: str
     delay: dt.timedelta
     cooldown: dt.timedelta
     exclusions: frozenset[str]
@@ -89,6 +102,9 @@ class Rules:
             template_business_hours=checked["templates.business_hours"],
             template_after_hours=checked["templates.after_hours"],
             template_voicemail=checked["templates.voicemail"],
+            template_business_hours_b=checked["templates.business_hours_b"],
+            template_after_hours_b=checked["templates.after_hours_b"],
+            template_voicemail_b=checked["templates.voicemail_b"],
             delay=settings.parse_duration(checked["textback.delay"]),
             cooldown=settings.parse_duration(checked["textback.cooldown"]),
             exclusions=frozenset(checked["textback.exclusions"]),
@@ -101,6 +117,14 @@ class Rules:
             "templates.business_hours": self.template_business_hours,
             "templates.after_hours": self.template_after_hours,
             "templates.voicemail": self.template_voicemail,
+        }[key]
+
+    def template_b(self, key: str) -> str:
+        """The B text tested against `key`; "" when no test is running."""
+        return {
+            "templates.business_hours": self.template_business_hours_b,
+            "templates.after_hours": self.template_after_hours_b,
+            "templates.voicemail": self.template_voicemail_b,
         }[key]
 
 
@@ -120,6 +144,7 @@ class Send:
     send_at: dt.datetime
     encoding: Literal["GSM-7", "UCS-2"]
     segments: int
+    variant: Variant | None = None  # "A" or "B" while the template is tested, else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +153,12 @@ class Skip:
 
 
 Decision = Send | Skip
+
+
+def variant_for(number: str) -> Variant:
+    """The A/B variant of a caller: fixed by the number alone, so it never changes."""
+    digest = hashlib.sha256(number.encode()).digest()
+    return "B" if int.from_bytes(digest[:8], "big") % 2 else "A"
 
 
 def describe_opening(opening: dt.datetime, reference: dt.datetime, schedule: Schedule) -> str:
@@ -219,6 +250,12 @@ def decide(
         key = "templates.business_hours"
     else:
         key = "templates.after_hours"
-    body = templates.render(rules.template(key), merge_fields(call, rules, read_at))
+    text, variant = rules.template(key), None
+    if rules.template_b(key):
+        assert number is not None  # _skip_reason sends only to valid numbers
+        variant = variant_for(number)
+        if variant == "B":
+            text = rules.template_b(key)
+    body = templates.render(text, merge_fields(call, rules, read_at))
     info = templates.segments(body)
-    return Send(key, body, send_at, info.encoding, info.segments)
+    return Send(key, body, send_at, info.encoding, info.segments, variant)

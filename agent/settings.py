@@ -176,6 +176,12 @@ def _template(key: str, value: Any, region: str | None) -> str:
     return text
 
 
+def _variant_template(key: str, value: Any, region: str | None) -> str:
+    """The B text of an A/B test: empty means no test, anything else is a template."""
+    text = _text(key, value)
+    return _template(key, text, region) if text else ""
+
+
 def _alert_template(key: str, value: Any, region: str | None) -> str:
     """A text to staff: it always has the customer's number and message to show."""
     text = _text(key, value)
@@ -403,6 +409,13 @@ _SPECS = (
         DEFAULT_VOICEMAIL,
         "text for a missed call where the caller left a voicemail",
         _template,
+    ),
+    *(
+        Spec(f"{key}_b", "",
+             f"a B text to test against {key}: half the callers (chosen by their number, "
+             "so each always gets the same one) get it instead, and the dashboard "
+             "compares replies and bookings; empty = no test", _variant_template)
+        for key in ("templates.business_hours", "templates.after_hours", "templates.voicemail")
     ),
     Spec(
         "keywords.optout",

@@ -165,3 +165,30 @@ def test_a_missed_call_appears_in_the_open_inbox_and_a_reply_goes_out(
     shoot(page, "lab-thread")
     page.goto(base + "/inbox")  # type: ignore[attr-defined]
     shoot(page, "lab-inbox")
+
+
+def test_hours_changed_in_the_browser_choose_the_after_hours_text_for_the_next_call(
+        lab: LabPbx, trunk: TrunkPeer, site: tuple[str, Path], tab: object) -> None:
+    base, _config = site
+    page = tab
+    page.goto(base + "/settings/hours")  # type: ignore[attr-defined]
+    assert "Now: open" in page.locator("#hours-now").inner_text()  # type: ignore[attr-defined]
+    # open one hour a week, on a day other than today (the business is in UTC)
+    days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    other = days[(dt.datetime.now(dt.UTC).weekday() + 3) % 7]
+    for day in days:
+        page.set_checked(f"input[name=open_{day}]", day == other)  # type: ignore[attr-defined]
+        page.fill(f"input[name=shifts_{day}]", "09:00-10:00" if day == other else "")  # type: ignore[attr-defined]
+    page.click("text=Save hours")  # type: ignore[attr-defined]
+    page.locator(".flash", has_text="Saved").wait_for(timeout=10_000)  # type: ignore[attr-defined]
+    assert "Now: closed" in page.locator("#hours-now").inner_text()  # type: ignore[attr-defined]
+
+    caller = next(_callers)
+    lab.call(DID, caller_id=caller, caller_name="Late Larry", from_trunk=True, phone="ring")
+    (text,) = wait_until("the text-back at the trunk", lambda: texts_to(trunk, caller))  # type: ignore[misc]
+    assert "We're closed now" in text.body and "We reopen" in text.body, text.body
+    page.goto(base + "/inbox")  # type: ignore[attr-defined]
+    page.locator("li.conversation", has_text=caller).locator("a").first.click()  # type: ignore[attr-defined]
+    timeline = page.locator("#timeline").inner_text()  # type: ignore[attr-defined]
+    assert text.body in timeline
+    shoot(page, "lab-after-hours")

@@ -18,6 +18,7 @@ from agent.policy import (
     decide,
     describe_opening,
     merge_fields,
+    variant_for,
 )
 from agent.settings import SettingError
 
@@ -158,6 +159,97 @@ def test_emoji_in_a_template_switches_to_ucs2() -> None:
     decision = decide_for(missed_call(MONDAY_10), rules=rules)
     assert isinstance(decision, Send)
     assert (decision.encoding, decision.segments) == ("UCS-2", 1)
+
+
+# ----------------------------------------------------------------- A/B tests
+
+B_BUSINESS_HOURS = "Hi {first_name}, {business} here: reply with a good time and we'll call you."
+B_AFTER_HOURS = "Hi {first_name}, {business} is closed; we reopen {next_open}. Reply here."
+B_VOICEMAIL = "Hi {first_name}, {business} got your voicemail; we'll ring you back soon."
+
+
+def _callers(count: int) -> list[str]:
+    """UK mobile numbers as callers dial them, all different."""
+    return [f"07400 1{n:05d}" for n in range(count)]
+
+
+def test_about_half_of_many_callers_get_the_b_text() -> None:
+    rules = Rules.from_settings(
+        {**SETTINGS, "templates.business_hours_b": B_BUSINESS_HOURS}, region="GB")
+    decisions = [decide_for(missed_call(MONDAY_10, caller=caller), rules=rules)
+                 for caller in _callers(2000)]
+    sends = [d for d in decisions if isinstance(d, Send)]
+    assert len(sends) == 2000
+    b = [d for d in sends if d.variant == "B"]
+    a = [d for d in sends if d.variant == "A"]
+    assert len(a) + len(b) == 2000
+    assert 900 <= len(b) <= 1100  # a fair coin: 1000 ± 4.5 standard deviations
+    assert all(d.body.startswith("Hi Maria, Acme Plumbing here: reply with a good time")
+               for d in b)
+    assert all(d.body.startswith("Hi Maria, thanks for calling Acme Plumbing.") for d in a)
+    assert {d.template_key for d in sends} == {"templates.business_hours"}
+
+
+def test_one_caller_always_gets_the_same_variant() -> None:
+    settings_ab = {**SETTINGS, "templates.business_hours_b": B_BUSINESS_HOURS}
+    for caller in _callers(50):
+        first = decide_for(missed_call(MONDAY_10, caller=caller),
+                           rules=Rules.from_settings(settings_ab, region="GB"))
+        # another call a week later, judged by rules read again (a restart)
+        again = decide_for(missed_call(MONDAY_10 + dt.timedelta(days=7), caller=caller,
+                                       linkedid="1700000000.2"),
+                           rules=Rules.from_settings(settings_ab, region="GB"))
+        assert isinstance(first, Send) and isinstance(again, Send)
+        assert first.variant == again.variant and first.body == again.body
+    # pinned: an upgrade that changed the assignment would move callers of a running test
+    assert [variant_for(n) for n in ("+447400123456", "+447400123457", "+15551234567")] == [
+        "B", "A", "A"]
+    # the caller's own spelling does not matter, only the E.164 number
+    national = decide_for(missed_call(MONDAY_10, caller="07400 123456"),
+                          rules=Rules.from_settings(settings_ab, region="GB"))
+    international = decide_for(missed_call(MONDAY_10, caller="+44 7400 123456"),
+                               rules=Rules.from_settings(settings_ab, region="GB"))
+    assert isinstance(national, Send) and isinstance(international, Send)
+    assert national.variant == international.variant == "B"
+
+
+def test_without_a_b_text_there_is_no_test() -> None:
+    for caller in _callers(20):
+        decision = decide_for(missed_call(MONDAY_10, caller=caller))
+        assert isinstance(decision, Send)
+        assert decision.variant is None
+        assert decision.body.startswith("Hi Maria, thanks for calling Acme Plumbing.")
+
+
+def test_voicemail_and_after_hours_tests_follow_their_own_keys() -> None:
+    rules = Rules.from_settings({**SETTINGS, "templates.voicemail_b": B_VOICEMAIL,
+                                 "templates.after_hours_b": B_AFTER_HOURS}, region="GB")
+    b_caller = "07400 123456"  # variant B (pinned above)
+    open_now = decide_for(missed_call(MONDAY_10, caller=b_caller), rules=rules)
+    assert isinstance(open_now, Send)
+    assert open_now.variant is None  # no business-hours test is running
+    assert open_now.template_key == "templates.business_hours"
+    voicemail = decide_for(missed_call(MONDAY_10, caller=b_caller, voicemail_left=True,
+                                       reason="voicemail"), rules=rules)
+    assert isinstance(voicemail, Send)
+    assert (voicemail.template_key, voicemail.variant) == ("templates.voicemail", "B")
+    assert voicemail.body == "Hi Maria, Acme Plumbing got your voicemail; we'll ring you back soon."
+    evening = decide_for(missed_call(london(2026, 3, 3, 19, 0), caller=b_caller), rules=rules)
+    assert isinstance(evening, Send)
+    assert (evening.template_key, evening.variant) == ("templates.after_hours", "B")
+    assert evening.body == ("Hi Maria, Acme Plumbing is closed; we reopen tomorrow at 8:00. "
+                            "Reply here.")
+    a_caller = "07400 123457"  # variant A: the usual texts, but counted in the test
+    evening_a = decide_for(missed_call(london(2026, 3, 3, 19, 0), caller=a_caller), rules=rules)
+    assert isinstance(evening_a, Send)
+    assert evening_a.variant == "A" and "We're closed now. We reopen tomorrow" in evening_a.body
+
+
+def test_b_texts_are_checked_like_templates() -> None:
+    with pytest.raises(SettingError, match=r"templates\.voicemail_b: unknown merge field"):
+        Rules.from_settings({**SETTINGS, "templates.voicemail_b": "Hi {frist_name}"}, "GB")
+    blank = Rules.from_settings({**SETTINGS, "templates.voicemail_b": "   "}, "GB")
+    assert blank.template_voicemail_b == ""  # blank = no test, not an empty text
 
 
 # -------------------------------------------------------------------- skips

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from agent import inbound, inbox, templates, timers
 from agent.db import DbRunner
-from agent.models import Call, CallbackRequest, Contact, Job, Message, User
+from agent.models import AuditEntry, Call, CallbackRequest, Contact, Job, Message, User
 
 T0 = dt.datetime(2026, 11, 2, 15, 0, tzinfo=dt.UTC)  # in the past: staff act "now"
 DID = "+15559990000"
@@ -129,6 +129,58 @@ def test_first_responder_keeps_it_and_it_can_be_handed_over(staff: FlaskClient,
     _post(staff, f"/inbox/{contact.id}/reply", body="On our way")
     session.expire_all()
     assert contact.assigned_to == owner  # replying does not take it over
+
+
+def test_booking_a_job_stops_followups_shows_and_can_be_undone(staff: FlaskClient,
+                                                               session: Session) -> None:
+    contact = _contact(session, "+15550000001", T0)
+    _missed(session, contact, T0)
+    session.add(Job(kind="followup", step=0, due_at=T0 + dt.timedelta(hours=3),
+                    status="pending", dedupe_key="followup:x:0", contact_id=contact.id,
+                    created_at=T0))
+    session.commit()
+    before = staff.get(f"/inbox/{contact.id}").get_data(as_text=True)
+    assert "Booked a job</button>" in before and "Not booked" not in before
+    refused = staff.post(f"/inbox/{contact.id}/booking", data={"booked": "yes"})
+    assert refused.status_code == 400  # no CSRF token
+    session.expire_all()
+    assert contact.booked_at is None
+
+    page = _post(staff, f"/inbox/{contact.id}/booking", booked="yes").get_data(as_text=True)
+    assert "Marked as a booked job" in page
+    header = page.split('id="timeline"')[0]
+    assert "booked a job" in header and "Not booked</button>" in page
+    session.expire_all()
+    assert contact.booked_at is not None
+    assert contact.contacted_at == contact.booked_at  # booking is reaching the customer
+    assert not inbox.waiting(contact)
+    job = session.scalars(select(Job)).one()
+    assert job.status == "cancelled" and "job booked by desk" in (job.detail or "")
+    assert contact.assigned_to == _user_id(session, "desk")
+    assert 'class="badge booked"' in staff.get("/inbox?view=all").get_data(as_text=True)
+    entry = session.scalars(select(AuditEntry).where(AuditEntry.action == "booked")).one()
+    assert (entry.actor, entry.target) == ("desk", "+15550000001")
+
+    contacted = contact.contacted_at
+    page = _post(staff, f"/inbox/{contact.id}/booking", booked="no").get_data(as_text=True)
+    assert "Booking removed" in page and "Booked a job</button>" in page
+    session.expire_all()
+    assert contact.booked_at is None
+    assert contact.contacted_at == contacted  # staff did reach them; that stays
+    assert 'class="badge booked"' not in staff.get("/inbox?view=all").get_data(as_text=True)
+    assert session.scalars(select(AuditEntry.actor).where(
+        AuditEntry.action == "booking_cleared")).all() == ["desk"]
+
+
+def test_booking_keeps_an_earlier_contact_time(staff: FlaskClient, session: Session) -> None:
+    contact = _contact(session, "+15550000001", T0)
+    reached = T0 + dt.timedelta(minutes=10)
+    timers.contacted(session, contact, "called back", reached)
+    session.commit()
+    _post(staff, f"/inbox/{contact.id}/booking", booked="yes")
+    session.expire_all()
+    assert contact.booked_at is not None and contact.booked_at > reached
+    assert contact.contacted_at == reached  # the dashboard's first contact is not moved
 
 
 def test_opted_out_contacts_cannot_be_texted(staff: FlaskClient, session: Session) -> None:

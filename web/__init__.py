@@ -54,12 +54,12 @@ def create_app(config: Config | None = None, test_config: dict[str, Any] | None 
     check_schema(engine)
     app.extensions["textback.sessions"] = sessions(engine)
 
-    from web import audit, auth, calls, dashboard, db, home, inbox, users
+    from web import audit, auth, calls, contacts, dashboard, db, home, inbox, settings, users
 
     csrf.init_app(app)
     db.init_app(app)
     auth.init_app(app)
-    for module in (home, auth, inbox, calls, dashboard, users, audit):
+    for module in (home, auth, inbox, contacts, calls, dashboard, users, audit, settings):
         app.register_blueprint(module.bp)
 
     @app.errorhandler(CSRFError)

@@ -1,10 +1,12 @@
 """The dashboard: is the business recovering its missed calls, and when does it miss them?
 
-Every figure is one SQL aggregate over the chosen period (whole days in the
-business time zone), read through the call indexes (ix_calls_started,
+Every figure is an SQL aggregate over the chosen period (whole days in the
+business time zone), in two statements: calls per quarter hour, and everything
+about the missed calls (key figures, medians, A/B counts) with each missed call
+looked up once, through the call indexes (ix_calls_started,
 ix_calls_missed_started) and the unique idempotency key that ties a call to its
-text-back; Python only ever sees aggregated rows, so a million calls cost what the
-period's calls cost. Calls are counted in UTC quarter-hour buckets and folded into
+text-back. Python only ever sees aggregated rows, so a million calls cost what
+the period's calls cost. Calls are counted in UTC quarter-hour buckets and folded into
 local days and hours here, because SQLite has no time zones and a quarter hour
 fits every real UTC offset (India +5:30, Nepal +5:45) and every DST change.
 
@@ -23,12 +25,34 @@ Definitions (shown on the page too, so an owner can check them):
   opt-out rate       text-backs after which the customer opted out / text-backs
   recovered leads    missed calls whose caller replied or was reached
   revenue estimate   recovered leads x business.close_rate x business.average_job_value
+  booked             missed calls whose caller's conversation was marked "Booked a job"
+                     in the inbox at or after the call started (contacts.booked_at >=
+                     calls.started_at) / missed calls
+  booked revenue     booked customers (each counted once, however often they called) x
+                     business.average_job_value
+  staff response     median time from a customer's reply to a text-back to staff's
+                     first answer. The replies: the first text from the caller within 7
+                     days of each text-back of the period's missed calls, each reply
+                     counted once. The answer: the earliest of a reply from the inbox
+                     (a staff_reply text to that number) and the moment staff reached the
+                     customer (contacts.contacted_at: an answered call back or call,
+                     "Mark contacted", a booking), at or after the reply. contacted_at
+                     keeps only the latest reach, so a call back followed by a later
+                     reach counts at the later one. Replies nobody has answered yet are
+                     left out of the median and counted beside it.
+
+A/B tests (templates.*_b): for each template and variant, the period's text-backs
+that left, the replies within 7 days and the bookings (as above), the lift of B
+over A in percentage points and relative to A, and a two-sided two-proportion
+z-test. A result is called trustworthy only with at least 30 texts in each
+variant and p <= 0.05; otherwise the page says it may be chance.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -58,6 +82,30 @@ LEFT = ("submitted", "sent", "delivered")  # the text left textback
 REPORTED = ("sent", "delivered")  # accepted by a network that reports delivery
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MIN_CELL_CALLS = 5  # fewer calls in an hour of the week say nothing about it
+STAFF_REPLY = "staff_reply"  # the inbox's replies (web.inbox)
+# an A/B result is trusted with at least this many texts per variant and p <= ALPHA
+MIN_TEST_TEXTS = 30
+ALPHA = 0.05
+# how the figures are counted, as the page explains them (the module docstring has more)
+DEFINITIONS = (
+    ("Booked", "missed calls whose caller's conversation was marked “Booked a job” in the "
+     "inbox at or after the call (a customer who called three times counts three times)."),
+    ("Booked revenue", "booked customers, each counted once, × business.average_job_value."),
+    ("Staff response time", "for each customer's first reply within 7 days to a text-back "
+     "of these missed calls (each reply counted once), the time until staff first answered "
+     "it: a reply from the inbox, or the customer reached (an answered call back or call, "
+     "“Mark contacted”, a booking). The median of the answered replies; the ones nobody has "
+     "answered yet are counted beside it. Only the latest time a customer was reached is "
+     "kept, so a call back followed by a later contact counts at the later one."),
+    ("A/B tests", "texts that left, per text and variant; replies within 7 days and "
+     "bookings as above. The lift is B minus A in points and relative to A. A difference "
+     f"is called real only with at least {MIN_TEST_TEXTS} texts in each variant and a "
+     f"two-proportion z-test p-value of {ALPHA} or less."),
+)
+VARIANTS = ("A", "B")  # agent.policy.Variant
+TESTED_TEMPLATES = {"templates.business_hours": "Business hours",
+                    "templates.after_hours": "After hours",
+                    "templates.voicemail": "Voicemail"}
 
 
 @dataclass(frozen=True)
@@ -119,22 +167,34 @@ def parse_period(args: Any, today: dt.date, zone: ZoneInfo) -> tuple[Period, lis
 class Dialect:
     """The few SQL expressions SQLite and PostgreSQL spell differently."""
 
+    name: str  # "sqlite" | "postgresql"
     bucket: str  # started_at as a UTC quarter-hour number
-    seconds: str  # seconds from ended_at to left_at
-    reply_until: str  # the end of the reply window after a text-back
+
+    @classmethod
+    def named(cls, name: str) -> Dialect:
+        if name == "postgresql":
+            return cls(name, bucket=f"CAST(FLOOR(EXTRACT(EPOCH FROM started_at) / "
+                                    f"{BUCKET_SECONDS}) AS BIGINT)")
+        return cls(name, bucket=f"CAST(strftime('%s', started_at) AS INTEGER) / "
+                                f"{BUCKET_SECONDS}")
 
     @classmethod
     def of(cls, session: Session) -> Dialect:
-        if session.get_bind().dialect.name == "postgresql":
-            return cls(
-                bucket=f"CAST(FLOOR(EXTRACT(EPOCH FROM started_at) / {BUCKET_SECONDS}) AS BIGINT)",
-                seconds="EXTRACT(EPOCH FROM (left_at - ended_at))",
-                reply_until=f"sent_created + INTERVAL '{REPLY_WINDOW_DAYS} days'")
-        return cls(
-            bucket=f"CAST(strftime('%s', started_at) AS INTEGER) / {BUCKET_SECONDS}",
-            seconds="(julianday(left_at) - julianday(ended_at)) * 86400.0",
-            reply_until=f"strftime('%Y-%m-%d %H:%M:%f', sent_created, "
-                        f"'+{REPLY_WINDOW_DAYS} days')")
+        return cls.named(session.get_bind().dialect.name)
+
+    def seconds(self, later: str, earlier: str) -> str:
+        """Seconds from one timestamp column to a later one, as a number."""
+        if self.name == "postgresql":
+            return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
+        return f"(julianday({later}) - julianday({earlier})) * 86400.0"
+
+    def reply_until(self, sent: str) -> str:
+        """The end of the reply window after a text-back created at column `sent`."""
+        if self.name == "postgresql":
+            return f"{sent} + INTERVAL '{REPLY_WINDOW_DAYS} days'"
+        # SQLite keeps UTC times as 'YYYY-MM-DD HH:MM:SS.ffffff' text: this compares with
+        # them in time order (to the millisecond)
+        return f"strftime('%Y-%m-%d %H:%M:%f', {sent}, '+{REPLY_WINDOW_DAYS} days')"
 
 
 def _in(values: tuple[str, ...]) -> str:
@@ -150,16 +210,29 @@ _TIME_PARAMS = (bindparam("start", type_=UTCDateTime()), bindparam("end", type_=
 
 
 def _missed_calls_cte(d: Dialect) -> str:
-    """Each missed inbound call of the period with its text-back, when it left and its
-    caller's contact dates: one seek per call on ix_calls_missed_started, the unique
-    idempotency key and the message_events index."""
+    """`missed`: each missed inbound call of the period with its text-back, when that left,
+    the customer's first reply within the reply window, whether a network reported on it,
+    and the caller's contact dates. One seek per call on ix_calls_missed_started, the
+    unique idempotency key, then index-only look-ups on ix_message_events_message_status_at
+    and ix_messages_number_direction_created.
+
+    A query that reads `missed` once gets it inlined, so look-ups it does not use are never
+    made; one that reads it several times gets it materialised, so each is made once."""
     return f"""
     WITH missed AS (
-      SELECT c.id, c.ended_at, c.decision, c.skip_reason,
-             m.id AS message_id, m.status, m.number AS sent_to, m.created_at AS sent_created,
-             k.contacted_at, k.opted_out_at, c.started_at,
+      SELECT c.contact_id, c.decision, c.skip_reason, c.started_at, c.ended_at,
+             m.status, m.number AS sent_to, m.created_at AS sent_created,
+             m.template, m.variant,
+             k.contacted_at, k.opted_out_at, k.booked_at,
              (SELECT MIN(e.at) FROM message_events e
-               WHERE e.message_id = m.id AND e.status IN {_in(LEFT)}) AS left_at
+               WHERE e.message_id = m.id AND e.status IN {_in(LEFT)}) AS left_at,
+             (SELECT MIN(i.created_at) FROM messages i
+               WHERE i.number = m.number AND i.direction = 'in'
+                 AND i.created_at >= m.created_at
+                 AND i.created_at < {d.reply_until("m.created_at")}) AS reply_at,
+             CASE WHEN EXISTS (SELECT 1 FROM message_events r WHERE r.message_id = m.id
+                                 AND r.status IN {_in(REPORTED)}) THEN 1 ELSE 0 END
+               AS reported
       FROM calls c
       LEFT JOIN messages m ON m.idempotency_key = c.linkedid || :suffix
       LEFT JOIN contacts k ON k.id = c.contact_id
@@ -168,36 +241,94 @@ def _missed_calls_cte(d: Dialect) -> str:
     )"""
 
 
-def _kpi_sql(d: Dialect) -> str:
-    return _missed_calls_cte(d) + f"""
+def _middle(rows: str) -> str:
+    """The median of the `seconds` column of CTE `rows`: the mean of its middle one or two
+    values, which the database sorts and picks (LIMIT 1 or 2 from the middle)."""
+    count = f"(SELECT COUNT(*) FROM {rows})"
+    return f"""(SELECT AVG(seconds) FROM (
+        SELECT seconds FROM {rows} ORDER BY seconds
+        LIMIT 2 - {count} % 2 OFFSET ({count} - 1) / 2) AS middle)"""
+
+
+def _arm_column(n: int, variant: str) -> str:
+    """A column name prefix PostgreSQL leaves as it is (unquoted names fold to lower case)."""
+    return f"t{n}{variant.lower()}"
+
+
+def _variant_columns() -> str:
+    """Texts sent, replied and booked for each tested template and variant (t0a_sent…),
+    read from the `arms` CTE: a fixed set of columns, so the A/B table comes out of the
+    same statement as the key figures."""
+    columns = []
+    for n, key in enumerate(TESTED_TEMPLATES):
+        for variant in VARIANTS:
+            name = _arm_column(n, variant)
+            columns += [f"(SELECT {what} FROM arms WHERE template = '{key}' "
+                        f"AND variant = '{variant}') AS {name}_{what}"
+                        for what in ("sent", "replied", "booked")]
+    return ",\n      ".join(columns)
+
+
+def _figures_sql(d: Dialect) -> str:
+    """Every key figure and the A/B counts in one statement, so the period's missed calls
+    are looked up once."""
+    return _missed_calls_cte(d) + f""",
+    text_delays AS (
+      SELECT {d.seconds("left_at", "ended_at")} AS seconds
+      FROM missed WHERE left_at IS NOT NULL
+    ),
+    replies AS (
+      SELECT DISTINCT sent_to, contacted_at, reply_at
+      FROM missed WHERE left_at IS NOT NULL AND reply_at IS NOT NULL
+    ),
+    answers AS (
+      SELECT reply_at, contacted_at,
+             (SELECT MIN(s.created_at) FROM messages s
+               WHERE s.number = replies.sent_to AND s.direction = 'out'
+                 AND s.kind = '{STAFF_REPLY}' AND s.created_at >= replies.reply_at)
+               AS staff_reply_at
+      FROM replies
+    ),
+    arms AS (
+      SELECT template, variant, COUNT(*) AS sent,
+             SUM(CASE WHEN reply_at IS NOT NULL THEN 1 ELSE 0 END) AS replied,
+             SUM(CASE WHEN booked_at >= started_at THEN 1 ELSE 0 END) AS booked
+      FROM missed WHERE variant IS NOT NULL AND left_at IS NOT NULL
+      GROUP BY template, variant
+    ),
+    response_delays AS (
+      SELECT {d.seconds("answered_at", "reply_at")} AS seconds
+      FROM (SELECT reply_at,
+                   CASE WHEN contacted_at >= reply_at
+                             AND (staff_reply_at IS NULL OR contacted_at < staff_reply_at)
+                        THEN contacted_at ELSE staff_reply_at END AS answered_at
+            FROM answers) AS answered
+      WHERE answered_at IS NOT NULL
+    )
     SELECT
       COUNT(*) AS missed,
       SUM(CASE WHEN decision = 'skip' AND skip_reason IN {_in(UNCONTACTABLE)}
                THEN 0 ELSE 1 END) AS contactable,
       SUM(CASE WHEN left_at IS NOT NULL THEN 1 ELSE 0 END) AS texted,
       SUM(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END) AS delivered,
-      SUM(CASE WHEN message_id IS NOT NULL AND EXISTS (
-            SELECT 1 FROM message_events r WHERE r.message_id = missed.message_id
-              AND r.status IN {_in(REPORTED)}) THEN 1 ELSE 0 END) AS reported,
-      SUM(CASE WHEN left_at IS NOT NULL AND EXISTS (
-            SELECT 1 FROM messages i WHERE i.number = sent_to AND i.direction = 'in'
-              AND i.created_at >= sent_created AND i.created_at < {d.reply_until})
+      SUM(reported) AS reported,
+      SUM(CASE WHEN left_at IS NOT NULL AND reply_at IS NOT NULL
           THEN 1 ELSE 0 END) AS replied,
       SUM(CASE WHEN contacted_at >= started_at THEN 1 ELSE 0 END) AS contacted,
       SUM(CASE WHEN left_at IS NOT NULL AND opted_out_at >= sent_created
           THEN 1 ELSE 0 END) AS opted_out,
-      SUM(CASE WHEN contacted_at >= started_at OR (left_at IS NOT NULL AND EXISTS (
-            SELECT 1 FROM messages i WHERE i.number = sent_to AND i.direction = 'in'
-              AND i.created_at >= sent_created AND i.created_at < {d.reply_until}))
-          THEN 1 ELSE 0 END) AS recovered
+      SUM(CASE WHEN contacted_at >= started_at
+                    OR (left_at IS NOT NULL AND reply_at IS NOT NULL)
+          THEN 1 ELSE 0 END) AS recovered,
+      SUM(CASE WHEN booked_at >= started_at THEN 1 ELSE 0 END) AS booked,
+      COUNT(DISTINCT CASE WHEN booked_at >= started_at THEN contact_id END)
+        AS booked_customers,
+      {_middle("text_delays")} AS median_seconds,
+      (SELECT COUNT(*) FROM replies) AS replies,
+      (SELECT COUNT(*) FROM response_delays) AS answered,
+      {_middle("response_delays")} AS response_seconds,
+      {_variant_columns()}
     FROM missed"""
-
-
-def _median_sql(d: Dialect) -> str:
-    """The middle one or two delays, by sorting only the period's texted calls."""
-    return _missed_calls_cte(d) + f"""
-    SELECT {d.seconds} AS seconds FROM missed WHERE left_at IS NOT NULL
-    ORDER BY seconds LIMIT :take OFFSET :skip"""
 
 
 def _buckets_sql(d: Dialect) -> str:
@@ -226,16 +357,14 @@ class Counts:
     contacted: int = 0
     opted_out: int = 0
     recovered: int = 0
+    booked: int = 0  # missed calls whose caller booked a job afterwards
+    booked_customers: int = 0  # the same, each customer once: the jobs
     median_seconds: float | None = None
-
-
-def _median(session: Session, d: Dialect, period: Period, n: int) -> float | None:
-    if n == 0:
-        return None
-    take = 1 if n % 2 else 2
-    values = [float(row.seconds) for row in _query(session, _median_sql(d), take=take,
-                                                   skip=(n - 1) // 2, **_bounds(period))]
-    return sum(values) / len(values) if values else None
+    replies: int = 0  # customer replies to text-backs (staff response time)
+    answered: int = 0  # of those, answered by staff
+    response_seconds: float | None = None  # median wait for staff's answer
+    # (template, variant, texts sent, replied within 7 days, booked) per A/B arm with texts
+    variants: tuple[tuple[str, str, int, int, int], ...] = ()
 
 
 def buckets(session: Session, period: Period) -> list[tuple[dt.datetime, int, int]]:
@@ -247,13 +376,18 @@ def buckets(session: Session, period: Period) -> list[tuple[dt.datetime, int, in
 
 
 def counts(session: Session, period: Period, inbound: int) -> Counts:
-    d = Dialect.of(session)
-    row = _query(session, _kpi_sql(d), **_bounds(period)).one()
+    row = _query(session, _figures_sql(Dialect.of(session)), **_bounds(period)).one()
     values = {key: int(getattr(row, key) or 0) for key in (
         "missed", "contactable", "texted", "delivered", "reported", "replied", "contacted",
-        "opted_out", "recovered")}
-    return Counts(inbound=inbound, median_seconds=_median(session, d, period, values["texted"]),
-                  **values)
+        "opted_out", "recovered", "booked", "booked_customers", "replies", "answered")}
+    seconds = {key: None if getattr(row, key) is None else float(getattr(row, key))
+               for key in ("median_seconds", "response_seconds")}
+    arms = tuple(
+        (key, variant, *(int(getattr(row, f"{_arm_column(n, variant)}_{what}") or 0)
+                         for what in ("sent", "replied", "booked")))
+        for n, key in enumerate(TESTED_TEMPLATES) for variant in VARIANTS)
+    return Counts(inbound=inbound, **values, **seconds,
+                  variants=tuple(arm for arm in arms if arm[2]))
 
 
 # ----------------------------------------------------------------- what the page shows
@@ -265,6 +399,26 @@ class Kpi:
     value: str  # "42%", "1 min 20 s", "n/a"
     detail: str  # the fraction or the reason behind it
     slug: str
+
+
+def _fine(value: float) -> str:
+    """A percentage or point figure: one decimal under 10, where bookings live (0.4%, not
+    0%), whole numbers above; "5.0" reads as "5"."""
+    if abs(value) >= 10:
+        return str(round(value))
+    text = f"{value:.1f}"
+    return "0" if text in ("0.0", "-0.0") else text.removesuffix(".0")
+
+
+def _share(part: int, whole: int) -> str:
+    """part / whole as a percentage for small rates (booking rates): "0.4%", "12%"."""
+    return f"{_fine(100 * part / whole)}%" if whole else "n/a"
+
+
+def _points(value: float) -> str:
+    """A difference in percentage points: "1 point", "0.4 points", "12 points"."""
+    shown = _fine(abs(value))
+    return f"{shown} point{'' if shown == '1' else 's'}"
 
 
 def _rate(part: int, whole: int, of: str) -> tuple[str, str]:
@@ -309,16 +463,153 @@ def kpis(c: Counts, close_rate: float, job_value: float) -> list[Kpi]:
         rate("Contacted rate", "contacted", c.contacted, c.missed,
              "missed callers reached by staff"),
         rate("Opt-out rate", "optout", c.opted_out, c.texted, "texts followed by an opt-out"),
+        _response_kpi(c),
+        Kpi("Booked", f"{c.booked:,}",
+            f"{_share(c.booked, c.missed)} of {c.missed:,} missed calls "
+            "booked a job afterwards" if c.missed else "no missed calls in this period",
+            "booked"),
     ]
     if job_value > 0:
         estimate = c.recovered * close_rate * job_value
         out.append(Kpi("Revenue estimate", f"{estimate:,.0f}",
                        f"{c.recovered:,} recovered leads × {close_rate:g} close rate × "
                        f"{job_value:,.0f} per job", "revenue"))
+        out.append(Kpi("Booked revenue", f"{c.booked_customers * job_value:,.0f}",
+                       f"{c.booked_customers:,} booked jobs × {job_value:,.0f} per job",
+                       "booked-revenue"))
     else:
         out.append(Kpi("Recovered leads", f"{c.recovered:,}", "replied or reached by staff "
                        "(set business.average_job_value for a revenue estimate)", "recovered"))
     return out
+
+
+def _response_kpi(c: Counts) -> Kpi:
+    name, slug = "Staff response time", "response"
+    if c.replies == 0:
+        return Kpi(name, "n/a", "no replies to text-backs in this period", slug)
+    waiting = c.replies - c.answered
+    if c.response_seconds is None:
+        return Kpi(name, "n/a", f"none of {c.replies:,} replies answered yet", slug)
+    detail = f"median from a customer's reply to staff's first answer ({c.answered:,} " \
+             f"answered" + (f", {waiting:,} not yet)" if waiting else ")")
+    return Kpi(name, format_seconds(c.response_seconds), detail, slug)
+
+
+# ----------------------------------------------------------------- A/B tests
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """B against A on one rate (replies or bookings): the lift and whether to trust it."""
+
+    points: float | None  # B − A in percentage points; None without texts on one side
+    relative: float | None  # (B − A) / A in percent; None when A is 0
+    p_value: float | None  # two-sided two-proportion z-test
+    trustworthy: bool  # enough texts and p <= ALPHA
+    note: str  # what it means, in a sentence
+
+    @property
+    def lift(self) -> str:
+        """The lift as the table shows it: "+12 points (+40%)", "-3 points" or "n/a"."""
+        if self.points is None:
+            return "n/a"
+        if _fine(self.points) == "0":
+            text = "0 points"
+        else:
+            text = f"{'+' if self.points > 0 else '-'}{_points(self.points)}"
+        if self.relative is not None:
+            relative = round(self.relative)
+            text += f" ({relative:+d}%)" if relative else " (0%)"
+        return text
+
+
+def two_proportion_p(hits_a: int, n_a: int, hits_b: int, n_b: int) -> float:
+    """Two-sided p-value of a pooled two-proportion z-test (H0: both rates equal).
+
+    p = 2 (1 − Φ(|z|)) with Φ(z) = (1 + erf(z / √2)) / 2, so p = 1 − erf(|z| / √2).
+    Needs texts on both sides; 1.0 when the pooled rate is 0 or 1 (no spread at all).
+    """
+    if n_a <= 0 or n_b <= 0:
+        raise ValueError("both variants need at least one text")
+    pooled = (hits_a + hits_b) / (n_a + n_b)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    if spread == 0:
+        return 1.0
+    z = (hits_b / n_b - hits_a / n_a) / spread
+    return max(0.0, 1 - math.erf(abs(z) / math.sqrt(2)))
+
+
+def compare(n_a: int, hits_a: int, n_b: int, hits_b: int) -> Comparison:
+    """B against A, with a plain note that says when the difference may be chance."""
+    if n_a == 0 or n_b == 0:
+        missing = " and ".join(name for name, n in (("A", n_a), ("B", n_b)) if n == 0)
+        return Comparison(None, None, None, False,
+                          f"No texts with {missing} in this period yet; keep the test running.")
+    rate_a, rate_b = hits_a / n_a, hits_b / n_b
+    points = 100 * (rate_b - rate_a)
+    relative = 100 * (rate_b - rate_a) / rate_a if rate_a else None
+    p = two_proportion_p(hits_a, n_a, hits_b, n_b)
+    trustworthy = min(n_a, n_b) >= MIN_TEST_TEXTS and p <= ALPHA
+    gap = f"{_points(points)} {'better' if points > 0 else 'worse'}"
+    sizes = f"{n_a:,} and {n_b:,} texts"
+    chance = "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+    if _fine(points) == "0":
+        note = f"A and B do about the same so far ({sizes})."
+        if min(n_a, n_b) < MIN_TEST_TEXTS:
+            note += " Keep the test running."
+    elif min(n_a, n_b) < MIN_TEST_TEXTS:
+        note = f"B looks {gap}, but with {sizes} this may be chance; keep the test running."
+    elif not trustworthy:
+        note = (f"B looks {gap}, but with {sizes} this may still be chance (p = {p:.2f}); "
+                "keep the test running.")
+    else:
+        advice = "consider making B the main text" if points > 0 else "consider ending the test"
+        note = f"B is {gap} with {sizes} ({chance}): unlikely to be chance; {advice}."
+    return Comparison(points, relative, p, trustworthy, note)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One variant of one template in the period."""
+
+    variant: str
+    sent: int
+    replied: int
+    booked: int
+
+    @property
+    def reply_rate(self) -> str:
+        return _share(self.replied, self.sent)
+
+    @property
+    def booking_rate(self) -> str:
+        return _share(self.booked, self.sent)
+
+
+@dataclass(frozen=True)
+class AbTest:
+    key: str  # "templates.business_hours"
+    label: str  # "Business hours"
+    a: Arm
+    b: Arm
+    replies: Comparison
+    bookings: Comparison
+
+
+def ab_tests(rows: tuple[tuple[str, str, int, int, int], ...]) -> list[AbTest]:
+    """The A/B table from Counts.variants, one test per template that has variant data."""
+    arms: dict[str, dict[str, Arm]] = {}
+    for template, variant, sent, replied, booked in rows:
+        arms.setdefault(template, {})[variant] = Arm(variant, sent, replied, booked)
+    tests = []
+    for key, label in TESTED_TEMPLATES.items():
+        if key not in arms:
+            continue
+        a = arms[key].get("A", Arm("A", 0, 0, 0))
+        b = arms[key].get("B", Arm("B", 0, 0, 0))
+        tests.append(AbTest(key, label, a, b, compare(a.sent, a.replied, b.sent, b.replied),
+                            compare(a.sent, a.booked, b.sent, b.booked)))
+    return tests
 
 
 # ----------------------------------------------------------------- charts (SVG from numbers)
@@ -479,4 +770,5 @@ def index() -> Any:
         kpis=kpis(figures, _setting(session, "business.close_rate", 0.3),
                   _setting(session, "business.average_job_value", 0)),
         daily=daily_chart(per_day, period), heat=heat_map(per_slot), weekdays=WEEKDAYS,
-        figures=figures)
+        figures=figures, tests=ab_tests(figures.variants),
+        reply_days=REPLY_WINDOW_DAYS, definitions=DEFINITIONS)

@@ -5,8 +5,10 @@ first), with who owns each and whether the customer is waiting. A thread shows
 one timeline: the calls, the text-back, the customer's replies, automatic answers,
 follow-ups and staff alerts, each with its delivery status. Staff reply from the
 thread (an outbox row the agent sends; opted-out numbers are refused), take or
-hand over a conversation, mark it contacted, close or reopen it, or ask the PBX
-to call the customer back through their desk phone.
+hand over a conversation, mark it contacted, close or reopen it, ask the PBX
+to call the customer back through their desk phone, or record that the
+conversation booked a job (the dashboard's bookings and A/B comparison count
+these; "Not booked" undoes a mistaken click, and both are in the audit log).
 
 The web process only writes rows (messages, callback_requests); the agent sends
 and dials. Pages poll small JSON endpoints every few seconds, so new texts show
@@ -35,7 +37,7 @@ from flask_login import current_user
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
-from agent import inbox, outbox, templates, timers
+from agent import accounts, inbox, outbox, templates, timers
 from agent.models import Call, CallbackRequest, Contact, Message, User
 from web.auth import login_required
 from web.calls import MISS_REASONS, business_zone
@@ -56,6 +58,7 @@ OUT_LABELS = {
     "staff_reply": "Reply", "optout_confirm": "Opt-out confirmation",
     "optin_confirm": "Opt-in confirmation", "help": "Help answer",
 }
+BOOKED, BOOKING_CLEARED = "booked", "booking_cleared"  # audit log actions
 
 
 def _now() -> dt.datetime:
@@ -163,7 +166,7 @@ def _list_token(session: Session) -> str:
     newest = session.scalar(select(Contact.last_message_at).where(
         Contact.last_message_at.is_not(None)).order_by(Contact.last_message_at.desc()).limit(1))
     states = session.execute(select(Contact.id, Contact.assigned_to, Contact.conversation_status,
-                                    Contact.contacted_at)
+                                    Contact.contacted_at, Contact.booked_at)
                              .where(Contact.last_message_at.is_not(None))
                              .order_by(Contact.last_message_at.desc()).limit(PAGE_SIZE)).all()
     return _digest(f"{newest.isoformat() if newest else ''}:{[tuple(row) for row in states]}")
@@ -189,9 +192,18 @@ def thread(contact_id: int) -> Any:
     callback = session.scalar(select(CallbackRequest).where(
         CallbackRequest.contact_id == contact.id).order_by(CallbackRequest.id.desc()).limit(1))
     return render_template("inbox/thread.html", contact=contact, items=items, users=users,
+                           token=_timeline_token(items),
                            names=_names(session), waiting=inbox.waiting(contact),
                            extension=me.extension if me else None, callback=callback,
-                           max_reply=MAX_REPLY, zone=zone.key)
+                           max_reply=MAX_REPLY, zone=zone.key,
+                           booked_at=contact.booked_at.astimezone(zone)
+                           if contact.booked_at else None)
+
+
+def _timeline_token(items: list[Item]) -> str:
+    """Changes when the timeline would; the page starts from the one it was drawn with,
+    so a text arriving before the first poll is still drawn."""
+    return _digest("|".join(f"{item.key}:{item.status}" for item in items))
 
 
 @bp.get("/<int:contact_id>/updates.json")
@@ -201,8 +213,7 @@ def thread_updates(contact_id: int) -> Any:
     session = get_session()
     contact = _contact(session, contact_id)
     items = timeline(session, contact, business_zone(session))
-    token = _digest("|".join(f"{item.key}:{item.status}" for item in items))
-    return jsonify(token=token, status=contact.conversation_status,
+    return jsonify(token=_timeline_token(items), status=contact.conversation_status,
                    items=[asdict(item) for item in items])
 
 
@@ -295,6 +306,44 @@ def set_status(contact_id: int) -> Any:
     if status == inbox.CLOSED:
         return redirect(url_for("inbox.index"))
     return redirect(url_for("inbox.thread", contact_id=contact.id))
+
+
+@bp.post("/<int:contact_id>/booking")
+@login_required
+def booking(contact_id: int) -> Any:
+    session = get_session()
+    contact = _contact(session, contact_id)
+    booked = request.form.get("booked")
+    if booked not in ("yes", "no"):
+        abort(400)
+    now = _now()
+    back = redirect(url_for("inbox.thread", contact_id=contact.id))
+    if booked == "no":
+        if contact.booked_at is None:
+            flash("This conversation was not marked as booked.", "info")
+            return back
+        # contacted_at stays: whoever clicked did talk to the customer
+        accounts.audit(session, now, current_user.username, BOOKING_CLEARED, contact.number,
+                       request.remote_addr, {"booked_at": contact.booked_at.isoformat()})
+        contact.booked_at = None
+        session.commit()
+        flash("Booking removed: this conversation no longer counts as a booked job.", "info")
+        return back
+    if contact.booked_at is not None:
+        flash("Already marked as booked.", "info")
+        return back
+    contact.booked_at = now
+    inbox.staff_activity(contact, current_user.user_id, now)
+    # booking a job means staff reached them: follow-ups and reminders stop, unless
+    # staff already reached them after their latest call or text
+    if contact.contacted_at is None or (contact.last_inbound_at is not None
+                                        and contact.contacted_at < contact.last_inbound_at):
+        timers.contacted(session, contact, f"job booked by {current_user.username}", now)
+    accounts.audit(session, now, current_user.username, BOOKED, contact.number,
+                   request.remote_addr)
+    session.commit()
+    flash("Marked as a booked job. It counts on the dashboard.", "info")
+    return back
 
 
 @bp.post("/<int:contact_id>/callback")

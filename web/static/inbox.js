@@ -33,9 +33,8 @@
 
   var timeline = document.getElementById("timeline");
   if (timeline) {
-    var last = null;
+    var last = timeline.dataset.token;  // the timeline as drawn by the server
     poll(timeline.dataset.poll, function (data) {
-      if (last === null) { last = data.token; }
       if (data.token === last) { return; }
       last = data.token;
       timeline.replaceChildren();
