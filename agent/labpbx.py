@@ -786,6 +786,17 @@ class LabPbx:
 
 
 # --------------------------------------------------------------------------- agent
+def wait_until(what: str, check: Callable[[], object], timeout: float = 15.0) -> object:
+    """Poll `check` until it returns something truthy (returned), or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 class AgentProcess:
     """`textback agent` in its own process, with its log captured."""
 

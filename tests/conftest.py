@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -166,3 +167,31 @@ def csrf_token(client: FlaskClient, path: str = "/login") -> str:
 def login(client: FlaskClient, username: str, password: str = WEB_PASSWORD) -> TestResponse:
     return client.post("/login", data={"username": username, "password": password,
                                        "csrf_token": csrf_token(client)})
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium under Playwright, one for the whole run (skipped without it)."""
+    from browsing import CHROMIUM, CHROMIUM_ARGS
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (make chromium)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A fresh install: `textback init` with its config, secrets and SQLite database."""
+    from click.testing import CliRunner
+
+    from agent.cli import main
+
+    path = tmp_path / "etc" / "textback.toml"
+    result = CliRunner().invoke(main, ["init", "--config", str(path), "--database-url",
+                                       f"sqlite:///{tmp_path / 'var' / 'textback.db'}"])
+    assert result.exit_code == 0, result.output
+    return path

@@ -9,9 +9,9 @@ import datetime as dt
 import random
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session
@@ -23,19 +23,11 @@ from agent.daemon import caller_history
 from agent.db import make_engine, sessions
 from agent.models import Call, Contact, Message, MessageEvent
 
+from browsing import DESKTOP, serve, shoot, sign_in
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-SHOTS = Path(__file__).parent / "browser" / "screenshots"
 PASSWORD = "correct horse battery"
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
-
-playwright_api = pytest.importorskip("playwright.sync_api")
-if not CHROMIUM.exists():
-    pytest.skip("Debian's chromium is not installed (make chromium)", allow_module_level=True)
 
 
 def textback(config: Path, *args: str) -> str:
@@ -92,10 +84,6 @@ def seed_month(session: Session, now: dt.datetime) -> None:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """`textback init`, an admin, a month of calls, and the UI served by waitress."""
-    from waitress.server import create_server
-
-    from web import create_app
-
     root = tmp_path_factory.mktemp("site")
     config = root / "textback.toml"
     subprocess.run([sys.executable, "-m", "agent.cli", "init", "--config", str(config),
@@ -112,45 +100,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
         session.commit()
         seed_month(session, now)
     engine.dispose()
-    server = create_server(create_app(cfg), host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.effective_port}", config
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield chromium
-        chromium.close()
+    with serve(cfg) as base:
+        yield base, config
 
 
 @pytest.fixture
-def page(browser: object, site: tuple[str, Path]) -> Iterator[object]:
-    """A signed-in tab: the login form filled in and sent like a person would."""
+def page(chromium: Any, site: tuple[str, Path]) -> Iterator[Any]:
+    """A signed-in tab."""
     base, _config = site
-    context = browser.new_context(viewport=DESKTOP)  # type: ignore[attr-defined]
+    context = chromium.new_context(viewport=DESKTOP)
     tab = context.new_page()
-    tab.goto(base + "/")
-    assert "/login" in tab.url
-    tab.fill("input[name=username]", "owner")
-    tab.fill("input[name=password]", PASSWORD)
-    tab.click("button[type=submit]")
-    tab.wait_for_url("**/dashboard")
+    sign_in(tab, base + "/", "owner", PASSWORD, "**/dashboard")
     yield tab
     context.close()
-
-
-def shoot(tab: object, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    tab.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
-    tab.set_viewport_size(PHONE)  # type: ignore[attr-defined]
-    tab.screenshot(path=str(SHOTS / f"{name}-phone.png"), full_page=True)  # type: ignore[attr-defined]
-    tab.set_viewport_size(DESKTOP)  # type: ignore[attr-defined]
 
 
 def test_the_dashboard_draws_its_figures_and_charts(page: object) -> None:

@@ -13,44 +13,26 @@ import itertools
 import os
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent import accounts
 from agent import config as configuration
 from agent.db import make_engine, sessions
-from agent.labpbx import AgentProcess, LabPbx, TrunkMessage, TrunkPeer
+from agent.labpbx import AgentProcess, LabPbx, TrunkMessage, TrunkPeer, wait_until
+
+from browsing import DESKTOP, serve, shoot, sign_in
 
 pytestmark = [pytest.mark.lab, pytest.mark.browser]
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-SHOTS = Path(__file__).parent / "browser" / "screenshots"
 PORT_BASE = int(os.environ.get("TEXTBACK_TEST_BROWSER_LAB_PORT_BASE", "27000"))
 DID = "+15550000100"  # rings desk for a few seconds (lab dialplan)
 PASSWORD = "front desk all day"
-DESKTOP = {"width": 1280, "height": 900}
-
-playwright_api = pytest.importorskip("playwright.sync_api")
-if not CHROMIUM.exists():
-    pytest.skip("Debian's chromium is not installed (make chromium)", allow_module_level=True)
 
 _callers = (f"+1212555{n:04d}" for n in itertools.count(7001))
-
-
-def wait_until(what: str, check: Callable[[], object], timeout: float = 15.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def texts_to(trunk: TrunkPeer, number: str) -> list[TrunkMessage]:
@@ -73,10 +55,6 @@ def trunk(lab: LabPbx) -> Iterator[TrunkPeer]:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, lab: LabPbx) -> Iterator[tuple[str, Path]]:
     """The agent watching the lab, and the admin UI on the same database."""
-    from waitress.server import create_server
-
-    from web import create_app
-
     work = tmp_path_factory.mktemp("site")
     config = lab.write_agent_config(work)
     secret = work / "web.secret"
@@ -95,100 +73,88 @@ def site(tmp_path_factory: pytest.TempPathFactory, lab: LabPbx) -> Iterator[tupl
     engine.dispose()
     agent = AgentProcess(config, work / "agent.log")
     agent.start()
-    server = create_server(create_app(cfg), host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=server.run, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.effective_port}", config
+        with serve(cfg) as base:
+            yield base, config
     finally:
-        server.close()
         assert agent.stop() == 0, agent.log()[-3000:]
 
 
 @pytest.fixture(scope="module")
-def tab(site: tuple[str, Path]) -> Iterator[object]:
+def tab(chromium: Any, site: tuple[str, Path]) -> Iterator[Any]:
     """One signed-in tab kept open all along, as at a front desk."""
     base, _config = site
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        page = browser.new_context(viewport=DESKTOP).new_page()
-        page.goto(base + "/login")
-        page.fill("input[name=username]", "frontdesk")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url("**/dashboard")
-        yield page
-        browser.close()
-
-
-def shoot(page: object, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+    context = chromium.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    sign_in(page, base + "/login", "frontdesk", PASSWORD, "**/dashboard")
+    yield page
+    context.close()
 
 
 def test_a_missed_call_appears_in_the_open_inbox_and_a_reply_goes_out(
-        lab: LabPbx, trunk: TrunkPeer, site: tuple[str, Path], tab: object) -> None:
+        lab: LabPbx, trunk: TrunkPeer, site: tuple[str, Path], tab: Any) -> None:
     base, _config = site
     page = tab
-    page.goto(base + "/inbox")  # type: ignore[attr-defined]
+    page.goto(base + "/inbox")
     caller = next(_callers)
     lab.call(DID, caller_id=caller, caller_name="Maria Lopez", from_trunk=True, phone="ring")
-    (textback,) = wait_until("the text-back at the trunk", lambda: texts_to(trunk, caller))  # type: ignore[misc]
+    (textback,) = wait_until("the text-back at the trunk", lambda: texts_to(trunk, caller))
 
     # no reload: the list polls and shows the new conversation
-    row = page.locator("li.conversation", has_text=caller)  # type: ignore[attr-defined]
+    row = page.locator("li.conversation", has_text=caller)
     row.wait_for(timeout=15_000)
     assert "Maria Lopez" in row.inner_text()
     row.locator("a").first.click()
-    page.wait_for_url("**/inbox/*")  # type: ignore[attr-defined]
-    timeline = page.locator("#timeline")  # type: ignore[attr-defined]
+    page.wait_for_url("**/inbox/*")
+    timeline = page.locator("#timeline")
     assert "Missed call" in timeline.inner_text() or "missed" in timeline.inner_text().lower()
     assert textback.body in timeline.inner_text()
 
     # the customer answers from their phone; the open thread shows it without a reload
     trunk.send_message(DID, caller, "Can you come out Thursday morning? <b>thanks</b>")
-    page.locator("#timeline li.in", has_text="Thursday morning").wait_for(timeout=15_000)  # type: ignore[attr-defined]
+    page.locator("#timeline li.in", has_text="Thursday morning").wait_for(timeout=15_000)
     assert "<b>thanks</b>" in timeline.inner_text()  # shown as text, not markup
     # a booking request gets the automatic scheduling answer, shown in the thread too
     wait_until("the automatic booking answer", lambda: [
         m for m in texts_to(trunk, caller) if "day and time that suits you" in m.body])
-    page.locator("#timeline li.out", has_text="day and time that suits you").wait_for(  # type: ignore[attr-defined]
+    page.locator("#timeline li.out", has_text="day and time that suits you").wait_for(
         timeout=15_000)
 
     # a person answers; the counter counts as the agent does, the trunk gets the text
-    page.fill("#reply-body", "Thursday 9am works, see you then. – Sam")  # type: ignore[attr-defined]
-    assert "1 SMS" in page.locator("#reply-counter").inner_text()  # type: ignore[attr-defined]
-    page.click("form.reply button[type=submit]")  # type: ignore[attr-defined]
+    page.fill("#reply-body", "Thursday 9am works, see you then. – Sam")
+    assert "1 SMS" in page.locator("#reply-counter").inner_text()
+    page.click("form.reply button[type=submit]")
     sent = wait_until("the staff reply at the trunk", lambda: [
         m for m in texts_to(trunk, caller) if m.body.startswith("Thursday 9am")], timeout=20)
-    assert sent[0].body == "Thursday 9am works, see you then. – Sam"  # type: ignore[index]
-    page.locator("#timeline li", has_text="Thursday 9am").wait_for(timeout=10_000)  # type: ignore[attr-defined]
+    assert sent[0].body == "Thursday 9am works, see you then. – Sam"
+    page.locator("#timeline li", has_text="Thursday 9am").wait_for(timeout=10_000)
     shoot(page, "lab-thread")
-    page.goto(base + "/inbox")  # type: ignore[attr-defined]
+    page.goto(base + "/inbox")
     shoot(page, "lab-inbox")
 
 
 def test_hours_changed_in_the_browser_choose_the_after_hours_text_for_the_next_call(
-        lab: LabPbx, trunk: TrunkPeer, site: tuple[str, Path], tab: object) -> None:
+        lab: LabPbx, trunk: TrunkPeer, site: tuple[str, Path], tab: Any) -> None:
     base, _config = site
     page = tab
-    page.goto(base + "/settings/hours")  # type: ignore[attr-defined]
-    assert "Now: open" in page.locator("#hours-now").inner_text()  # type: ignore[attr-defined]
+    page.goto(base + "/settings/hours")
+    assert "Now: open" in page.locator("#hours-now").inner_text()
     # open one hour a week, on a day other than today (the business is in UTC)
     days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
     other = days[(dt.datetime.now(dt.UTC).weekday() + 3) % 7]
     for day in days:
-        page.set_checked(f"input[name=open_{day}]", day == other)  # type: ignore[attr-defined]
-        page.fill(f"input[name=shifts_{day}]", "09:00-10:00" if day == other else "")  # type: ignore[attr-defined]
-    page.click("text=Save hours")  # type: ignore[attr-defined]
-    page.locator(".flash", has_text="Saved").wait_for(timeout=10_000)  # type: ignore[attr-defined]
-    assert "Now: closed" in page.locator("#hours-now").inner_text()  # type: ignore[attr-defined]
+        page.set_checked(f"input[name=open_{day}]", day == other)
+        page.fill(f"input[name=shifts_{day}]", "09:00-10:00" if day == other else "")
+    page.click("text=Save hours")
+    page.locator(".flash", has_text="Saved").wait_for(timeout=10_000)
+    assert "Now: closed" in page.locator("#hours-now").inner_text()
 
     caller = next(_callers)
     lab.call(DID, caller_id=caller, caller_name="Late Larry", from_trunk=True, phone="ring")
-    (text,) = wait_until("the text-back at the trunk", lambda: texts_to(trunk, caller))  # type: ignore[misc]
+    (text,) = wait_until("the text-back at the trunk", lambda: texts_to(trunk, caller))
     assert "We're closed now" in text.body and "We reopen" in text.body, text.body
-    page.goto(base + "/inbox")  # type: ignore[attr-defined]
-    page.locator("li.conversation", has_text=caller).locator("a").first.click()  # type: ignore[attr-defined]
-    timeline = page.locator("#timeline").inner_text()  # type: ignore[attr-defined]
+    page.goto(base + "/inbox")
+    page.locator("li.conversation", has_text=caller).locator("a").first.click()
+    timeline = page.locator("#timeline").inner_text()
     assert text.body in timeline
     shoot(page, "lab-after-hours")

@@ -9,9 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,31 +20,20 @@ from agent import config as configuration
 from agent.db import make_engine, sessions
 from agent.models import Message, TransportStatus
 
+from browsing import DESKTOP, serve, shoot, sign_in
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-SHOTS = Path(__file__).parent / "browser" / "screenshots"
 PASSWORD = "correct horse battery"
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
 SECTIONS = ("business", "hours", "textback", "conversations", "people", "routing",
             "transports")
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-if not CHROMIUM.exists():
-    pytest.skip("Debian's chromium is not installed (make chromium)", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """`textback init` with a modem and the trunk, an admin, what the agent last
     reported about both transports, and the UI served by waitress."""
-    from waitress.server import create_server
-
-    from web import create_app
-
     root = tmp_path_factory.mktemp("settings-site")
     config = root / "textback.toml"
     subprocess.run([sys.executable, "-m", "agent.cli", "init", "--config", str(config),
@@ -74,45 +61,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
                                     last_error_at=now - dt.timedelta(minutes=9)))
         session.commit()
     engine.dispose()
-    server = create_server(create_app(cfg), host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.effective_port}", cfg.database.url
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield chromium
-        chromium.close()
+    with serve(cfg) as base:
+        yield base, cfg.database.url
 
 
 @pytest.fixture
-def page(browser: Any, site: tuple[str, str]) -> Iterator[Any]:
-    """A signed-in tab: the login form filled in and sent like a person would."""
+def page(chromium: Any, site: tuple[str, str]) -> Iterator[Any]:
+    """A signed-in tab."""
     base, _url = site
-    context = browser.new_context(viewport=DESKTOP)
+    context = chromium.new_context(viewport=DESKTOP)
     tab = context.new_page()
-    tab.goto(base + "/settings")
-    assert "/login" in tab.url
-    tab.fill("input[name=username]", "owner")
-    tab.fill("input[name=password]", PASSWORD)
-    tab.click("button[type=submit]")
-    tab.wait_for_url("**/settings/business")
+    sign_in(tab, base + "/settings", "owner", PASSWORD, "**/settings/business")
     yield tab
     context.close()
-
-
-def shoot(tab: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    tab.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-    tab.set_viewport_size(PHONE)
-    tab.screenshot(path=str(SHOTS / f"{name}-phone.png"), full_page=True)
-    tab.set_viewport_size(DESKTOP)
 
 
 def stored(url: str, key: str) -> Any:

@@ -16,15 +16,6 @@ AMI = Path(__file__).parent / "fixtures" / "ami"
 TRANSCRIPTS = sorted(p for p in AMI.glob("*.txt"))
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "etc" / "textback.toml"
-    result = CliRunner().invoke(main, ["init", "--config", str(path), "--database-url",
-                                       f"sqlite:///{tmp_path / 'var' / 'textback.db'}"])
-    assert result.exit_code == 0, result.output
-    return path
-
-
 def test_init_writes_config_private_secret_and_database(config: Path, tmp_path: Path) -> None:
     secret = config.with_name("ami.secret")
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600

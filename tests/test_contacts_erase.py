@@ -323,15 +323,6 @@ def test_spellings_find_the_number_however_it_was_written() -> None:
 
 # ---------------------------------------------------------------- the command line
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "etc" / "textback.toml"
-    result = CliRunner().invoke(main, ["init", "--config", str(path), "--database-url",
-                                       f"sqlite:///{tmp_path / 'var' / 'textback.db'}"])
-    assert result.exit_code == 0, result.output
-    return path
-
-
 def _cli_session(config: Path) -> Session:
     from agent import config as configuration
     from agent.db import make_engine, sessions

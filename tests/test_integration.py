@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from sqlalchemy import Engine, select
 
 from agent import outbox
 from agent.db import make_engine, sessions
-from agent.labpbx import AgentProcess, LabPbx, TrunkMessage, TrunkPeer
+from agent.labpbx import AgentProcess, LabPbx, TrunkMessage, TrunkPeer, wait_until
 from agent.models import Call, Message, TransportStatus
 
 pytestmark = pytest.mark.lab
@@ -146,16 +146,6 @@ def db(workdir: Path) -> Iterator[Engine]:
     engine = make_engine(f"sqlite:///{workdir / 'textback.db'}")
     yield engine
     engine.dispose()
-
-
-def wait_until(what: str, check: Callable[[], object], timeout: float = 15.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def calls_from(db: Engine, number: str) -> list[Call]:

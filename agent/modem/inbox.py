@@ -55,6 +55,22 @@ def _part_text(stored: str) -> str:
     return text if isinstance(text, str) else stored
 
 
+def _parts(session: Session, sender: str, reference: int,
+           total: int) -> tuple[dict[int, SmsFragment], list[int]]:
+    """The stored parts of one multipart SMS by part number (the first copy of each), and
+    the ids of every stored copy: a part the network delivered twice goes with the rest."""
+    by_part: dict[int, SmsFragment] = {}
+    ids = []
+    for fragment in session.scalars(
+            select(SmsFragment).where(SmsFragment.sender == sender,
+                                      SmsFragment.reference == reference,
+                                      SmsFragment.total == total)
+            .order_by(SmsFragment.part, SmsFragment.id)):
+        by_part.setdefault(fragment.part, fragment)
+        ids.append(fragment.id)
+    return by_part, ids
+
+
 def store_fragment(session: Session, sms: pdu.Deliver,
                    now: dt.datetime) -> tuple[inbound.InboundSms | None, list[int]]:
     """Keep one part of a multipart SMS; the whole SMS (and its fragment ids) once complete.
@@ -69,15 +85,7 @@ def store_fragment(session: Session, sms: pdu.Deliver,
                                 total=total, part=part, body=_stored_text(sms.text),
                                 received_at=now))
         session.flush()
-    fragments = session.scalars(
-        select(SmsFragment).where(SmsFragment.sender == sms.sender,
-                                  SmsFragment.reference == reference,
-                                  SmsFragment.total == total)
-        .order_by(SmsFragment.part, SmsFragment.id)
-    ).all()
-    by_part: dict[int, SmsFragment] = {}
-    for fragment in fragments:
-        by_part.setdefault(fragment.part, fragment)
+    by_part, ids = _parts(session, sms.sender, reference, total)
     if len(by_part) < total:
         log.info("SMS from %s: part %d of %d stored, waiting for the rest", sms.sender,
                  part, total)
@@ -88,7 +96,7 @@ def store_fragment(session: Session, sms: pdu.Deliver,
         sender=sms.sender, to=None,
         body=pdu.join_utf16("".join(_part_text(f.body) for f in chosen)),
         transport=TRANSPORT, received_at=min(f.received_at for f in chosen), reference=key)
-    return whole, [f.id for f in chosen]
+    return whole, ids
 
 
 def expire_fragments(session: Session,
@@ -102,15 +110,8 @@ def expire_fragments(session: Session,
     ).all()
     expired = []
     for sender, reference, total in groups:
-        fragments = session.scalars(
-            select(SmsFragment).where(SmsFragment.sender == sender,
-                                      SmsFragment.reference == reference,
-                                      SmsFragment.total == total)
-            .order_by(SmsFragment.part, SmsFragment.id)
-        ).all()
-        by_part: dict[int, SmsFragment] = {}
-        for fragment in fragments:
-            by_part.setdefault(fragment.part, fragment)
+        by_part, ids = _parts(session, sender, reference, total)
+        fragments = list(by_part.values())
         body = pdu.join_utf16("".join(_part_text(by_part[n].body) if n in by_part
                                       else f" [part {n} of {total} never arrived] "
                                       for n in range(1, total + 1)))
@@ -120,7 +121,7 @@ def expire_fragments(session: Session,
         expired.append((inbound.InboundSms(
             sender=sender, to=None, body=body.strip(), transport=TRANSPORT,
             received_at=min(f.received_at for f in fragments),
-            reference=key.hexdigest()[:32]), [f.id for f in fragments]))
+            reference=key.hexdigest()[:32]), ids))
     return expired
 
 

@@ -1,0 +1,57 @@
+"""The web UI in a real browser, for the browser tests: the real app served by waitress
+on a loopback port, Debian's Chromium driven by Playwright (never a downloaded browser;
+the `chromium` fixture in conftest launches it once per run), screenshots of what a
+person would see in tests/browser/screenshots/ (desktop and phone width)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from agent.config import Config
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SHOTS = Path(__file__).parent / "browser" / "screenshots"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+@contextmanager
+def serve(cfg: Config) -> Iterator[str]:
+    """The admin UI for `cfg`, as `textback web` serves it; yields its base URL."""
+    from waitress.server import create_server
+
+    from web import create_app
+
+    server = create_server(create_app(cfg), host="127.0.0.1", port=0, threads=4)
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        server.close()
+
+
+def sign_in(tab: Any, url: str, username: str, password: str, landing: str) -> None:
+    """Open `url` signed out, get sent to the login form, fill it in like a person and
+    land on `landing` (a glob such as "**/dashboard")."""
+    tab.goto(url)
+    assert "/login" in tab.url, tab.url
+    tab.fill("input[name=username]", username)
+    tab.fill("input[name=password]", password)
+    tab.click("button[type=submit]")
+    tab.wait_for_url(landing)
+
+
+def shoot(tab: Any, name: str) -> None:
+    """`name`.png at desktop width and `name`-phone.png at a phone's."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    tab.set_viewport_size(PHONE)
+    tab.screenshot(path=str(SHOTS / f"{name}-phone.png"), full_page=True)
+    tab.set_viewport_size(DESKTOP)
