@@ -101,9 +101,10 @@ def test_a_missed_call_appears_in_the_open_inbox_and_a_reply_goes_out(
     (textback,) = wait_until("the text-back at the trunk", lambda: texts_to(trunk, caller))
 
     # no reload: the list polls and shows the new conversation
-    row = page.locator("li.conversation", has_text=caller)
+    row = page.locator(f'li.conversation:has(.number[title="{caller}"])')
     row.wait_for(timeout=15_000)
     assert "Maria Lopez" in row.inner_text()
+    assert "(212) 555-" in row.inner_text()  # as the front desk writes US numbers
     row.locator("a").first.click()
     page.wait_for_url("**/inbox/*")
     timeline = page.locator("#timeline")
@@ -154,7 +155,7 @@ def test_hours_changed_in_the_browser_choose_the_after_hours_text_for_the_next_c
     (text,) = wait_until("the text-back at the trunk", lambda: texts_to(trunk, caller))
     assert "We're closed now" in text.body and "We reopen" in text.body, text.body
     page.goto(base + "/inbox")
-    page.locator("li.conversation", has_text=caller).locator("a").first.click()
+    page.locator(f'li.conversation:has(.number[title="{caller}"]) a').first.click()
     timeline = page.locator("#timeline").inner_text()
     assert text.body in timeline
     shoot(page, "lab-after-hours")

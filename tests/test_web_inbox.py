@@ -78,7 +78,7 @@ def test_filters_and_newest_activity_first(staff: FlaskClient, session: Session)
 
     def shown(view: str) -> list[str]:
         page = staff.get(f"/inbox?view={view}").get_data(as_text=True)
-        return re.findall(r'class="number">([^<]+)<', page)
+        return re.findall(r'class="number" title="([^"]+)"', page)
 
     assert shown("all") == ["+15550000002", "+15550000003", "+15550000001"]
     assert shown("open") == ["+15550000002", "+15550000001"]
@@ -352,3 +352,37 @@ def test_waiting_ends_when_staff_reach_the_customer(session: Session) -> None:
     assert inbox.waiting(contact)
     timers.contacted(session, contact, "test", T0 + dt.timedelta(minutes=1))
     assert not inbox.waiting(contact)
+
+
+def test_each_conversation_shows_its_newest_text(staff: FlaskClient, session: Session) -> None:
+    quiet = _contact(session, "+15550000001", T0)
+    chatty = _contact(session, "+15550000002", T0)
+    for n, (direction, kind, body) in enumerate([
+            ("out", "textback", "Hi, sorry we missed you"),
+            ("in", "reply", "old question"),
+            ("in", "reply", "The <b>boiler</b> is\nbanging again " + "very loudly " * 10)]):
+        at = T0 + dt.timedelta(minutes=n)
+        session.add(Message(direction=direction, kind=kind, number=chatty.number, body=body,
+                            status="received" if direction == "in" else "submitted",
+                            created_at=at, updated_at=at, contact_id=chatty.id))
+    session.add(Message(direction="out", kind="textback", number=quiet.number,
+                        body="Hi, thanks for calling", status="submitted", created_at=T0,
+                        updated_at=T0, contact_id=quiet.id))
+    session.commit()
+    page = staff.get("/inbox?view=all").get_data(as_text=True)
+    snippets = re.findall(r'class="snippet">([^<]*)<', page)
+    assert len(snippets) == 2
+    assert "Text-back: Hi, thanks for calling" in snippets
+    (latest,) = [s for s in snippets if "boiler" in s]
+    assert latest.startswith("The &lt;b&gt;boiler&lt;/b&gt; is banging again")  # escaped
+    assert latest.endswith("…") and "old question" not in page
+
+
+def test_an_erased_person_has_no_thread(staff: FlaskClient, session: Session) -> None:
+    contact = _contact(session, "+15550000001", T0)
+    contact.number = "erased-1"
+    session.commit()
+    response = staff.get(f"/inbox/{contact.id}")
+    assert response.status_code == 410
+    assert "erased" in response.get_data(as_text=True)
+    assert staff.get(f"/inbox/{contact.id}/updates.json").status_code == 410

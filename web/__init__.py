@@ -16,6 +16,7 @@ from typing import Any
 from flask import Flask, render_template
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
+from agent import numbers
 from agent.config import Config, read_web_secret_key
 from agent.db import check_schema, make_engine, sessions
 
@@ -56,6 +57,12 @@ def create_app(config: Config | None = None, test_config: dict[str, Any] | None 
 
     from web import audit, auth, calls, contacts, dashboard, db, home, inbox, settings, users
 
+    region = app.config["REGION"]
+    # numbers as the front desk writes them: "(212) 555-0142" at home, "+44 20 7946 0958"
+    # abroad; anything that is not a valid number (an extension, "withheld") as stored
+    app.jinja_env.filters["phone"] = lambda number: (
+        numbers.format_national(number, region) or number) if number else number
+
     csrf.init_app(app)
     db.init_app(app)
     auth.init_app(app)
@@ -75,6 +82,12 @@ def create_app(config: Config | None = None, test_config: dict[str, Any] | None 
         return render_template("error.html", title="Not allowed",
                                message="Your account cannot open this page; ask an admin "
                                "if you need it."), 403
+
+    @app.errorhandler(410)
+    def gone(_error: Any) -> Any:
+        return render_template("error.html", title="Erased",
+                               message="This person's data was erased at their request; "
+                               "only anonymous counts remain."), 410
 
     @app.errorhandler(404)
     def not_found(_error: Any) -> Any:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,10 +35,10 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from agent import accounts, inbox, outbox, templates, timers
+from agent import accounts, contacts, inbox, outbox, templates, timers
 from agent.models import Call, CallbackRequest, Contact, Message, User
 from web.auth import login_required
 from web.calls import MISS_REASONS, business_zone
@@ -139,7 +140,33 @@ def _contact(session: Session, contact_id: int) -> Contact:
     contact = session.get(Contact, contact_id)
     if contact is None:
         abort(404)
+    if contacts.is_placeholder(contact.number):
+        abort(410)  # erased: the contact page says when and by whom
     return contact
+
+
+PREVIEW_CHARS = 90
+
+
+def previews(session: Session, shown: Sequence[Contact]) -> dict[int, str]:
+    """The newest text of each listed conversation, as one line ("Text-back: Hi …")."""
+    by_number = {contact.number: contact.id for contact in shown}
+    if not by_number:
+        return {}
+    ranked = select(Message.id, func.row_number().over(
+        partition_by=Message.number,
+        order_by=(Message.created_at.desc(), Message.id.desc())).label("rank")) \
+        .where(Message.number.in_(by_number)).subquery()
+    lines = {}
+    for message in session.scalars(select(Message).join(ranked, ranked.c.id == Message.id)
+                                   .where(ranked.c.rank == 1)):
+        text = " ".join(message.body.split())
+        if len(text) > PREVIEW_CHARS:
+            text = text[:PREVIEW_CHARS - 1].rstrip() + "…"
+        if message.direction == "out":
+            text = f"{OUT_LABELS.get(message.kind, 'Automatic answer')}: {text}"
+        lines[by_number[message.number]] = text
+    return lines
 
 
 def _names(session: Session) -> dict[int, str]:
@@ -157,6 +184,7 @@ def index() -> Any:
     zone = business_zone(session)
     template = "inbox/_list.html" if request.args.get("partial") == "1" else "inbox/index.html"
     return render_template(template, view=view, views=VIEWS, conversations=conversations,
+                           previews=previews(session, conversations),
                            names=_names(session), waiting=inbox.waiting, zone=zone,
                            token=_list_token(session))
 
