@@ -1,6 +1,6 @@
 """The web UI in a real browser, for the browser tests: the real app served by waitress
 on a loopback port, Debian's Chromium driven by Playwright (never a downloaded browser;
-the `chromium` fixture in conftest launches it once per run), screenshots of what a
+the `chromium` fixture in conftest launches it once per module), screenshots of what a
 person would see in tests/browser/screenshots/ (desktop and phone width)."""
 
 from __future__ import annotations

@@ -169,9 +169,12 @@ def login(client: FlaskClient, username: str, password: str = WEB_PASSWORD) -> T
                                        "csrf_token": csrf_token(client)})
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """Debian's Chromium under Playwright, one for the whole run (skipped without it)."""
+    """Debian's Chromium under Playwright, one per test module (skipped without it).
+
+    Not one per run: Playwright's sync API keeps an event loop running in this thread
+    while it is open, and later modules' asyncio.run() would find it."""
     from browsing import CHROMIUM, CHROMIUM_ARGS
 
     sync_api = pytest.importorskip("playwright.sync_api")

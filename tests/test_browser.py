@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from agent import accounts, policy, settings
+from agent import accounts, inbox, policy, settings
 from agent import config as configuration
 from agent.calls import FinishedCall
 from agent.daemon import caller_history
@@ -39,45 +39,123 @@ def textback(config: Path, *args: str) -> str:
 
 
 def seed_month(session: Session, now: dt.datetime) -> None:
-    """30 days of a small plumber's calls: busy mornings, a lunch hour nobody covers."""
+    """30 days of a small plumber's calls: busy mornings, a lunch hour nobody covers, an
+    A/B test of the text-back (B names the booking link), replies and booked jobs."""
     rng = random.Random(5)
     n = 0
-    for day in range(30):
+    for day in range(1, 31):
         for _ in range(rng.randint(10, 22)):
             n += 1
             local_hour = rng.choice([8, 9, 9, 10, 10, 11, 12, 12, 12, 13, 14, 15, 16, 17, 19])
             at = (now - dt.timedelta(days=day)).replace(hour=(local_hour + 6) % 24,
                                                         minute=rng.randint(0, 59))
-            if at > now:
-                continue
             missed = rng.random() < (0.55 if local_hour in (12, 19) else 0.15)
-            call = Call(linkedid=f"seed.{n}", caller=f"+1312555{n:04d}",
+            number = f"+1312556{n:04d}"
+            contact = Contact(number=number, created_at=at, tags=[])
+            session.add(contact)
+            session.flush()
+            call = Call(linkedid=f"seed.{n}", caller=number,
                         caller_name=rng.choice([None, "Jane Smith", "Bob Ortiz"]),
                         did="+13125550000", direction="inbound", missed=missed,
                         reason="noanswer" if missed else None,
                         answered_by=None if missed else "PJSIP/desk", started_at=at,
                         ended_at=at + dt.timedelta(seconds=25),
                         decision="send" if missed else "skip",
-                        skip_reason=None if missed else "answered")
+                        skip_reason=None if missed else "answered", contact_id=contact.id)
             session.add(call)
             session.flush()
             if missed:
+                variant = "AB"[n % 2]
                 left = call.ended_at + dt.timedelta(seconds=rng.randint(5, 40))
                 message = Message(direction="out", kind="textback",
                                   idempotency_key=f"{call.linkedid}:textback",
-                                  number=call.caller or "", body="Sorry we missed you",
-                                  status="delivered", transport="gsm",
+                                  number=number, body="Sorry we missed you",
+                                  template="templates.business_hours", variant=variant,
+                                  status="delivered", transport="gsm", contact_id=contact.id,
                                   created_at=call.ended_at, updated_at=left, call_id=call.id)
                 session.add(message)
                 session.flush()
                 session.add_all([MessageEvent(message_id=message.id, status="sent", at=left),
                                  MessageEvent(message_id=message.id, status="delivered",
                                               at=left + dt.timedelta(seconds=4))])
-                if rng.random() < 0.4:
-                    session.add(Message(direction="in", kind="reply", number=call.caller or "",
-                                        body="yes", status="received",
-                                        created_at=left + dt.timedelta(minutes=10),
-                                        updated_at=left + dt.timedelta(minutes=10)))
+                if rng.random() < (0.35 if variant == "A" else 0.5):
+                    replied = left + dt.timedelta(minutes=10)
+                    session.add(Message(direction="in", kind="reply", number=number,
+                                        body="yes", status="received", contact_id=contact.id,
+                                        created_at=replied, updated_at=replied))
+                    answered = replied + dt.timedelta(minutes=rng.randint(2, 40))
+                    session.add(Message(direction="out", kind="staff_reply", number=number,
+                                        body="On our way", status="delivered", sent_by="owner",
+                                        contact_id=contact.id, created_at=answered,
+                                        updated_at=answered))
+                    contact.contacted_at = answered
+                    if rng.random() < 0.45:
+                        contact.booked_at = answered + dt.timedelta(minutes=5)
+    session.commit()
+
+
+# a front desk's morning: (name, number, minutes ago, [(who, text)], owner, state)
+MORNING = [
+    ("Maria Lopez", "+13125550142", 4, [
+        ("call", ""), ("textback", "Hi Maria, thanks for calling Rapid Rooter Plumbing. Sorry "
+                       "we missed you! We'll call you back soon, or just reply here."),
+        ("in", "Water heater is leaking from the bottom, can someone come out today?"),
+        ("auto", "Thanks! Reply with a day and time that suits you and we'll confirm.")],
+     None, "waiting"),
+    ("Dev Patel", "+13125550178", 18, [
+        ("call", ""), ("textback", "Hi Dev, thanks for calling Rapid Rooter Plumbing. Sorry "
+                       "we missed you! We'll call you back soon, or just reply here."),
+        ("in", "How much for a drain cleaning? Kitchen sink is backing up"),
+        ("staff", "Hi Dev, it's Sam. Drain cleaning starts at $149. I can have someone there "
+                  "at 2pm, does that work?")], "sam", "replied"),
+    ("Chloé Martin", "+13125550111", 47, [
+        ("call", ""), ("in", "Thursday 9am is perfect, thank you!"),
+        ("staff", "Booked: Thursday 9am. See you then, Chloé!")], "owner", "booked"),
+    ("Gus Novak", "+13125550190", 65, [
+        ("call", ""), ("in", "I smell gas in the basement"),
+        ("auto", "We're on it: a technician from Rapid Rooter Plumbing is calling you "
+                 "right now.")], "sam", "replied"),
+    ("Jane Smith", "+13125550163", 130, [
+        ("call", ""), ("textback", "Hi Jane, thanks for calling Rapid Rooter Plumbing. Sorry "
+                       "we missed you! We'll call you back soon, or just reply here."),
+        ("followup", "Hi Jane, it's Rapid Rooter Plumbing following up on your call. How "
+                     "can we help? Just reply here.")], None, "quiet"),
+]
+
+
+def seed_morning(session: Session, now: dt.datetime, users: dict[str, int]) -> None:
+    kinds = {"textback": "textback", "auto": "scheduling", "staff": "staff_reply",
+             "followup": "followup"}
+    for n, (name, number, ago, moves, owner, state) in enumerate(MORNING):
+        start = now - dt.timedelta(minutes=ago)
+        contact = Contact(number=number, name=name, created_at=start, tags=[])
+        session.add(contact)
+        session.flush()
+        for step, (who, text) in enumerate(moves):
+            at = start + dt.timedelta(minutes=step)
+            if who == "call":
+                session.add(Call(linkedid=f"morning.{n}", caller=number, caller_name=name,
+                                 did="+13125550000", direction="inbound", missed=True,
+                                 reason="noanswer", started_at=at - dt.timedelta(seconds=25),
+                                 ended_at=at, decision="send", contact_id=contact.id))
+                inbox.customer_activity(contact, at)
+            elif who == "in":
+                session.add(Message(direction="in", kind="reply", number=number, body=text,
+                                    status="received", contact_id=contact.id, created_at=at,
+                                    updated_at=at))
+                inbox.customer_activity(contact, at)
+            else:
+                session.add(Message(direction="out", kind=kinds[who], number=number,
+                                    body=text, status="delivered", contact_id=contact.id,
+                                    sent_by=owner if who == "staff" else None,
+                                    created_at=at, updated_at=at))
+                if who == "staff":
+                    inbox.staff_activity(contact, users[owner or "owner"], at)
+                    contact.contacted_at = at
+        if owner:
+            contact.assigned_to = users[owner]
+        if state == "booked":
+            contact.booked_at = now - dt.timedelta(minutes=ago - 3)
     session.commit()
 
 
@@ -93,12 +171,17 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
     engine = make_engine(cfg.database.url)
     now = dt.datetime.now(dt.UTC)
     with sessions(engine)() as session:
-        accounts.add_user(session, now, username="owner", password=PASSWORD, role="admin",
-                          actor="cli")
+        people = {name: accounts.add_user(session, now, username=name, password=PASSWORD,
+                                          role=role, actor="cli")
+                  for name, role in (("owner", "admin"), ("sam", "staff"))}
+        session.flush()
+        users = {name: user.id for name, user in people.items()}
+        settings.set(session, "business.name", "Rapid Rooter Plumbing", now)
         settings.set(session, "business.timezone", "America/Chicago", now)
         settings.set(session, "business.average_job_value", 350, now)
         session.commit()
         seed_month(session, now)
+        seed_morning(session, now, users)
     engine.dispose()
     with serve(cfg) as base:
         yield base, config
@@ -127,6 +210,27 @@ def test_the_dashboard_draws_its_figures_and_charts(page: object) -> None:
     shoot(tab, "dashboard")
     tab.click("text=7 days")  # type: ignore[attr-defined]
     assert "last 7 days" in tab.locator(".hint").first.inner_text()  # type: ignore[attr-defined]
+
+
+def test_the_inbox_shows_who_is_waiting_and_each_newest_text(page: Any) -> None:
+    tab = page
+    tab.click("nav >> text=Inbox")
+    rows = tab.locator("li.conversation")
+    assert rows.count() == 5  # the morning's (the month's calls were seeded without inbox state)
+    first = rows.first.inner_text()
+    assert "Maria Lopez" in first and "(312) 555-0142" in first and "waiting" in first
+    assert "Automatic answer: Thanks! Reply with a day" in first
+    answered = tab.locator("li.conversation", has_text="Dev Patel").inner_text()
+    assert "sam: Hi Dev, it's Sam." in answered  # who wrote the newest reply
+    booked = tab.locator("li.conversation", has_text="Chloé Martin").inner_text()
+    assert "booked" in booked and "owner" in booked
+    shoot(tab, "inbox")
+    tab.locator("li.conversation", has_text="Dev Patel").locator("a").first.click()
+    timeline = tab.locator("#timeline").inner_text()
+    assert timeline.index("How much for a drain") < timeline.index("Drain cleaning starts")
+    tab.fill("#reply-body", "See you at 2pm 👍")
+    assert "1 SMS (UCS-2)" in tab.locator("#reply-counter").inner_text()
+    shoot(tab, "thread")
 
 
 def test_the_call_log_lists_the_calls(page: object) -> None:

@@ -164,7 +164,9 @@ def previews(session: Session, shown: Sequence[Contact]) -> dict[int, str]:
         if len(text) > PREVIEW_CHARS:
             text = text[:PREVIEW_CHARS - 1].rstrip() + "…"
         if message.direction == "out":
-            text = f"{OUT_LABELS.get(message.kind, 'Automatic answer')}: {text}"
+            who = (message.sent_by if message.kind == "staff_reply" and message.sent_by
+                   else OUT_LABELS.get(message.kind, "Automatic answer"))
+            text = f"{who}: {text}"
         lines[by_number[message.number]] = text
     return lines
 
