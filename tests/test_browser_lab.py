@@ -68,7 +68,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, lab: LabPbx) -> Iterator[tupl
     engine = make_engine(cfg.database.url)
     with sessions(engine)() as session:
         accounts.add_user(session, dt.datetime.now(dt.UTC), username="frontdesk",
-                          password=PASSWORD, role="admin", actor="cli")
+                          password=PASSWORD, role="admin", actor="cli", extension="desk2")
         session.commit()
     engine.dispose()
     agent = AgentProcess(config, work / "agent.log")
@@ -159,3 +159,21 @@ def test_hours_changed_in_the_browser_choose_the_after_hours_text_for_the_next_c
     timeline = page.locator("#timeline").inner_text()
     assert text.body in timeline
     shoot(page, "lab-after-hours")
+
+
+def test_call_back_rings_the_desk_phone_then_dials_the_customer(
+        lab: LabPbx, trunk: TrunkPeer, site: tuple[str, Path], tab: Any) -> None:
+    base, _config = site
+    page = tab
+    caller = next(_callers)
+    lab.call(DID, caller_id=caller, caller_name="Rita Call", from_trunk=True, phone="ring")
+    wait_until("the text-back at the trunk", lambda: texts_to(trunk, caller))
+    page.goto(base + "/inbox")
+    page.locator(f'li.conversation:has(.number[title="{caller}"]) a').first.click()
+    desk = lab.phone("desk2", "answer", answer_after_ms=300, timeout=20)
+    page.click("text=Call back")
+    lab.wait_channel("PJSIP/desk2", timeout=10)  # the staff member's desk phone rings
+    # they pick up; the PBX then dials the customer through the trunk
+    assert desk.wait(20) == 0, desk.output()
+    page.reload()
+    assert "Last call back: ringing" in page.locator(".actions").inner_text()
