@@ -28,7 +28,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent import intents, outbox, templates, timers
+from agent import inbox, intents, outbox, templates, timers
 from agent.models import Contact, Message
 
 log = logging.getLogger(__name__)
@@ -142,8 +142,10 @@ def react(session: Session, message: Message, values: Mapping[str, Any], now: dt
             reaction.messages += _reply(session, message, values, now, key, "auto_reply",
                                         claim_for)
     else:
-        reaction.messages += _alerts(session, message, values, now, "templates.reply_alert",
-                                     values["staff.notify_numbers"], alert_fields, claim_for)
+        reaction.messages += _alerts(
+            session, message, values, now, "templates.reply_alert",
+            inbox.alert_numbers(session, contact, values["staff.notify_numbers"]),
+            alert_fields, claim_for)
     return reaction
 
 

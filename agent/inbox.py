@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from agent.models import CallbackRequest, Contact
+from agent.models import CallbackRequest, Contact, User
 from agent.pbx import originate
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,18 @@ def staff_activity(contact: Contact, user_id: int, at: dt.datetime) -> None:
         contact.assigned_to = user_id
     if contact.last_message_at is None or contact.last_message_at < at:
         contact.last_message_at = at
+
+
+def alert_numbers(session: Session, contact: Contact, everyone: list[str]) -> list[str]:
+    """Whom to text about this customer: the conversation's owner, on the mobile of their
+    user profile, once someone owns it; before that (or when the owner has no mobile or
+    is disabled) `everyone`, the setting's list. A taken conversation is theirs to answer,
+    and texting the whole desk about it trains people to ignore alerts."""
+    if contact.assigned_to is not None:
+        owner = session.get(User, contact.assigned_to)
+        if owner is not None and owner.active and owner.phone:
+            return [owner.phone]
+    return list(everyone)
 
 
 def waiting(contact: Contact) -> bool:

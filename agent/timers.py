@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from agent import numbers, outbox, templates
+from agent import inbox, numbers, outbox, templates
 from agent.models import Contact, Job, Message
 from agent.schedule import Schedule
 from agent.settings import parse_duration
@@ -177,6 +177,8 @@ def _escalate(session: Session, job: Job, contact: Contact, values: Mapping[str,
     key, who = (("templates.reminder", "staff.notify_numbers") if job.kind == REMINDER
                 else ("templates.supervisor_alert", "supervisor.notify_numbers"))
     staff = values[who]
+    if job.kind == REMINDER:  # the owner is reminded; supervisors hear of it regardless
+        staff = inbox.alert_numbers(session, contact, staff)
     reply = job.message_id and session.get(Message, job.message_id)
     if not staff:
         job.detail = f"nobody to tell: {who} is empty"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent import conversations, inbound, outbox, settings
+from agent import accounts, conversations, inbound, inbox, outbox, settings
 from agent.conversations import Keywords, keyword, normalise
 from agent.models import Contact, Message
 
@@ -153,6 +153,24 @@ def test_other_replies_reach_the_staff_who_asked(session: Session) -> None:
     alerts = react(session, "Is the blue van yours?").messages
     assert sorted(m.number for m in alerts) == ["+13125550123", "+13125550124"]
     assert all("Is the blue van yours?" in m.body for m in alerts)
+
+
+def test_a_taken_conversation_alerts_its_owner_only(session: Session) -> None:
+    configure(session, staff__notify_numbers=["+13125550123", "+13125550124"])
+    react(session, "Is the blue van yours?")  # nobody owns it yet: the whole desk
+    owner = accounts.add_user(session, NOW, username="sam", password="long enough pw",
+                              role="staff", actor="test", phone="+1 312 555 0177")
+    away = accounts.add_user(session, NOW, username="kim", password="long enough pw",
+                             role="staff", actor="test")
+    session.flush()
+    contact = session.scalars(select(Contact)).one()
+    inbox.staff_activity(contact, owner.id, NOW)
+    (alert,) = react(session, "It's blocking my drive").messages
+    assert alert.number == "+13125550177" and "blocking my drive" in alert.body
+    owner.active = False  # left the company: the desk hears again
+    assert len(react(session, "Hello??").messages) == 2
+    contact.assigned_to = away.id  # an owner without a mobile: the desk too
+    assert len(react(session, "Anyone?").messages) == 2
 
 
 def test_opted_out_customer_gets_nothing_automatic(session: Session) -> None:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent import conversations, inbound, outbox, settings, timers
+from agent import accounts, conversations, inbound, inbox, outbox, settings, timers
 from agent.models import Contact, Job, Message
 
 DATABASES = ("sqlite", "postgresql")  # the scale-out path must behave the same
@@ -139,3 +139,23 @@ def test_unanswered_reply_reminds_staff_then_supervisor(session: Session) -> Non
     assert reminder.number == "+13125550123" and "still waiting" in reminder.body
     (alert,) = run(session, NOON_NY + dt.timedelta(hours=2))
     assert alert.number == "+13125550999" and "Is the blue van yours?" in alert.body
+
+
+def test_the_owner_is_reminded_and_supervisors_still_hear(session: Session) -> None:
+    settings.set(session, "staff.notify_numbers", ["+13125550123"], NOON_NY)
+    settings.set(session, "supervisor.notify_numbers", ["+13125550999"], NOON_NY)
+    owner = accounts.add_user(session, NOON_NY, username="sam", password="long enough pw",
+                              role="staff", actor="test", phone="+13125550177")
+    session.flush()
+    sms = inbound.InboundSms(sender=CUSTOMER, to=None, body="Still there?", transport="sip",
+                             received_at=NOON_NY)
+    message = inbound.receive(session, sms, "US")
+    assert message is not None
+    contact = session.get(Contact, message.contact_id)
+    assert contact is not None
+    inbox.staff_activity(contact, owner.id, NOON_NY)  # sam took it, then got busy
+    conversations.react(session, message, settings.all_values(session), NOON_NY)
+    (reminder,) = run(session, NOON_NY + dt.timedelta(minutes=30))
+    assert reminder.number == "+13125550177"
+    (alert,) = run(session, NOON_NY + dt.timedelta(hours=2))
+    assert alert.number == "+13125550999"
