@@ -451,7 +451,8 @@ _SPECS = (
     Spec("oncall.notify_numbers", [], "mobile numbers texted an alert for each emergency",
          _phone_numbers),
     Spec("staff.notify_numbers", [],
-         "mobile numbers texted each customer reply that needs a person", _phone_numbers),
+         "mobile numbers texted each customer reply that needs a person, until someone "
+         "owns the conversation (then the owner's mobile is)", _phone_numbers),
     Spec("templates.emergency_customer", DEFAULT_EMERGENCY_CUSTOMER,
          "the reply to an emergency", _template),
     Spec("templates.emergency_alert", DEFAULT_EMERGENCY_ALERT,
