@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from agent.models import CallbackRequest, Contact, User
@@ -65,6 +65,13 @@ def alert_numbers(session: Session, contact: Contact, everyone: list[str]) -> li
         if owner is not None and owner.active and owner.phone:
             return [owner.phone]
     return list(everyone)
+
+
+def waiting_clause() -> ColumnElement[bool]:
+    """`waiting` as SQL, to count the customers waiting without loading them."""
+    return and_(Contact.conversation_status == OPEN, Contact.last_inbound_at.is_not(None),
+                or_(Contact.contacted_at.is_(None),
+                    Contact.contacted_at < Contact.last_inbound_at))
 
 
 def waiting(contact: Contact) -> bool:

@@ -215,6 +215,7 @@ def test_the_dashboard_draws_its_figures_and_charts(page: object) -> None:
 def test_the_inbox_shows_who_is_waiting_and_each_newest_text(page: Any) -> None:
     tab = page
     tab.click("nav >> text=Inbox")
+    assert tab.title() == "(3) Inbox · textback"  # Maria, Gus and Jane wait for a person
     rows = tab.locator("li.conversation")
     assert rows.count() == 5  # the morning's (the month's calls were seeded without inbox state)
     first = rows.first.inner_text()

@@ -105,6 +105,7 @@ def test_a_missed_call_appears_in_the_open_inbox_and_a_reply_goes_out(
     row.wait_for(timeout=15_000)
     assert "Maria Lopez" in row.inner_text()
     assert "(212) 555-" in row.inner_text()  # as the front desk writes US numbers
+    page.wait_for_function("() => document.title.startsWith('(1) Inbox')")  # a tab away
     row.locator("a").first.click()
     page.wait_for_url("**/inbox/*")
     timeline = page.locator("#timeline")

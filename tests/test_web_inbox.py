@@ -87,6 +87,8 @@ def test_filters_and_newest_activity_first(staff: FlaskClient, session: Session)
     assert shown("unassigned") == ["+15550000003"]
     page = staff.get("/inbox?view=all").get_data(as_text=True)
     assert page.count("badge waiting") == 2  # open and nobody reached them yet
+    assert "<title>(2) Inbox · textback</title>" in page  # seen from another tab
+    assert staff.get("/inbox/updates.json").get_json()["waiting"] == 2
     assert 'href="/inbox"' in page  # the nav
 
 

@@ -187,6 +187,7 @@ def index() -> Any:
     template = "inbox/_list.html" if request.args.get("partial") == "1" else "inbox/index.html"
     return render_template(template, view=view, views=VIEWS, conversations=conversations,
                            previews=previews(session, conversations),
+                           waiting_count=_waiting_count(session),
                            names=_names(session), waiting=inbox.waiting, zone=zone,
                            token=_list_token(session))
 
@@ -205,8 +206,15 @@ def _list_token(session: Session) -> str:
 @bp.get("/updates.json")
 @login_required
 def list_updates() -> Any:
-    """For the list page's polling: a token that changes when the list would."""
-    return jsonify(token=_list_token(get_session()))
+    """For the list page's polling: a token that changes when the list would, and how
+    many customers wait (for the tab's title, seen from another tab)."""
+    session = get_session()
+    return jsonify(token=_list_token(session), waiting=_waiting_count(session))
+
+
+def _waiting_count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Contact)
+                          .where(inbox.waiting_clause())) or 0
 
 
 @bp.get("/<int:contact_id>")

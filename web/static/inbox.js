@@ -70,6 +70,9 @@
   if (list) {
     var token = list.dataset.token;
     poll(list.dataset.poll, function (data) {
+      // "(3) Inbox": customers waiting, visible from another tab
+      document.title = document.title.replace(/^\(\d+\) /, "");
+      if (data.waiting > 0) { document.title = "(" + data.waiting + ") " + document.title; }
       if (data.token === token) { return; }
       token = data.token;
       // the server renders (and escapes) the list; this only swaps it in
