@@ -9,6 +9,7 @@ login leaves an audit row: the owner can always see who did what.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import functools
 import logging
 import re
@@ -38,11 +39,31 @@ LOGIN_WINDOW = dt.timedelta(minutes=15)
 LOGIN, LOGIN_FAILED, LOGIN_LOCKED, LOGOUT = "login", "login_failed", "login_locked", "logout"
 USER_ADDED, USER_CHANGED, PASSWORD_CHANGED, USER_DISABLED = (
     "user_added", "user_changed", "password_changed", "user_disabled")
+USER_ENABLED = "user_enabled"
 SETTING_CHANGED = "setting_changed"
 
 
 class AccountError(Exception):
-    """An account cannot be created or changed; the message says why and what to do."""
+    """An account cannot be created or changed; the message says why and what to do.
+
+    `problems` maps each field at fault ("role", "phone", "extension", "active",
+    "password", "current_password") to its own message, so a form can show every
+    mistake next to its field at once; it is empty when no single field is to blame.
+    """
+
+    def __init__(self, message: str, field: str | None = None,
+                 problems: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: dict[str, str] = dict(problems) if problems else (
+            {field: message} if field else {})
+
+
+class _Keep(enum.Enum):
+    KEEP = "keep"
+
+
+# "leave this field as it is" for update_user: None already means "clear it"
+KEEP = _Keep.KEEP
 
 
 def audit(session: Session, now: dt.datetime, actor: str | None, action: str,
@@ -59,16 +80,19 @@ def audit(session: Session, now: dt.datetime, actor: str | None, action: str,
 def check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise AccountError(f"the password has {len(password)} characters; it needs at least "
-                           f"{MIN_PASSWORD_LENGTH}")
+                           f"{MIN_PASSWORD_LENGTH}", field="password")
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise AccountError(f"the password is longer than {MAX_PASSWORD_LENGTH} characters")
+        raise AccountError(f"the password is longer than {MAX_PASSWORD_LENGTH} characters",
+                           field="password")
     if not password.strip():
-        raise AccountError("the password must not be only spaces")
+        raise AccountError("the password must not be only spaces", field="password")
 
 
-def _check_role(role: str) -> None:
+def _check_role(role: str) -> str:
     if role not in ROLES:
-        raise AccountError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        raise AccountError(f"role must be one of {', '.join(ROLES)}, not {role!r}",
+                           field="role")
+    return role
 
 
 def _check_phone(phone: str | None, region: str) -> str | None:
@@ -78,7 +102,8 @@ def _check_phone(phone: str | None, region: str) -> str | None:
 
     e164 = numbers.to_e164(phone, region)
     if e164 is None:
-        raise AccountError(f"{phone!r} is not a phone number (give it like +15551234567)")
+        raise AccountError(f"{phone!r} is not a phone number (give it like +15551234567)",
+                           field="phone")
     return e164
 
 
@@ -86,7 +111,8 @@ def _check_extension(extension: str | None) -> str | None:
     if not extension:
         return None
     if not EXTENSION.match(extension):
-        raise AccountError(f"{extension!r} is not a desk extension (like 101 or PJSIP/101)")
+        raise AccountError(f"{extension!r} is not a desk extension (like 101 or PJSIP/101)",
+                           field="extension")
     return extension
 
 
@@ -129,15 +155,95 @@ def set_password(session: Session, now: dt.datetime, username: str, password: st
     return user
 
 
+def change_own_password(session: Session, now: dt.datetime, username: str, current: str,
+                        new: str) -> User:
+    """Someone changing their own password: the current one is asked first, so a browser
+    left signed in is not enough to take the account over."""
+    user = require(session, username)
+    if not check_password_hash(user.password_hash, current):
+        raise AccountError("that is not your current password", field="current_password")
+    return set_password(session, now, username, new, actor=username)
+
+
+def check_keeps_an_admin(session: Session, user: User, *, role: str, active: bool) -> None:
+    """Refuse to demote or disable the last active admin: nobody could manage textback."""
+    if not (user.active and user.role == "admin") or (active and role == "admin"):
+        return
+    others = session.scalar(select(func.count()).select_from(User).where(
+        User.role == "admin", User.active.is_(True), User.id != user.id))
+    if others:
+        return
+    field, what = ("active", "disabled") if not active else ("role", "made staff")
+    raise AccountError(f"{user.username!r} is the last active admin and cannot be {what}; "
+                       "make another user an admin first, or nobody could manage textback "
+                       "any more", field=field)
+
+
+def check_changes(session: Session, user: User, *, role: str | _Keep = KEEP,
+                  phone: str | _Keep | None = KEEP, extension: str | _Keep | None = KEEP,
+                  active: bool | _Keep = KEEP, region: str = "US") -> dict[str, Any]:
+    """The given fields as they would be stored (a phone in E.164), changing nothing.
+
+    Raises one AccountError naming every field at fault, so a form can show them all.
+    """
+    given: dict[str, Any] = {"role": role, "phone": phone, "extension": extension,
+                             "active": active}
+    wanted: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    for field, value in given.items():
+        if value is KEEP:
+            continue
+        try:
+            if field == "role":
+                wanted[field] = _check_role(value)
+            elif field == "phone":
+                wanted[field] = _check_phone(value, region)
+            elif field == "extension":
+                wanted[field] = _check_extension(value)
+            else:
+                wanted[field] = bool(value)
+        except AccountError as exc:
+            problems.update(exc.problems)
+    if "role" not in problems:
+        try:
+            check_keeps_an_admin(session, user, role=wanted.get("role", user.role),
+                                 active=wanted.get("active", user.active))
+        except AccountError as exc:
+            problems.update(exc.problems)
+    if problems:
+        raise AccountError("; ".join(problems.values()), problems=problems)
+    return wanted
+
+
+def update_user(session: Session, now: dt.datetime, username: str, *, actor: str,
+                role: str | _Keep = KEEP, phone: str | _Keep | None = KEEP,
+                extension: str | _Keep | None = KEEP, active: bool | _Keep = KEEP,
+                region: str = "US") -> list[str]:
+    """Change an account's role, mobile, desk extension or active flag: all or none.
+
+    Every given field is checked before anything changes (check_changes). Each field
+    that really changes gets an audit row with its old and new value. Returns the
+    names of the changed fields (empty when nothing changed).
+    """
+    user = require(session, username)
+    wanted = check_changes(session, user, role=role, phone=phone, extension=extension,
+                           active=active, region=region)
+    changed = [field for field, value in wanted.items() if getattr(user, field) != value]
+    for field in changed:
+        old = getattr(user, field)
+        setattr(user, field, wanted[field])
+        action = USER_CHANGED
+        if field == "active":
+            action = USER_ENABLED if wanted[field] else USER_DISABLED
+        audit(session, now, actor, action, username,
+              details={"field": field, "from": old, "to": wanted[field]})
+    return changed
+
+
 def disable(session: Session, now: dt.datetime, username: str, *, actor: str) -> User:
     """Disabled, not deleted: the audit log keeps naming the person, sessions end at once."""
     user = require(session, username)
-    if user.active and user.role == "admin":
-        others = session.scalar(select(func.count()).select_from(User).where(
-            User.role == "admin", User.active.is_(True), User.id != user.id))
-        if not others:
-            raise AccountError(f"{username!r} is the last active admin; add another admin "
-                               "first, or nobody could manage textback any more")
+    check_keeps_an_admin(session, user, role=user.role, active=False)
     user.active = False
     audit(session, now, actor, USER_DISABLED, username)
     return user

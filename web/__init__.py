@@ -68,6 +68,7 @@ def create_app(config: Config | None = None, test_config: dict[str, Any] | None 
     auth.init_app(app)
     for module in (home, auth, inbox, contacts, calls, dashboard, users, audit, settings):
         app.register_blueprint(module.bp)
+    app.register_blueprint(users.account_bp)  # everyone's own account, beside the admins' pages
 
     @app.errorhandler(CSRFError)
     def csrf_refused(error: CSRFError) -> Any:
