@@ -155,14 +155,31 @@ def set_password(session: Session, now: dt.datetime, username: str, password: st
     return user
 
 
+class WrongCurrentPassword(AccountError):
+    """The current password given to change it was wrong: a guess, counted like a failed
+    sign-in (the caller records it with `record_wrong_password` after rolling back)."""
+
+
 def change_own_password(session: Session, now: dt.datetime, username: str, current: str,
-                        new: str) -> User:
+                        new: str, ip: str | None = None) -> User:
     """Someone changing their own password: the current one is asked first, so a browser
-    left signed in is not enough to take the account over."""
+    left signed in is not enough to take the account over, and guesses at it share the
+    sign-in form's limit (MAX_LOGIN_FAILURES per username and address in LOGIN_WINDOW)."""
     user = require(session, username)
+    if recent_failures(session, now, username, ip) >= MAX_LOGIN_FAILURES:
+        minutes = int(LOGIN_WINDOW.total_seconds() // 60)
+        raise AccountError(f"too many wrong passwords for this account from here; try again "
+                           f"in up to {minutes} minutes", field="current_password")
     if not check_password_hash(user.password_hash, current):
-        raise AccountError("that is not your current password", field="current_password")
+        raise WrongCurrentPassword("that is not your current password",
+                                   field="current_password")
     return set_password(session, now, username, new, actor=username)
+
+
+def record_wrong_password(session: Session, now: dt.datetime, username: str,
+                          ip: str | None) -> None:
+    audit(session, now, username, LOGIN_FAILED, username, ip,
+          {"why": "wrong current password when changing it"})
 
 
 def check_keeps_an_admin(session: Session, user: User, *, role: str, active: bool) -> None:

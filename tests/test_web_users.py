@@ -225,6 +225,23 @@ def test_changing_my_password_needs_the_current_one_and_signs_out_my_other_sessi
     assert ("desk", "password_changed", {}) in _audit(session, "desk")
 
 
+def test_guessing_the_current_password_is_capped_like_signing_in(
+        desk: FlaskClient, session: Session) -> None:
+    token = csrf_token(desk, "/account")
+
+    def change(current: str) -> str:
+        return desk.post("/account/password", data={
+            "current_password": current, "password": NEW_PASSWORD,
+            "password_again": NEW_PASSWORD, "csrf_token": token}).get_data(as_text=True)
+
+    for guess in range(accounts.MAX_LOGIN_FAILURES):
+        assert "not your current password" in change(f"guess number {guess}")
+    refused = change(WEB_PASSWORD)  # even the right one, until the window passes
+    assert "too many wrong passwords" in _field_errors(refused, "current_password")
+    assert [a for _who, a, _d in _audit(session, "desk")].count("login_failed") == \
+        accounts.MAX_LOGIN_FAILURES
+
+
 def test_staff_change_their_own_extension_but_not_their_role_or_active_flag(
         desk: FlaskClient, session: Session) -> None:
     page = desk.get("/account").get_data(as_text=True)

@@ -233,12 +233,17 @@ def change_password() -> Any:
     me = accounts.require(session, current_user.username)
     password_form = MyPasswordForm()
     if password_form.validate_on_submit():
+        now = dt.datetime.now(dt.UTC)
         try:
-            accounts.change_own_password(session, dt.datetime.now(dt.UTC), me.username,
+            accounts.change_own_password(session, now, me.username,
                                          password_form.current_password.data or "",
-                                         password_form.password.data or "")
+                                         password_form.password.data or "",
+                                         request.remote_addr)
         except accounts.AccountError as exc:
             session.rollback()
+            if isinstance(exc, accounts.WrongCurrentPassword):
+                accounts.record_wrong_password(session, now, me.username, request.remote_addr)
+                session.commit()
             _refused(password_form, exc)
         else:
             session.commit()
