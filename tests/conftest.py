@@ -154,6 +154,20 @@ def web_users(session: Session) -> dict[str, str]:
     return {"admin": "owner", "staff": "desk"}
 
 
+@pytest.fixture
+def owner(client: FlaskClient, web_users: dict[str, str]) -> FlaskClient:
+    """Signed in as the admin."""
+    assert login(client, "owner").status_code == 302
+    return client
+
+
+@pytest.fixture
+def staff(client: FlaskClient, web_users: dict[str, str]) -> FlaskClient:
+    """Signed in as the front desk (role staff)."""
+    assert login(client, "desk").status_code == 302
+    return client
+
+
 def csrf_token(client: FlaskClient, path: str = "/login") -> str:
     import re
 
@@ -198,3 +212,22 @@ def config(tmp_path: Path) -> Path:
                                        f"sqlite:///{tmp_path / 'var' / 'textback.db'}"])
     assert result.exit_code == 0, result.output
     return path
+
+
+@pytest.fixture(scope="module")
+def lab(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The lab Asterisk 22 for a test module, on the module's own PORT_BASE, so modules
+    never share a PBX and a failed one leaves nothing behind for the next."""
+    from agent.labpbx import LabPbx
+
+    with LabPbx(tmp_path_factory.mktemp("lab"), request.module.PORT_BASE,
+                ring_seconds=2) as pbx:
+        yield pbx
+
+
+@pytest.fixture(scope="module")
+def trunk(lab: Any) -> Iterator[Any]:
+    """The carrier's side of the lab trunk: it records the SIP MESSAGEs the agent sends."""
+    with lab.trunk_peer() as peer:
+        yield peer

@@ -40,19 +40,6 @@ def texts_to(trunk: TrunkPeer, number: str) -> list[TrunkMessage]:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabPbx]:
-    with LabPbx(tmp_path_factory.mktemp("lab"), PORT_BASE, ring_seconds=2) as pbx:
-        yield pbx
-
-
-@pytest.fixture(scope="module")
-def trunk(lab: LabPbx) -> Iterator[TrunkPeer]:
-    peer = lab.trunk_peer()
-    yield peer
-    peer.close()
-
-
-@pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, lab: LabPbx) -> Iterator[tuple[str, Path]]:
     """The agent watching the lab, and the admin UI on the same database."""
     work = tmp_path_factory.mktemp("site")

@@ -9,7 +9,6 @@ import io
 import re
 
 import pytest
-from conftest import login
 from flask.testing import FlaskClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -45,12 +44,6 @@ def _textback(session: Session, call: Call, status: str, sent_at: dt.datetime) -
     session.add(message)
     session.flush()
     session.add(MessageEvent(message_id=message.id, status="sent", at=sent_at))
-
-
-@pytest.fixture
-def staff(client: FlaskClient, web_users: dict[str, str]) -> FlaskClient:
-    login(client, "desk")
-    return client
 
 
 def test_the_log_says_what_happened_to_each_call(staff: FlaskClient, session: Session) -> None:

@@ -8,7 +8,6 @@ import datetime as dt
 import re
 from typing import Any
 
-import pytest
 from conftest import csrf_token, login
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -45,18 +44,6 @@ def _post(client: FlaskClient, path: str, **data: str) -> Any:
 
 def _numbers(page: str) -> list[str]:
     return re.findall(r'class="number" href="[^"]+">([^<]+)<', page)
-
-
-@pytest.fixture
-def staff(client: FlaskClient, web_users: dict[str, str]) -> FlaskClient:
-    login(client, "desk")
-    return client
-
-
-@pytest.fixture
-def owner(client: FlaskClient, web_users: dict[str, str]) -> FlaskClient:
-    login(client, "owner")
-    return client
 
 
 def test_search_filters_and_newest_activity_first(staff: FlaskClient,

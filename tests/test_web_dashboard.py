@@ -138,12 +138,6 @@ def kpis(page: str) -> dict[str, tuple[str, str]]:
             for slug, value, detail in found}
 
 
-@pytest.fixture
-def owner(client: FlaskClient, web_users: dict[str, str]) -> FlaskClient:
-    login(client, "owner")
-    return client
-
-
 def test_every_figure_of_a_day_matches_the_hand_count(owner: FlaskClient, session: Session
                                                       ) -> None:
     seed_one_day(session)

@@ -60,12 +60,6 @@ def _post(client: FlaskClient, path: str, **data: str) -> Any:
     return client.post(path, data=data, follow_redirects=True)
 
 
-@pytest.fixture
-def staff(client: FlaskClient, web_users: dict[str, str]) -> FlaskClient:
-    login(client, "desk")
-    return client
-
-
 def test_filters_and_newest_activity_first(staff: FlaskClient, session: Session) -> None:
     old = _contact(session, "+15550000001", T0)
     new = _contact(session, "+15550000002", T0 + dt.timedelta(minutes=5))

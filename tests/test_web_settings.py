@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from conftest import csrf_token, login
+from conftest import csrf_token
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -84,18 +84,6 @@ def grid_of(page: str) -> dict[str, tuple[bool, str]]:
     return {day: (f"open_{day}" in names, names.get(f"shifts_{day}", "")) for day in GRID}
 
 
-@pytest.fixture
-def admin(client: FlaskClient, web_users: dict[str, str]) -> FlaskClient:
-    login(client, "owner")
-    return client
-
-
-@pytest.fixture
-def staff(client: FlaskClient, web_users: dict[str, str]) -> FlaskClient:
-    login(client, "desk")
-    return client
-
-
 def post(client: FlaskClient, path: str, data: dict[str, Any] | list[tuple[str, str]],
          follow: bool = True) -> Any:
     items = list(data.items()) if isinstance(data, dict) else list(data)
@@ -128,13 +116,13 @@ def preview(client: FlaskClient, key: str, text: str, **extra: Any) -> Any:
 # ------------------------------------------------------------------ access
 
 
-def test_every_section_renders_with_values_help_and_defaults(admin: FlaskClient,
+def test_every_section_renders_with_values_help_and_defaults(owner: FlaskClient,
                                                              session: Session) -> None:
     settings.set(session, "business.name", "Rapid Rooter Plumbing", dt.datetime.now(dt.UTC))
     session.commit()
     seen: set[str] = set()
     for slug, title in SECTIONS.items():
-        page = admin.get(f"/settings/{slug}")
+        page = owner.get(f"/settings/{slug}")
         assert page.status_code == 200, slug
         text = page.get_data(as_text=True)
         assert f"<h1>{title}</h1>" in text
@@ -142,14 +130,14 @@ def test_every_section_renders_with_values_help_and_defaults(admin: FlaskClient,
             assert f'href="/settings/{item}"' in text
         seen |= set(re.findall(r'<code class="key">([^<]+)</code>', text))
     assert seen == set(settings.SPECS)  # every key of the catalogue is on some page
-    business = admin.get("/settings/business").get_data(as_text=True)
+    business = owner.get("/settings/business").get_data(as_text=True)
     assert 'value="Rapid Rooter Plumbing"' in business
     assert html.escape(settings.SPECS["business.name"].help, quote=False) in business
     assert "Default: <span class=\"default-text\">us</span>" in business
     assert '<option value="America/Chicago">' in business  # the time zone list
-    assert admin.get("/settings").headers["Location"].endswith("/settings/business")
-    assert admin.get("/settings/nonsense").status_code == 404
-    nav = admin.get("/dashboard").get_data(as_text=True)
+    assert owner.get("/settings").headers["Location"].endswith("/settings/business")
+    assert owner.get("/settings/nonsense").status_code == 404
+    nav = owner.get("/dashboard").get_data(as_text=True)
     assert 'href="/settings"' in nav
 
 
@@ -181,13 +169,13 @@ def test_signed_out_visitors_are_sent_to_the_login(client: FlaskClient,
         assert answer.status_code == 302 and "/login" in answer.headers["Location"], path
 
 
-def test_a_post_without_its_csrf_token_is_refused(admin: FlaskClient, session: Session) -> None:
-    answer = admin.post("/settings/business", data={"business.name": "Forged"})
+def test_a_post_without_its_csrf_token_is_refused(owner: FlaskClient, session: Session) -> None:
+    answer = owner.post("/settings/business", data={"business.name": "Forged"})
     assert answer.status_code == 400
     assert "security token" in answer.get_data(as_text=True)
-    assert admin.post("/settings/preview",
+    assert owner.post("/settings/preview",
                       json={"key": "templates.help", "text": "hi"}).status_code == 400
-    assert admin.post("/settings/transports/test", data={"number": "+12015550123",
+    assert owner.post("/settings/transports/test", data={"number": "+12015550123",
                                                          "text": "x"}).status_code == 400
     assert stored(session) == {}
 
@@ -195,11 +183,11 @@ def test_a_post_without_its_csrf_token_is_refused(admin: FlaskClient, session: S
 # ------------------------------------------------------------------ saving
 
 
-def test_bad_hours_name_the_key_keep_the_input_and_save_nothing(admin: FlaskClient,
+def test_bad_hours_name_the_key_keep_the_input_and_save_nothing(owner: FlaskClient,
                                                                 session: Session) -> None:
     data = hours_form(mon="25:00-26:00", tue="08:00-17:00")
     data["holidays"] = "2026-12-25"
-    answer = post(admin, "/settings/hours", data)
+    answer = post(owner, "/settings/hours", data)
     page = answer.get_data(as_text=True)
     assert answer.status_code == 400
     assert "Nothing was saved" in page
@@ -214,18 +202,18 @@ def test_bad_hours_name_the_key_keep_the_input_and_save_nothing(admin: FlaskClie
 
 
 def test_no_day_open_is_refused_rather_than_read_as_open_around_the_clock(
-        admin: FlaskClient, session: Session) -> None:
-    answer = post(admin, "/settings/hours", {"holidays": "", "shifts_mon": "08:00-17:00"})
+        owner: FlaskClient, session: Session) -> None:
+    answer = post(owner, "/settings/hours", {"holidays": "", "shifts_mon": "08:00-17:00"})
     assert answer.status_code == 400
     assert "no day is ticked open" in answer.get_data(as_text=True)
-    answer = post(admin, "/settings/hours", {"holidays": "", "open_wed": "1", "shifts_wed": ""})
+    answer = post(owner, "/settings/hours", {"holidays": "", "open_wed": "1", "shifts_wed": ""})
     assert "Wednesday is ticked open but has no hours" in answer.get_data(as_text=True)
     assert stored(session) == {}
 
 
-def test_one_bad_field_stores_nothing_of_its_section(admin: FlaskClient,
+def test_one_bad_field_stores_nothing_of_its_section(owner: FlaskClient,
                                                      session: Session) -> None:
-    answer = post(admin, "/settings/business", {
+    answer = post(owner, "/settings/business", {
         "business.name": "Rapid Rooter", "business.timezone": "America/Chicago",
         "business.booking_link": "https://rr.example/book",
         "business.average_job_value": "250", "business.close_rate": "1.5"})
@@ -236,9 +224,9 @@ def test_one_bad_field_stores_nothing_of_its_section(admin: FlaskClient,
     assert stored(session) == {}
 
 
-def test_a_saved_section_is_stored_and_audited_like_the_cli(admin: FlaskClient,
+def test_a_saved_section_is_stored_and_audited_like_the_cli(owner: FlaskClient,
                                                             session: Session) -> None:
-    answer = post(admin, "/settings/business", {
+    answer = post(owner, "/settings/business", {
         "business.name": "  Rapid   Rooter ", "business.timezone": "America/Chicago",
         "business.booking_link": "", "business.average_job_value": "350",
         "business.close_rate": "0.3"})
@@ -254,65 +242,65 @@ def test_a_saved_section_is_stored_and_audited_like_the_cli(admin: FlaskClient,
         ("owner", "business.timezone", {"from": "UTC", "to": "America/Chicago"}),
         ("owner", "business.average_job_value", {"from": 0, "to": 350.0})]
     # the same form sent again changes nothing and audits nothing
-    page = admin.get("/settings/business").get_data(as_text=True)
-    again = post(admin, "/settings/business", form_of(page, "/settings/business"))
+    page = owner.get("/settings/business").get_data(as_text=True)
+    again = post(owner, "/settings/business", form_of(page, "/settings/business"))
     assert "nothing had changed" in again.get_data(as_text=True)
     assert len(session.scalars(select(AuditEntry).where(
         AuditEntry.action == accounts.SETTING_CHANGED)).all()) == 3
 
 
 def test_reset_to_default_fills_the_default_and_saving_forgets_the_row(
-        admin: FlaskClient, session: Session) -> None:
+        owner: FlaskClient, session: Session) -> None:
     settings.set(session, "textback.cooldown", "12h", dt.datetime.now(dt.UTC))
     session.commit()
-    page = admin.get("/settings/textback").get_data(as_text=True)
+    page = owner.get("/settings/textback").get_data(as_text=True)
     assert 'name="textback.cooldown" id="input-textback.cooldown" value="12h"' in page
     fields = form_of(page, "/settings/textback")
-    answer = post(admin, "/settings/textback", [*fields, ("reset", "textback.cooldown")])
+    answer = post(owner, "/settings/textback", [*fields, ("reset", "textback.cooldown")])
     page = answer.get_data(as_text=True)
     assert 'name="textback.cooldown" id="input-textback.cooldown" value="24h"' in page
     assert "Save to keep it" in page
     assert stored(session) == {"textback.cooldown": "12h"}  # not saved yet
-    post(admin, "/settings/textback", form_of(page, "/settings/textback"))
+    post(owner, "/settings/textback", form_of(page, "/settings/textback"))
     assert "textback.cooldown" not in stored(session)  # follows the default again
     assert settings.get(session, "textback.cooldown") == "24h"
 
 
-def test_lists_one_per_line_and_a_checkbox(admin: FlaskClient, session: Session) -> None:
-    page = admin.get("/settings/conversations").get_data(as_text=True)
+def test_lists_one_per_line_and_a_checkbox(owner: FlaskClient, session: Session) -> None:
+    page = owner.get("/settings/conversations").get_data(as_text=True)
     fields = dict(form_of(page, "/settings/conversations"))
     assert fields["keywords.optin"] == "START\nUNSTOP\nYES"
     data = [(k, v) for k, v in form_of(page, "/settings/conversations")]
     data = [(k, "STOP\nno más, gracias\n\nBASTA" if k == "keywords.optout" else v)
             for k, v in data]
-    post(admin, "/settings/conversations", data)
+    post(owner, "/settings/conversations", data)
     assert stored(session)["keywords.optout"] == ["STOP", "no más, gracias", "BASTA"]
 
-    page = admin.get("/settings/textback").get_data(as_text=True)
+    page = owner.get("/settings/textback").get_data(as_text=True)
     data = [(k, "2015550123\n+44 20 7946 0958" if k == "textback.exclusions" else v)
             for k, v in form_of(page, "/settings/textback")]
     data.append(("textback.text_fixed_lines", "1"))
-    post(admin, "/settings/textback", data)
+    post(owner, "/settings/textback", data)
     assert stored(session)["textback.exclusions"] == ["+12015550123", "+442079460958"]
     assert stored(session)["textback.text_fixed_lines"] is True
-    page = admin.get("/settings/textback").get_data(as_text=True)
+    page = owner.get("/settings/textback").get_data(as_text=True)
     assert dict(form_of(page, "/settings/textback"))["textback.exclusions"] == \
         "+12015550123\n+442079460958"
     unticked = [(k, v) for k, v in form_of(page, "/settings/textback")
                 if k != "textback.text_fixed_lines"]
-    post(admin, "/settings/textback", unticked)
+    post(owner, "/settings/textback", unticked)
     assert settings.get(session, "textback.text_fixed_lines") is False
 
 
-def test_follow_up_steps_are_added_and_removed(admin: FlaskClient, session: Session) -> None:
-    page = admin.get("/settings/conversations").get_data(as_text=True)
+def test_follow_up_steps_are_added_and_removed(owner: FlaskClient, session: Session) -> None:
+    page = owner.get("/settings/conversations").get_data(as_text=True)
     fields = form_of(page, "/settings/conversations")
     steps = [v for k, v in fields if k == "followup.templates"]
     assert steps == [*settings.DEFAULT_FOLLOWUPS, ""]  # and an empty box to add one
     new = ["First {business} follow-up.", "", "Third and last from {business}."]
     data = [(k, v) for k, v in fields if k != "followup.templates"]
     data += [("followup.templates", text) for text in new]
-    post(admin, "/settings/conversations", data)
+    post(owner, "/settings/conversations", data)
     assert settings.get(session, "followup.templates") == [new[0], new[2]]
 
 
@@ -320,12 +308,12 @@ def test_follow_up_steps_are_added_and_removed(admin: FlaskClient, session: Sess
 
 
 def test_a_split_shift_and_a_holiday_saved_in_the_grid_are_the_opening_times(
-        admin: FlaskClient, session: Session) -> None:
+        owner: FlaskClient, session: Session) -> None:
     split = "08:00-12:00, 13:00-17:00"
     data = hours_form(mon=split, tue=split, wed=split, thu=split, fri=split,
                       sat="09:00-12:00", sun="22:00-02:00")
     data["holidays"] = "2026-12-25\n\n2026-12-24 "
-    answer = post(admin, "/settings/hours", data)
+    answer = post(owner, "/settings/hours", data)
     assert answer.status_code == 200 and "Saved: Weekly hours, Holidays." in answer.get_data(
         as_text=True)
     values = settings.all_values(session)
@@ -347,12 +335,12 @@ def test_a_split_shift_and_a_holiday_saved_in_the_grid_are_the_opening_times(
     assert hours.next_open(dt.datetime(2026, 12, 24, 10, tzinfo=dt.UTC)) == \
         dt.datetime(2026, 12, 26, 9, tzinfo=dt.UTC)  # Saturday after two holidays
     # what is stored reads back into the same grid, and sent back stores the same
-    page = admin.get("/settings/hours").get_data(as_text=True)
+    page = owner.get("/settings/hours").get_data(as_text=True)
     assert grid_of(page) == {"mon": (True, split), "tue": (True, split),
                              "wed": (True, split), "thu": (True, split),
                              "fri": (True, split), "sat": (True, "09:00-12:00"),
                              "sun": (True, "22:00-02:00")}
-    again = post(admin, "/settings/hours", form_of(page, "/settings/hours"))
+    again = post(owner, "/settings/hours", form_of(page, "/settings/hours"))
     assert "nothing had changed" in again.get_data(as_text=True)
     assert settings.get(session, "hours.weekly") == values["hours.weekly"]
     audit = session.scalars(select(AuditEntry).where(AuditEntry.target == "hours.weekly")).all()
@@ -363,30 +351,30 @@ def test_a_split_shift_and_a_holiday_saved_in_the_grid_are_the_opening_times(
     "", "mon-fri 08:00-17:00", "mon,wed,fri 07:30-11:00,11:30-15:45; sat-sun 10:00-14:00",
     "fri 22:00-02:00; sat 00:00-24:00", "mon-sun 09:00-17:00", "tue 00:00-24:00",
 ])
-def test_any_stored_hours_read_back_into_the_same_grid(admin: FlaskClient, session: Session,
+def test_any_stored_hours_read_back_into_the_same_grid(owner: FlaskClient, session: Session,
                                                        weekly: str) -> None:
     if weekly:
         settings.set(session, "hours.weekly", weekly, dt.datetime.now(dt.UTC))
         session.commit()
-    page = admin.get("/settings/hours").get_data(as_text=True)
+    page = owner.get("/settings/hours").get_data(as_text=True)
     if not weekly:  # open around the clock is every day 00:00-24:00
         assert set(grid_of(page).values()) == {(True, "00:00-24:00")}
-    post(admin, "/settings/hours", form_of(page, "/settings/hours"))
+    post(owner, "/settings/hours", form_of(page, "/settings/hours"))
     assert settings.get(session, "hours.weekly") == weekly
     assert stored(session).get("hours.weekly", "") == weekly
     assert session.scalars(select(AuditEntry).where(
         AuditEntry.target == "hours.weekly")).all() == []
 
 
-def test_the_hours_page_says_whether_open_now_and_when_next(admin: FlaskClient,
+def test_the_hours_page_says_whether_open_now_and_when_next(owner: FlaskClient,
                                                             session: Session) -> None:
-    page = admin.get("/settings/hours").get_data(as_text=True)
+    page = owner.get("/settings/hours").get_data(as_text=True)
     assert "Now: open. No hours are set, so you are open around the clock." in page
     today = dt.datetime.now(dt.UTC).date()
     settings.set(session, "hours.weekly", "mon-sun 00:00-24:00", dt.datetime.now(dt.UTC))
     settings.set(session, "hours.holidays", [today.isoformat()], dt.datetime.now(dt.UTC))
     session.commit()
-    page = admin.get("/settings/hours").get_data(as_text=True)
+    page = owner.get("/settings/hours").get_data(as_text=True)
     tomorrow = today + dt.timedelta(days=1)
     assert (f"Now: closed for a holiday — next opening tomorrow at 0:00 "
             f"({tomorrow:%a %d %b %Y} 00:00 UTC).") in page
@@ -395,13 +383,13 @@ def test_the_hours_page_says_whether_open_now_and_when_next(admin: FlaskClient,
 # ----------------------------------------------------------------- previews
 
 
-def test_the_preview_is_the_agents_own_rendering(admin: FlaskClient, session: Session) -> None:
+def test_the_preview_is_the_agents_own_rendering(owner: FlaskClient, session: Session) -> None:
     now = dt.datetime.now(dt.UTC)
     settings.set(session, "business.name", "Rapid Rooter", now)
     settings.set(session, "business.booking_link", "https://rr.example/book", now)
     session.commit()
     text = "Hi {first_name}, thanks for calling {business}! Book: {booking_link}"
-    got = preview(admin, "templates.business_hours", text).get_json()
+    got = preview(owner, "templates.business_hours", text).get_json()
     body = templates.render(text, {"first_name": "Jane", "business": "Rapid Rooter",
                                    "booking_link": "https://rr.example/book"})
     assert body == "Hi Jane, thanks for calling Rapid Rooter! Book: https://rr.example/book"
@@ -410,36 +398,36 @@ def test_the_preview_is_the_agents_own_rendering(admin: FlaskClient, session: Se
                    "per_segment": 160, "characters": len(body), "error": None}
     # an emoji makes it UCS-2: 70 units a text, 67 a part, the emoji two units
     text = "Hi {caller_name} 👋 " + "x" * 60
-    got = preview(admin, "templates.voicemail", text).get_json()
+    got = preview(owner, "templates.voicemail", text).get_json()
     body = "Hi Jane Smith 👋 " + "x" * 60
     info = templates.segments(body)
     assert (got["text"], got["encoding"], got["segments"], got["units"]) == (
         body, "UCS-2", 2, info.units)
     assert (info.encoding, info.segments) == ("UCS-2", 2)
     # a mistake is named, with the key, and the rest still renders
-    got = preview(admin, "templates.business_hours", "Hi {firstname}. Call {business}.")
+    got = preview(owner, "templates.business_hours", "Hi {firstname}. Call {business}.")
     data = got.get_json()
     assert data["error"].startswith("templates.business_hours: unknown merge field {firstname}")
     assert "did you mean {first_name}?" in data["error"]
     assert data["text"] == "Call Rapid Rooter."
-    assert preview(admin, "templates.help", "").get_json()["error"] == \
+    assert preview(owner, "templates.help", "").get_json()["error"] == \
         "templates.help: the template is empty"
     # alerts to staff carry the customer and the message
-    got = preview(admin, "templates.reply_alert", "From {customer}: {message}").get_json()
+    got = preview(owner, "templates.reply_alert", "From {customer}: {message}").get_json()
     assert got["error"] is None and got["text"].startswith("From +1")
     # follow-up steps are named by their own number
-    got = preview(admin, "followup.templates", "Hi {nme}.", step=2).get_json()
+    got = preview(owner, "followup.templates", "Hi {nme}.", step=2).get_json()
     assert got["error"].startswith("followup.templates[2]: unknown merge field {nme}")
-    assert preview(admin, "business.name", "x").status_code == 400  # not a template
+    assert preview(owner, "business.name", "x").status_code == 400  # not a template
 
 
-def test_the_closed_text_preview_says_when_you_reopen(admin: FlaskClient,
+def test_the_closed_text_preview_says_when_you_reopen(owner: FlaskClient,
                                                       session: Session) -> None:
     now = dt.datetime.now(dt.UTC)
     settings.set(session, "hours.weekly", "mon-sun 00:00-24:00", now)
     settings.set(session, "hours.holidays", [now.date().isoformat()], now)
     session.commit()
-    got = preview(admin, "templates.after_hours", "Closed. We reopen {next_open}.").get_json()
+    got = preview(owner, "templates.after_hours", "Closed. We reopen {next_open}.").get_json()
     hours = schedule.Schedule.from_settings(settings.all_values(session))
     opening = hours.next_open(now)
     assert opening is not None
@@ -447,12 +435,12 @@ def test_the_closed_text_preview_says_when_you_reopen(admin: FlaskClient,
     assert got["text"] == "Closed. We reopen tomorrow at 0:00."
 
 
-def test_the_page_shows_the_same_preview_before_any_typing(admin: FlaskClient,
+def test_the_page_shows_the_same_preview_before_any_typing(owner: FlaskClient,
                                                            session: Session) -> None:
-    page = admin.get("/settings/textback").get_data(as_text=True)
+    page = owner.get("/settings/textback").get_data(as_text=True)
     block = page.split('data-preview-for="templates.voicemail"')[1].split("</div>")[0]
     shown = html.unescape(re.search(r'class="preview-text">([^<]*)<', block).group(1))
-    expected = preview(admin, "templates.voicemail", settings.DEFAULT_VOICEMAIL).get_json()
+    expected = preview(owner, "templates.voicemail", settings.DEFAULT_VOICEMAIL).get_json()
     # no booking link is set, so the sentence naming it drops out
     assert shown == expected["text"] == templates.render(
         settings.DEFAULT_VOICEMAIL, {"first_name": "Jane", "business": "us"})
@@ -461,7 +449,7 @@ def test_the_page_shows_the_same_preview_before_any_typing(admin: FlaskClient,
     assert "{first_name}" in page and "the caller&#39;s first name" in page  # field help
 
 
-def test_an_ab_variant_gets_its_own_field_and_preview(admin: FlaskClient, session: Session,
+def test_an_ab_variant_gets_its_own_field_and_preview(owner: FlaskClient, session: Session,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from web import settings as pages
 
@@ -472,28 +460,28 @@ def test_an_ab_variant_gets_its_own_field_and_preview(admin: FlaskClient, sessio
             base.validator))
     pages.layout.cache_clear()
     try:
-        page = admin.get("/settings/textback").get_data(as_text=True)
+        page = owner.get("/settings/textback").get_data(as_text=True)
         keys = re.findall(r'<code class="key">([^<]+)</code>', page)
         assert keys.index("templates.voicemail_b") == keys.index("templates.voicemail") + 1
         assert 'data-preview-for="templates.voicemail_b"' in page
-        got = preview(admin, "templates.voicemail_b", "B: {business}.").get_json()
+        got = preview(owner, "templates.voicemail_b", "B: {business}.").get_json()
         assert got["text"] == "B: us." and got["error"] is None
     finally:
         pages.layout.cache_clear()
 
 
-def test_hostile_input_is_shown_escaped(admin: FlaskClient, session: Session) -> None:
+def test_hostile_input_is_shown_escaped(owner: FlaskClient, session: Session) -> None:
     hostile = '"><script>alert(1)</script>'
-    answer = post(admin, "/settings/business", {
+    answer = post(owner, "/settings/business", {
         "business.name": hostile, "business.timezone": "UTC", "business.booking_link": "",
         "business.average_job_value": "0", "business.close_rate": "<img src=x onerror=1>"})
     page = answer.get_data(as_text=True)
     assert answer.status_code == 400
     assert "<script>alert(1)" not in page and "<img src=x" not in page
     assert 'value="&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in page
-    answer = post(admin, "/settings/hours", hours_form(mon="<b>8</b>-9"))
+    answer = post(owner, "/settings/hours", hours_form(mon="<b>8</b>-9"))
     assert "<b>8</b>" not in answer.get_data(as_text=True)
-    answer = post(admin, "/settings/textback", {"templates.business_hours": hostile})
+    answer = post(owner, "/settings/textback", {"templates.business_hours": hostile})
     page = answer.get_data(as_text=True)
     assert "<script>alert(1)" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;</p>" in page  # the rendered preview too
@@ -508,7 +496,7 @@ def _status(session: Session, name: str, age: dt.timedelta, **fields: Any) -> No
 
 
 def test_the_transports_panel_shows_state_signal_errors_queue_and_silence(
-        admin: FlaskClient, session: Session) -> None:
+        owner: FlaskClient, session: Session) -> None:
     now = dt.datetime.now(dt.UTC)
     _status(session, "gsm", dt.timedelta(seconds=12), detail="SIMCOM SIM7600 on /dev/ttyUSB2",
             signal_dbm=-97, operator="T-Mobile", last_error="+CMS ERROR: 38 network out of order",
@@ -522,7 +510,7 @@ def test_the_transports_panel_shows_state_signal_errors_queue_and_silence(
     session.add(Message(direction="out", kind="textback", number="+12015550123", body="x",
                         status="sent", created_at=now - dt.timedelta(hours=5), updated_at=now))
     session.commit()
-    page = admin.get("/settings/transports").get_data(as_text=True)
+    page = owner.get("/settings/transports").get_data(as_text=True)
     gsm = page.split('data-transport="gsm"')[1].split("</article>")[0]
     sip = page.split('data-transport="sip"')[1].split("</article>")[0]
     assert "state-up" in gsm and "-97 dBm (weak)" in gsm and "T-Mobile" in gsm
@@ -531,29 +519,29 @@ def test_the_transports_panel_shows_state_signal_errors_queue_and_silence(
     assert "state-down" in sip and "&lt;b&gt;denied&lt;/b&gt;" in sip
     assert "The agent has not reported for 5 min: is it running?" in sip
     assert "Queue: <strong>3</strong> messages waiting, the oldest for 10 min." in page
-    panel = admin.get("/settings/transports/panel").get_data(as_text=True)
+    panel = owner.get("/settings/transports/panel").get_data(as_text=True)
     assert "<html" not in panel and "-97 dBm (weak)" in panel
 
 
-def test_configured_transports_without_a_report_are_flagged(admin: FlaskClient, app: Flask,
+def test_configured_transports_without_a_report_are_flagged(owner: FlaskClient, app: Flask,
                                                             session: Session) -> None:
     app.config["TEXTBACK_CONFIG"] = SimpleNamespace(sms=SimpleNamespace(transports=("gsm",
                                                                                     "sip")))
     _status(session, "sip", dt.timedelta(seconds=3))
     session.commit()
-    page = admin.get("/settings/transports").get_data(as_text=True)
+    page = owner.get("/settings/transports").get_data(as_text=True)
     assert page.index('data-transport="gsm"') < page.index('data-transport="sip"')
     gsm = page.split('data-transport="gsm"')[1].split("</article>")[0]
     assert "has not reported on this transport yet: is it running?" in gsm
     assert '<option value="gsm"' in page and '<option value="sip"' in page
 
 
-def test_send_test_queues_one_text_pinned_to_the_chosen_transport(admin: FlaskClient,
+def test_send_test_queues_one_text_pinned_to_the_chosen_transport(owner: FlaskClient,
                                                                   session: Session) -> None:
     _status(session, "sip", dt.timedelta(seconds=3))
     _status(session, "gsm", dt.timedelta(seconds=3))
     session.commit()
-    answer = post(admin, "/settings/transports/test", {
+    answer = post(owner, "/settings/transports/test", {
         "number": "(201) 555-0123", "text": "  Test ✓ from the office  ", "transport": "gsm"})
     page = answer.get_data(as_text=True)
     assert "Test text queued for +12015550123 through the GSM modem (1 SMS, UCS-2)" in page
@@ -567,59 +555,59 @@ def test_send_test_queues_one_text_pinned_to_the_chosen_transport(admin: FlaskCl
     assert "+12015550123" in tests and "status-queued" in tests and "gsm" in tests
     message.status = "sent"  # the agent sent it: the panel the page polls shows it
     session.commit()
-    assert "status-sent" in admin.get("/settings/transports/panel").get_data(as_text=True)
+    assert "status-sent" in owner.get("/settings/transports/panel").get_data(as_text=True)
 
 
 def test_send_test_refuses_bad_numbers_opted_out_numbers_and_unknown_transports(
-        admin: FlaskClient, session: Session) -> None:
+        owner: FlaskClient, session: Session) -> None:
     _status(session, "sip", dt.timedelta(seconds=3))
     session.add(Contact(number="+12015550123", opted_out=True, created_at=dt.datetime.now(
         dt.UTC), tags=[]))
     session.commit()
-    answer = post(admin, "/settings/transports/test", {"number": "12345", "text": "hi",
+    answer = post(owner, "/settings/transports/test", {"number": "12345", "text": "hi",
                                                        "transport": "sip"})
     page = answer.get_data(as_text=True)
     assert answer.status_code == 400
     assert "12345 is not a valid phone number" in page and 'value="12345"' in page
-    answer = post(admin, "/settings/transports/test", {"number": "+1 201 555 0123",
+    answer = post(owner, "/settings/transports/test", {"number": "+1 201 555 0123",
                                                        "text": "hi", "transport": "sip"})
     assert answer.status_code == 400
     assert "+12015550123 has opted out of texts (it replied STOP)" in answer.get_data(
         as_text=True)
-    answer = post(admin, "/settings/transports/test", {"number": "+12015550124",
+    answer = post(owner, "/settings/transports/test", {"number": "+12015550124",
                                                        "text": "hi", "transport": "fax"})
     assert answer.status_code == 400 and "Choose a transport" in answer.get_data(as_text=True)
-    answer = post(admin, "/settings/transports/test", {"number": "+12015550124",
+    answer = post(owner, "/settings/transports/test", {"number": "+12015550124",
                                                        "text": "   ", "transport": "sip"})
     assert answer.status_code == 400 and "Write the text to send" in answer.get_data(
         as_text=True)
     assert session.scalars(select(Message)).all() == []
 
 
-def test_routing_shows_per_did_overrides_set_with_the_cli(admin: FlaskClient,
+def test_routing_shows_per_did_overrides_set_with_the_cli(owner: FlaskClient,
                                                           session: Session) -> None:
     now = dt.datetime.now(dt.UTC)
     settings.set(session, "routing.did.+15550000002.ring_group", ["PJSIP/201"], now)
     session.commit()
-    page = admin.get("/settings/routing").get_data(as_text=True)
+    page = owner.get("/settings/routing").get_data(as_text=True)
     assert "<code>routing.did.+15550000002.ring_group</code> = <code>[&#34;PJSIP/201&#34;]" \
         in page
     data = [(k, "PJSIP/desk\nPJSIP/desk2" if k == "routing.ring_group" else v)
             for k, v in form_of(page, "/settings/routing")]
-    post(admin, "/settings/routing", data)
+    post(owner, "/settings/routing", data)
     assert stored(session) == {"routing.did.+15550000002.ring_group": ["PJSIP/201"],
                                "routing.ring_group": ["PJSIP/desk", "PJSIP/desk2"]}
 
 
 def test_resetting_the_hours_shows_open_around_the_clock_until_saved(
-        admin: FlaskClient, session: Session) -> None:
+        owner: FlaskClient, session: Session) -> None:
     settings.set(session, "hours.weekly", "mon-fri 08:00-17:00", dt.datetime.now(dt.UTC))
     session.commit()
-    page = admin.get("/settings/hours").get_data(as_text=True)
-    answer = post(admin, "/settings/hours", [*form_of(page, "/settings/hours"),
+    page = owner.get("/settings/hours").get_data(as_text=True)
+    answer = post(owner, "/settings/hours", [*form_of(page, "/settings/hours"),
                                              ("reset", "hours.weekly")])
     page = answer.get_data(as_text=True)
     assert set(grid_of(page).values()) == {(True, "00:00-24:00")}
     assert settings.get(session, "hours.weekly") == "mon-fri 08:00-17:00"
-    post(admin, "/settings/hours", form_of(page, "/settings/hours"))
+    post(owner, "/settings/hours", form_of(page, "/settings/hours"))
     assert "hours.weekly" not in stored(session)

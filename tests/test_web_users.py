@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from conftest import WEB_PASSWORD, csrf_token, login
 from flask import Flask
 from flask.testing import FlaskClient
@@ -15,18 +14,6 @@ from agent import accounts
 from agent.models import AuditEntry, User
 
 NEW_PASSWORD = "a fresh passphrase"
-
-
-@pytest.fixture
-def owner(client: FlaskClient, web_users: dict[str, str]) -> FlaskClient:
-    assert login(client, "owner").status_code == 302
-    return client
-
-
-@pytest.fixture
-def desk(client: FlaskClient, web_users: dict[str, str]) -> FlaskClient:
-    assert login(client, "desk").status_code == 302
-    return client
 
 
 def _user(session: Session, username: str) -> User:
@@ -73,8 +60,8 @@ def test_admin_edits_role_phone_and_extension_and_each_change_is_audited(
                           follow_redirects=True)
     assert response.status_code == 200
     assert "role, phone, extension changed" in response.get_data(as_text=True)
-    desk = _user(session, "desk")
-    assert (desk.role, desk.phone, desk.extension, desk.active) == \
+    staff = _user(session, "desk")
+    assert (staff.role, staff.phone, staff.extension, staff.active) == \
         ("admin", "+12125550142", "101", True)
     assert _audit(session, "desk")[-3:] == [
         ("owner", "user_changed", {"field": "role", "from": "staff", "to": "admin"}),
@@ -101,9 +88,9 @@ def test_an_invalid_phone_is_refused_beside_its_field_and_nothing_is_stored(
     assert "Mobile for alerts" in phone and "is not a phone number" in phone
     assert "is not a desk extension" in _field_errors(page, "extension")
     assert "is not a phone number" not in _field_errors(page, "role")
-    desk = _user(session, "desk")
+    staff = _user(session, "desk")
     # the valid role in the same form was not saved either
-    assert (desk.role, desk.phone, desk.extension) == ("staff", None, None)
+    assert (staff.role, staff.phone, staff.extension) == ("staff", None, None)
     assert len(_audit(session, "desk")) == before
 
 
@@ -113,11 +100,11 @@ def test_what_was_typed_is_shown_as_text_never_markup(owner: FlaskClient) -> Non
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
 
 
-def test_staff_cannot_open_or_post_to_a_user_page(desk: FlaskClient, session: Session) -> None:
-    assert desk.get("/users/owner").status_code == 403
-    assert desk.get("/users/desk").status_code == 403
-    token = csrf_token(desk, "/account")
-    refused = desk.post("/users/desk", data={"role": "admin", "active": "y",
+def test_staff_cannot_open_or_post_to_a_user_page(staff: FlaskClient, session: Session) -> None:
+    assert staff.get("/users/owner").status_code == 403
+    assert staff.get("/users/desk").status_code == 403
+    token = csrf_token(staff, "/account")
+    refused = staff.post("/users/desk", data={"role": "admin", "active": "y",
                                              "csrf_token": token})
     assert refused.status_code == 403
     assert _user(session, "desk").role == "staff"
@@ -202,11 +189,11 @@ def test_an_admin_setting_their_own_password_stays_signed_in(
 
 
 def test_changing_my_password_needs_the_current_one_and_signs_out_my_other_sessions(
-        desk: FlaskClient, app: Flask, session: Session) -> None:
+        staff: FlaskClient, app: Flask, session: Session) -> None:
     phone = app.test_client()
     assert login(phone, "desk").status_code == 302
-    token = csrf_token(desk, "/account")
-    wrong = desk.post("/account/password", data={
+    token = csrf_token(staff, "/account")
+    wrong = staff.post("/account/password", data={
         "current_password": "not my password", "password": NEW_PASSWORD,
         "password_again": NEW_PASSWORD, "csrf_token": token})
     assert wrong.status_code == 400
@@ -215,22 +202,22 @@ def test_changing_my_password_needs_the_current_one_and_signs_out_my_other_sessi
     assert login(app.test_client(), "desk", NEW_PASSWORD).status_code == 401
     assert phone.get("/calls").status_code == 200
 
-    changed = desk.post("/account/password", data={
+    changed = staff.post("/account/password", data={
         "current_password": WEB_PASSWORD, "password": NEW_PASSWORD,
         "password_again": NEW_PASSWORD, "csrf_token": token}, follow_redirects=True)
     assert "Your password is changed" in changed.get_data(as_text=True)
-    assert desk.get("/calls").status_code == 200  # this browser stays signed in
+    assert staff.get("/calls").status_code == 200  # this browser stays signed in
     assert phone.get("/calls").status_code == 302  # the other one is signed out
     assert login(app.test_client(), "desk", NEW_PASSWORD).status_code == 302
     assert ("desk", "password_changed", {}) in _audit(session, "desk")
 
 
 def test_guessing_the_current_password_is_capped_like_signing_in(
-        desk: FlaskClient, session: Session) -> None:
-    token = csrf_token(desk, "/account")
+        staff: FlaskClient, session: Session) -> None:
+    token = csrf_token(staff, "/account")
 
     def change(current: str) -> str:
-        return desk.post("/account/password", data={
+        return staff.post("/account/password", data={
             "current_password": current, "password": NEW_PASSWORD,
             "password_again": NEW_PASSWORD, "csrf_token": token}).get_data(as_text=True)
 
@@ -243,27 +230,27 @@ def test_guessing_the_current_password_is_capped_like_signing_in(
 
 
 def test_staff_change_their_own_extension_but_not_their_role_or_active_flag(
-        desk: FlaskClient, session: Session) -> None:
-    page = desk.get("/account").get_data(as_text=True)
+        staff: FlaskClient, session: Session) -> None:
+    page = staff.get("/account").get_data(as_text=True)
     assert "My account" in page and 'name="role"' not in page and 'name="active"' not in page
-    saved = desk.post("/account", data={"phone": "", "extension": "102", "role": "admin",
-                                        "active": "", "csrf_token": csrf_token(desk, "/account")},
+    saved = staff.post("/account", data={"phone": "", "extension": "102", "role": "admin",
+                                        "active": "", "csrf_token": csrf_token(staff, "/account")},
                       follow_redirects=True)
     assert "extension changed" in saved.get_data(as_text=True)
     me = _user(session, "desk")
     assert (me.extension, me.role, me.active) == ("102", "staff", True)
-    assert desk.get("/users").status_code == 403
+    assert staff.get("/users").status_code == 403
     assert _audit(session, "desk")[-1] == \
         ("desk", "user_changed", {"field": "extension", "from": None, "to": "102"})
-    bad = desk.post("/account", data={"phone": "not a number", "extension": "103",
-                                      "csrf_token": csrf_token(desk, "/account")})
+    bad = staff.post("/account", data={"phone": "not a number", "extension": "103",
+                                      "csrf_token": csrf_token(staff, "/account")})
     assert bad.status_code == 400
     assert "is not a phone number" in _field_errors(bad.get_data(as_text=True), "phone")
     assert _user(session, "desk").extension == "102"
 
 
-def test_the_header_links_my_name_to_my_account(desk: FlaskClient) -> None:
-    page = desk.get("/calls").get_data(as_text=True)
+def test_the_header_links_my_name_to_my_account(staff: FlaskClient) -> None:
+    page = staff.get("/calls").get_data(as_text=True)
     assert re.search(r'<a class="who" href="/account"[^>]*>desk</a>', page)
 
 
