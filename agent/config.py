@@ -39,6 +39,12 @@ class PbxConfig:
     trunk_endpoints: tuple[str, ...] = ("trunk",)
     inbound_contexts: tuple[str, ...] = ()
     default_region: str = "US"
+    # Asterisk's CDR file (cdr_csv's Master.csv), read after an AMI outage and at
+    # start-up to text calls that ended unseen; None: not read
+    cdr_csv: Path | None = None
+    # how the file writes times: UTC (cdr.conf [csv] usegmtime = yes) or, when false,
+    # the local time zone of the host the agent runs on
+    cdr_csv_utc: bool = True
 
 
 @dataclass(frozen=True)
@@ -174,13 +180,17 @@ def parse(data: dict[str, Any], path: Path) -> Config:
     )
 
     pbx_t = reader.table(data, "pbx")
-    reader.only(pbx_t, "pbx", {"trunk_endpoints", "inbound_contexts", "default_region"})
+    reader.only(pbx_t, "pbx", {"trunk_endpoints", "inbound_contexts", "default_region",
+                               "cdr_csv", "cdr_csv_utc"})
     region = reader.string(pbx_t, "pbx.default_region", PbxConfig.default_region).upper()
     _check_region(reader, region)
+    cdr_csv, cdr_csv_utc = _cdr_csv(reader, pbx_t)
     pbx = PbxConfig(
         trunk_endpoints=reader.strings(pbx_t, "pbx.trunk_endpoints", PbxConfig.trunk_endpoints),
         inbound_contexts=reader.strings(pbx_t, "pbx.inbound_contexts", ()),
         default_region=region,
+        cdr_csv=cdr_csv,
+        cdr_csv_utc=cdr_csv_utc,
     )
     if not pbx.trunk_endpoints and not pbx.inbound_contexts:
         raise reader.error("pbx.trunk_endpoints", "name at least one trunk endpoint or "
@@ -224,6 +234,19 @@ def parse(data: dict[str, Any], path: Path) -> Config:
                     port=reader.port(agi_t, "agi.port", AgiConfig.port))
     return Config(path=path, ami=ami, pbx=pbx, database=database, sms=sms, agi=agi,
                   web=_web(reader, reader.table(data, "web")))
+
+
+def _cdr_csv(reader: _Reader, pbx_t: dict[str, Any]) -> tuple[Path | None, bool]:
+    """[pbx] cdr_csv and cdr_csv_utc; whether the file is readable is doctor's check."""
+    raw = reader.string(pbx_t, "pbx.cdr_csv", "").strip()
+    if raw and not Path(raw).is_absolute():
+        raise reader.error("pbx.cdr_csv", "must be an absolute path like "
+                           f'"/var/log/asterisk/cdr-csv/Master.csv", not {raw!r}')
+    utc = pbx_t.get("cdr_csv_utc", PbxConfig.cdr_csv_utc)
+    if not isinstance(utc, bool):
+        raise reader.error("pbx.cdr_csv_utc", "must be true (cdr.conf [csv] usegmtime = yes) "
+                           f"or false (times in this host's local time zone), not {utc!r}")
+    return (Path(raw) if raw else None), utc
 
 
 def _web(reader: _Reader, web_t: dict[str, Any]) -> WebConfig:
@@ -382,6 +405,14 @@ trunk_endpoints = ["trunk"]
 inbound_contexts = []
 # region for numbers written without a country code
 default_region = "US"
+# Asterisk's CDR file, read after an AMI outage (and at start-up) to text the calls
+# that ended while the agent was not watching; empty: not read. Needs cdr_csv.so and
+# cdr.conf [csv] with loguniqueid = yes and newcdrcolumns = yes (asterisk/README.md),
+# and read access for the agent's user (group asterisk).
+cdr_csv = ""
+# true: the file's times are UTC (cdr.conf [csv] usegmtime = yes, recommended);
+# false: they are in this host's local time zone (usegmtime = no, Asterisk's default)
+cdr_csv_utc = true
 
 [database]
 url = "{database_url}"

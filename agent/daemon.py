@@ -19,7 +19,18 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agent import conversations, health, inbound, inbox, numbers, outbox, policy, settings, timers
+from agent import (
+    cdr,
+    conversations,
+    health,
+    inbound,
+    inbox,
+    numbers,
+    outbox,
+    policy,
+    settings,
+    timers,
+)
 from agent.calls import CallTracker, FinishedCall
 from agent.config import Config
 from agent.db import DbRunner, check_schema, make_engine
@@ -40,6 +51,12 @@ TEXTBACK = "textback"
 TIMER_TICK = 1.0  # seconds between looks at the jobs table
 FRAGMENT_SWEEP = 60.0  # seconds between looks for multipart SMS that will stay incomplete
 HEALTH_TICK = 2.0  # seconds between looks at the transports' state (no I/O: cheap)
+# A call learnt from the CDR file this long after it ended is recorded, not texted: a
+# "sorry we missed you" hours later reads oddly. Also how far back the start-up look goes.
+RECONCILE_MAX_AGE = dt.timedelta(minutes=30)
+LIVE, CDR = "live", "cdr"  # Call.source: seen on AMI, or read from the CDR file
+# Asterisk writes a call's CDR rows just after its hangup; wait this long before reading
+CDR_WRITE_DELAY = 2.0
 
 
 def _utc(ts: float) -> dt.datetime:
@@ -72,6 +89,7 @@ class Agent:
         self._settle: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._down_since: float | None = None
+        self._cdr_lookup_since: float | None = None  # a CDR look-up is scheduled from then
 
     # -- AMI side --------------------------------------------------------------------
     def on_event(self, event: Mapping[str, str]) -> None:
@@ -84,6 +102,13 @@ class Agent:
 
     def _arm_settle_timer(self) -> None:
         for unknown in self.tracker.drain_unknown():
+            if unknown.reason == "joined_mid_call" and self.config.pbx.cdr_csv is not None:
+                # it started while AMI was not watched (an outage, before start-up) and
+                # just ended: the CDR file says how
+                log.info("call %s: started before AMI was watched; reading its outcome from "
+                         "the CDR file", unknown)
+                self._look_up_soon(unknown.first_seen)
+                continue
             log.warning("call %s: outcome unknown (%s), not texted", unknown, unknown.reason)
         deadline = self.tracker.next_deadline()
         if deadline is None:
@@ -103,34 +128,118 @@ class Agent:
         self._arm_settle_timer()
 
     def on_up(self, first: bool) -> None:
+        cdr_csv = self.config.pbx.cdr_csv
         if first:
+            if cdr_csv is not None:  # calls that ended while the agent was stopped
+                self._spawn(self.reconcile_after_start())
             return
         down = self._down_since
         self._down_since = None
-        gap = f"{time.time() - down:.1f} s" if down else "an unknown time"
-        log.warning("AMI link restored after %s: calls that ended while it was down were "
-                    "not seen and are not texted", gap)
+        now = time.time()
+        gap = f"{now - down:.1f} s" if down else "an unknown time"
+        if cdr_csv is None:
+            log.warning("AMI link restored after %s: calls that ended while it was down were "
+                        "not seen and are not texted (set [pbx] cdr_csv to read them from "
+                        "Asterisk's CDR file)", gap)
+            return
+        # events were already lost while the watchdog waited for the unanswered ping
+        blind = self.config.ami.ping_interval + self.config.ami.ping_timeout
+        since = down - blind if down else now - RECONCILE_MAX_AGE.total_seconds()
+        log.warning("AMI link restored after %s: looking in %s for calls that ended while "
+                    "it was down", gap, cdr_csv)
+        self._spawn(self.reconcile(since, now))
 
     def on_down(self) -> None:
         self._down_since = time.time()
         lost = self.tracker.reset()
+        later = ("its outcome is read from the CDR file when the link is back"
+                 if self.config.pbx.cdr_csv is not None else "outcome unknown, not texted")
         for linkedid in lost:
-            log.warning("call %s: in progress when the AMI link dropped; outcome unknown, "
-                        "not texted", linkedid)
+            log.warning("call %s: in progress when the AMI link dropped; %s", linkedid, later)
+
+    # -- calls the AMI link did not see: Asterisk's CDR file -----------------------------
+    def _look_up_soon(self, since: float) -> None:
+        """One CDR look-up for calls that ended from `since` on, once their rows are
+        written; calls ending meanwhile join it rather than each reading the file."""
+        pending = self._cdr_lookup_since
+        self._cdr_lookup_since = since if pending is None else min(pending, since)
+        if pending is None:
+            self._spawn(self._look_up_later())
+
+    async def _look_up_later(self) -> None:
+        await asyncio.sleep(CDR_WRITE_DELAY)
+        since, self._cdr_lookup_since = self._cdr_lookup_since, None
+        if since is not None:
+            await self.reconcile(since, time.time())
+
+    async def reconcile_after_start(self) -> None:
+        """Look up calls that ended since the newest call recorded (at most
+        RECONCILE_MAX_AGE back): the agent was stopped, or not yet running.
+
+        A database without calls is a fresh install: the PBX's history is not for it
+        to text.
+        """
+        newest = await self.db(lambda s: s.scalar(select(func.max(Call.ended_at))))
+        if newest is None:
+            log.info("no calls recorded yet: not looking for missed calls in the CDR file")
+            return
+        now = time.time()
+        await self.reconcile(max(newest.timestamp(), now - RECONCILE_MAX_AGE.total_seconds()),
+                             now)
+
+    async def reconcile(self, since: float, until: float) -> None:
+        """Hand the missed inbound calls the CDR file shows ending in [since, until], and
+        not recorded yet, to the normal decision step (source "cdr").
+
+        The Call.linkedid unique constraint and the text-back's idempotency key make this
+        safe to repeat: a call is never texted twice, however often it is looked up.
+        """
+        pbx = self.config.pbx
+        path = pbx.cdr_csv
+        assert path is not None
+        try:
+            tail = await asyncio.to_thread(cdr.read, path,
+                                           zone=dt.UTC if pbx.cdr_csv_utc else None)
+        except OSError as exc:
+            log.error("cannot read the CDR file %s (%s): calls that ended while AMI was not "
+                      "watched are not texted. Let the agent's user read it (e.g. usermod "
+                      "-aG asterisk textback, then restart the agent); `textback doctor` "
+                      "checks it", path, exc.strerror or exc)
+            return
+        if since < tail.complete_since:
+            log.warning("the last %d MB of the CDR file reach back to %s only: calls that "
+                        "ended before that are not looked up", cdr.TAIL_BYTES // 2**20,
+                        _utc(tail.complete_since).isoformat(timespec="seconds"))
+            since = tail.complete_since
+        missed = cdr.missed_calls(tail.rows, since, until, trunk_endpoints=pbx.trunk_endpoints,
+                                  inbound_contexts=pbx.inbound_contexts)
+
+        def recorded(session: Session) -> set[str]:
+            linkedids = [call.linkedid for call in missed]
+            return set(session.scalars(select(Call.linkedid).where(
+                Call.linkedid.in_(linkedids)))) if linkedids else set()
+
+        known = await self.db(recorded)
+        unseen = [call for call in missed if call.linkedid not in known]
+        log.info("CDR file %s: %d missed inbound call(s) ended between %s and %s, %d not "
+                 "seen on AMI", path, len(missed), _utc(since).isoformat(timespec="seconds"),
+                 _utc(until).isoformat(timespec="seconds"), len(unseen))
+        for call in unseen:
+            await self.handle(call, source=CDR)
 
     # -- the decision ------------------------------------------------------------------
-    async def handle(self, call: FinishedCall) -> None:
+    async def handle(self, call: FinishedCall, source: str = LIVE) -> None:
         queued, outcome = await self.db(
-            lambda s: self.record(s, call, dt.datetime.now(dt.UTC)))
+            lambda s: self.record(s, call, dt.datetime.now(dt.UTC), source))
         if isinstance(queued, OutboundSms):
             self.dispatcher.submit(queued)
         elif queued:
             self.dispatcher.wake()
-        log.info("call %s from %s to %s: %s", call.linkedid, call.caller or "withheld",
-                 call.did, outcome)
+        log.info("call %s from %s to %s%s: %s", call.linkedid, call.caller or "withheld",
+                 call.did, " (from the CDR file)" if source == CDR else "", outcome)
 
     def record(self, session: Session, call: FinishedCall,
-               now: dt.datetime) -> tuple[OutboundSms | bool, str]:
+               now: dt.datetime, source: str = LIVE) -> tuple[OutboundSms | bool, str]:
         """Store the call and what was decided; queue the text-back. Idempotent per call.
 
         Returns the message when it is due now (claimed for this agent's dispatcher),
@@ -154,14 +263,14 @@ class Agent:
         values = settings.all_values(session)
         rules = policy.Rules.from_settings(values, region)
         history = caller_history(session, number, contact)
-        decision = policy.decide(call, number, history, rules, now)
+        decision = policy.decide(call, number, history, rules, now, max_age=RECONCILE_MAX_AGE)
         row = Call(
             linkedid=call.linkedid, caller=number or call.caller, caller_raw=call.caller,
             caller_name=call.caller_name, did=call.did, direction=call.direction,
             missed=call.missed, reason=call.reason, voicemail_left=call.voicemail_left,
             answered_by=call.answered_by, ring_seconds=call.ring_seconds,
             trunk_endpoint=call.trunk_endpoint, started_at=_utc(call.started_at),
-            ended_at=_utc(call.ended_at), source="live",
+            ended_at=_utc(call.ended_at), source=source,
             contact_id=contact.id if contact else None,
             decision="skip" if isinstance(decision, policy.Skip) else "send",
             skip_reason=decision.reason if isinstance(decision, policy.Skip) else None,

@@ -28,7 +28,7 @@ class Check:
 def run_checks(cfg: Config, echo: Callable[[str], None] = print) -> bool:
     from agent.modem.checks import modem_checks
 
-    results = [*asyncio.run(_ami_checks(cfg)), _database_check(cfg),
+    results = [*asyncio.run(_ami_checks(cfg)), _database_check(cfg), *_cdr_checks(cfg),
                *(Check(c.ok, c.what, c.fix) for c in modem_checks(cfg))]
     for check in results:
         mark = {True: "ok  ", False: "FAIL", None: "??  "}[check.ok]
@@ -118,6 +118,34 @@ async def _trunk_check(cfg: Config, link: object, allowed: set[str]) -> Check:
     return Check(None, f"SIP trunk endpoint {endpoint!r} not verified (the AMI user may not "
                  "list endpoints, by design)",
                  f"run `asterisk -rx 'pjsip show endpoint {endpoint}'` as root to confirm")
+
+
+def _cdr_checks(cfg: Config) -> list[Check]:
+    """[pbx] cdr_csv: can this user read the file, and do its rows name their call?"""
+    import getpass
+
+    from agent import cdr
+
+    path = cfg.pbx.cdr_csv
+    if path is None:
+        return []
+    user = getpass.getuser()
+    try:
+        tail = cdr.read(path, max_bytes=64 * 1024)
+    except FileNotFoundError:
+        return [Check(False, f"CDR file {path} does not exist",
+                      "load cdr_csv.so in Asterisk's modules.conf and give cdr.conf a [csv] "
+                      "section (see asterisk/README.md); Asterisk writes the file when the "
+                      f"first call ends. Or set [pbx] cdr_csv = \"\" in {cfg.path}")]
+    except OSError as exc:
+        return [Check(False, f"CDR file {path} not readable by {user}: {exc.strerror}",
+                      f"Asterisk's logs belong to group asterisk: usermod -aG asterisk {user} "
+                      f"&& chmod g+r {path}, then systemctl restart textback-agent")]
+    if tail.rows and not any(row.call_key for row in tail.rows):
+        return [Check(False, f"CDR file {path}: rows have no uniqueid or linkedid column",
+                      "in cdr.conf [csv] set loguniqueid = yes and newcdrcolumns = yes, then "
+                      "asterisk -rx 'module reload cdr_csv.so'")]
+    return [Check(True, f"CDR file {path} readable by {user}")]
 
 
 def _database_check(cfg: Config) -> Check:

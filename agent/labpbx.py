@@ -414,6 +414,11 @@ class LabPbx:
     def messages_log(self) -> Path:
         return self.log_dir / "messages.log"
 
+    @property
+    def cdr_csv(self) -> Path:
+        """Asterisk's CDR file (cdr_csv: UTC times, uniqueid and linkedid columns)."""
+        return self.log_dir / "cdr-csv" / "Master.csv"
+
     # ----------------------------------------------------------------- lifecycle
     def template_values(self) -> dict[str, object]:
         """All ``LAB_*`` values the configuration templates use."""
@@ -447,7 +452,9 @@ class LabPbx:
             if not re.fullmatch(r"[A-Za-z0-9_.~+-]{8,}", secret):
                 raise LabError("AMI secrets must be 8+ chars of [A-Za-z0-9_.~+-]")
         values = self.template_values()
-        for sub in ("etc", "var/lib", "var/spool", "var/cache", "run", "log", "sipp"):
+        # log/cdr-csv: cdr_csv writes Master.csv there but does not create the directory
+        for sub in ("etc", "var/lib", "var/spool", "var/cache", "run", "log", "log/cdr-csv",
+                    "sipp"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
         ctl = self.run_dir / "run" / "asterisk.ctl"
         if len(str(ctl)) > 100:
@@ -655,11 +662,12 @@ class LabPbx:
 
     def write_agent_config(self, work: Path, *, ami_port: int | None = None,
                            ping_interval: float | None = None,
-                           ping_timeout: float | None = None) -> Path:
+                           ping_timeout: float | None = None, cdr_csv: bool = False) -> Path:
         """A textback config for an agent watching this lab, in ``work``.
 
         The AMI secret goes to its own 0600 file, as `textback init` does it;
-        ``ami_port`` lets a test put a relay between the agent and Asterisk.
+        ``ami_port`` lets a test put a relay between the agent and Asterisk;
+        ``cdr_csv`` has the agent read this lab's Master.csv after an AMI outage.
         """
         secret = work / "ami.secret"
         fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -673,7 +681,8 @@ class LabPbx:
             f'[ami]\nhost = "{LOCALHOST}"\nport = {ami_port or self.ami_port}\n'
             f'username = "{self.ami_user}"\nsecret_file = "{secret}"\n{watchdog}'
             f'[pbx]\ntrunk_endpoints = ["trunk"]\n'
-            f'[database]\nurl = "sqlite:///{work / "textback.db"}"\n'
+            + (f'cdr_csv = "{self.cdr_csv}"\n' if cdr_csv else "")
+            + f'[database]\nurl = "sqlite:///{work / "textback.db"}"\n'
             f'[sms.sip]\nendpoint = "trunk"\n'
         )
         return path
@@ -805,14 +814,16 @@ class AgentProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.offset = 0
 
-    def start(self) -> None:
+    def start(self, wait_for: str = "AMI connected") -> None:
+        """Start it and wait for `wait_for` in its log. It dies with this process, so a
+        failed test never leaves an agent texting from a stale lab."""
         self.offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "agent.cli", "agent", "--config", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT,
+                stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
             )
-        self.wait_log("AMI connected")
+        self.wait_log(wait_for)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[self.offset:]

@@ -119,7 +119,7 @@ class Call(Base):
     # "send" or "skip"; skip_reason says why no text went out (anonymous, cooldown…)
     decision: Mapped[str | None] = mapped_column(String(16))
     skip_reason: Mapped[str | None] = mapped_column(String(64))
-    # "live" (seen on AMI) or "reconciled" (learnt from the CDR after an outage)
+    # "live" (seen on AMI) or "cdr" (learnt from the CDR file after an AMI outage)
     source: Mapped[str] = mapped_column(String(16), default="live", nullable=False)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
 

@@ -14,6 +14,9 @@ reason shown is the most basic one, the one a person would look at first:
 8. ``known_undeliverable`` earlier sends to the number failed permanently
 9. ``fixed_line``          the numbering plan says landline (unless allowed)
 10. ``cooldown``           we texted the number within textback.cooldown
+11. ``too_late``           everything else allowed a text, but the call ended longer
+                           than ``max_age`` ago (learnt from the CDR file after an AMI
+                           outage): "sorry we missed you" hours later reads oddly
 
 The template: a voicemail gets templates.voicemail; otherwise the business
 state when the text goes out picks templates.business_hours ("open") or
@@ -56,6 +59,7 @@ SkipReason = Literal[
     "known_undeliverable",
     "fixed_line",
     "cooldown",
+    "too_late",
 ]
 Variant = Literal["A", "B"]
 
@@ -205,7 +209,8 @@ def merge_fields(call: FinishedCall, rules: Rules, at: dt.datetime) -> dict[str,
 
 
 def _skip_reason(
-    call: FinishedCall, number: str | None, history: CallerHistory, rules: Rules, now: dt.datetime
+    call: FinishedCall, number: str | None, history: CallerHistory, rules: Rules, now: dt.datetime,
+    max_age: dt.timedelta | None,
 ) -> SkipReason | None:
     if not call.missed:
         return "answered"
@@ -227,6 +232,9 @@ def _skip_reason(
         return "fixed_line"
     if history.last_textback_at is not None and now - history.last_textback_at < rules.cooldown:
         return "cooldown"
+    ended = dt.datetime.fromtimestamp(call.ended_at, dt.UTC)
+    if max_age is not None and now - ended > max_age:
+        return "too_late"
     return None
 
 
@@ -236,9 +244,14 @@ def decide(
     history: CallerHistory,
     rules: Rules,
     now: dt.datetime,
+    *,
+    max_age: dt.timedelta | None = None,
 ) -> Decision:
-    """Send or Skip for one finished call; `number` is the caller in E.164 or None."""
-    reason = _skip_reason(call, number, history, rules, now)
+    """Send or Skip for one finished call; `number` is the caller in E.164 or None.
+
+    `max_age`: a call that ended longer ago than this is not texted (``too_late``).
+    """
+    reason = _skip_reason(call, number, history, rules, now, max_age)
     if reason is not None:
         log.debug("call %s: no text-back (%s)", call.linkedid, reason)
         return Skip(reason)

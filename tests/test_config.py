@@ -42,6 +42,15 @@ def test_good_file_loads_with_defaults_filled(tmp_path: Path) -> None:
     assert cfg.pbx.default_region == "GB"
     assert cfg.pbx.inbound_contexts == ()
     assert cfg.sms.sip.from_number == "+15550009999"
+    assert (cfg.pbx.cdr_csv, cfg.pbx.cdr_csv_utc) == (None, True)  # not read unless asked
+
+
+def test_the_cdr_file_and_its_time_zone(tmp_path: Path) -> None:
+    text = GOOD.replace('default_region = "gb"', 'default_region = "gb"\n'
+                        'cdr_csv = "/var/log/asterisk/cdr-csv/Master.csv"\ncdr_csv_utc = false')
+    cfg = config.load(write(tmp_path, text))
+    assert cfg.pbx.cdr_csv == Path("/var/log/asterisk/cdr-csv/Master.csv")
+    assert cfg.pbx.cdr_csv_utc is False
 
 
 @pytest.mark.parametrize(
@@ -55,6 +64,12 @@ def test_good_file_loads_with_defaults_filled(tmp_path: Path) -> None:
         ('endpoint = "trunk"', 'endpoint = ""', "sms.sip.endpoint must not be empty"),
         ("[database]", "[databse]", "databse is not a known key"),
         ('url = "sqlite:////tmp/x.db"', 'url = "/tmp/x.db"', "database.url must be"),
+        ('default_region = "gb"', 'default_region = "gb"\ncdr_csv = "cdr-csv/Master.csv"',
+         "pbx.cdr_csv must be an absolute path"),
+        ('default_region = "gb"', 'default_region = "gb"\ncdr_csv_utc = "yes"',
+         "pbx.cdr_csv_utc must be true"),
+        ('default_region = "gb"', 'default_region = "gb"\ncdr_cvs = "/x.csv"',
+         "pbx.cdr_cvs is not a known key"),
     ],
 )
 def test_mistakes_name_key_and_file(tmp_path: Path, old: str, new: str, message: str) -> None:
@@ -99,3 +114,4 @@ def test_default_rendering_round_trips(tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path, text))
     assert cfg.sms.transports == ("sip",)
     assert cfg.ami.secret == "x"
+    assert cfg.pbx.cdr_csv is None and cfg.pbx.cdr_csv_utc is True

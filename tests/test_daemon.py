@@ -3,14 +3,17 @@ CallTracker hands them over: what is stored, queued, cancelled and stopped."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from agent import settings
+from agent import daemon, settings
 from agent.calls import FinishedCall
 from agent.config import parse
 from agent.daemon import Agent
@@ -73,3 +76,157 @@ def test_skips_are_recorded_with_their_reason(agent: Agent, session: Session) ->
     reasons = [(c.decision, c.skip_reason) for c in session.scalars(select(Call).order_by(Call.id))]
     assert reasons == [("skip", "withheld"), ("skip", "not_inbound")]
     assert session.scalars(select(Message)).all() == []
+
+
+# --- calls the AMI link did not see, read back from Asterisk's CDR file (agent/cdr.py)
+
+def cdr_line(linkedid: str, caller: str, ended: dt.datetime, disposition: str = "BUSY",
+             dstchannel: str = "PJSIP/desk-00000001") -> str:
+    """A Master.csv row as the lab Asterisk writes it (usegmtime, every optional column)."""
+    def stamp(moment: dt.datetime) -> str:
+        return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    start = ended - dt.timedelta(seconds=6)
+    answer = f'"{stamp(ended - dt.timedelta(seconds=2))}"' if disposition == "ANSWERED" else ""
+    return (f'"","{caller}","100","from-internal","""Dana Fischer"" <{caller}>",'
+            f'"PJSIP/trunk-00000000","{dstchannel}","Dial","PJSIP/desk,20",'
+            f'"{stamp(start)}",{answer},"{stamp(ended)}",6,0,"{disposition}",'
+            f'"DOCUMENTATION","{linkedid}","","","{linkedid}",1')
+
+
+@pytest.fixture
+def cdr_csv(tmp_path: Path) -> Path:
+    return tmp_path / "Master.csv"
+
+
+@pytest.fixture
+def cdr_agent(engine: Engine, tmp_path: Path, cdr_csv: Path,
+              monkeypatch: pytest.MonkeyPatch) -> tuple[Agent, list[OutboundSms]]:
+    """An agent reading `cdr_csv`; what it hands its dispatcher is collected, not sent."""
+    config = parse({"ami": {"secret": "x"}, "database": {"url": str(engine.url)},
+                    "pbx": {"cdr_csv": str(cdr_csv)}}, tmp_path / "textback.toml")
+    agent = Agent(config)
+    submitted: list[OutboundSms] = []
+    monkeypatch.setattr(agent.dispatcher, "submit", submitted.append)
+    return agent, submitted
+
+
+def test_a_call_from_the_cdr_is_recorded_as_such_and_never_texted_twice(
+        agent: Agent, session: Session) -> None:
+    sms, _ = agent.record(session, finished("4.1"), T0, source="cdr")
+    assert isinstance(sms, OutboundSms)
+    again, described = agent.record(session, finished("4.1"), T0)  # then seen live too
+    session.commit()
+    assert again is False and "seen before" in described
+    call = session.scalars(select(Call)).one()
+    assert (call.source, call.decision) == ("cdr", "send")
+    assert len(session.scalars(select(Message)).all()) == 1
+
+
+@pytest.mark.parametrize(("minutes_ago", "texted"), [(29, True), (31, False)])
+def test_a_call_learnt_over_30_minutes_late_is_recorded_but_not_texted(
+        agent: Agent, session: Session, minutes_ago: int, texted: bool) -> None:
+    now = dt.datetime.now(dt.UTC)
+    ended = now - dt.timedelta(minutes=minutes_ago)
+    agent.record(session, finished("5.1", at=ended), now, source="cdr")
+    session.commit()
+    call = session.scalars(select(Call)).one()
+    assert (call.missed, call.source) == (True, "cdr")
+    assert call.decision == ("send" if texted else "skip")
+    assert call.skip_reason == (None if texted else "too_late")
+    assert len(session.scalars(select(Message)).all()) == int(texted)
+
+
+def test_reconciling_texts_each_unseen_missed_call_once(
+        cdr_agent: tuple[Agent, list[OutboundSms]], cdr_csv: Path, session: Session) -> None:
+    agent, submitted = cdr_agent
+    now = dt.datetime.now(dt.UTC)
+    seen_live, unseen, answered = "+12125550101", "+12125550102", "+12125550103"
+    agent.record(session, finished("1800.1", caller=seen_live, at=now - dt.timedelta(minutes=3)),
+                 now)
+    session.commit()
+    cdr_csv.write_text("\n".join([
+        cdr_line("1800.1", seen_live, now - dt.timedelta(minutes=3)),
+        cdr_line("1800.2", unseen, now - dt.timedelta(minutes=2)),
+        cdr_line("1800.3", answered, now - dt.timedelta(minutes=1), "ANSWERED"),
+    ]) + "\n")
+    window = ((now - dt.timedelta(minutes=10)).timestamp(), now.timestamp())
+    for _ in range(2):  # looked up twice (an outage, then a restart): texted once
+        asyncio.run(agent.reconcile(*window))
+    assert [sms.number for sms in submitted] == [unseen]
+    session.expire_all()
+    rows = {c.caller: (c.source, c.reason, c.decision) for c in session.scalars(select(Call))}
+    assert rows == {seen_live: ("live", "noanswer", "send"), unseen: ("cdr", "busy", "send")}
+    assert sorted(m.number for m in session.scalars(select(Message))) == [seen_live, unseen]
+
+
+def test_start_up_looks_back_to_the_newest_call_at_most_30_minutes(
+        cdr_agent: tuple[Agent, list[OutboundSms]], cdr_csv: Path, session: Session) -> None:
+    agent, submitted = cdr_agent
+    now = dt.datetime.now(dt.UTC)
+    recent, old = "+12125550104", "+12125550105"
+    cdr_csv.write_text("\n".join([
+        cdr_line("1900.1", old, now - dt.timedelta(minutes=40)),
+        cdr_line("1900.2", recent, now - dt.timedelta(minutes=10)),
+    ]) + "\n")
+    asyncio.run(agent.reconcile_after_start())  # a fresh install: the PBX's past is not ours
+    assert submitted == [] and session.scalars(select(Call)).all() == []
+    agent.record(session, finished("1900.0", at=now - dt.timedelta(hours=2)), now)
+    session.commit()
+    asyncio.run(agent.reconcile_after_start())
+    assert [sms.number for sms in submitted] == [recent]
+    session.expire_all()
+    assert old not in {c.caller for c in session.scalars(select(Call))}
+
+
+def test_an_unreadable_cdr_file_is_logged_with_the_fix(
+        cdr_agent: tuple[Agent, list[OutboundSms]], caplog: pytest.LogCaptureFixture) -> None:
+    agent, submitted = cdr_agent
+    now = time.time()
+    with caplog.at_level(logging.ERROR, "agent.daemon"):
+        asyncio.run(agent.reconcile(now - 60, now))  # the file does not exist
+    assert "cannot read the CDR file" in caplog.text and "usermod -aG asterisk" in caplog.text
+    assert submitted == []
+
+
+async def until_submitted(submitted: list[OutboundSms], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not submitted and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+def test_a_call_ringing_when_the_link_dropped_is_texted_once_it_is_back(
+        cdr_agent: tuple[Agent, list[OutboundSms]], cdr_csv: Path, session: Session) -> None:
+    agent, submitted = cdr_agent
+    now = dt.datetime.now(dt.UTC)
+    cdr_csv.write_text(cdr_line("2100.1", CUSTOMER, now) + "\n")
+
+    async def outage() -> None:
+        agent.on_event({"Event": "Newchannel", "Channel": "PJSIP/trunk-00000001",
+                        "Uniqueid": "2100.1", "Linkedid": "2100.1", "CallerIDNum": CUSTOMER,
+                        "Exten": "+15550000100", "Context": "from-trunk"})
+        agent.on_down()  # its Hangup is never seen
+        agent.on_up(False)
+        await until_submitted(submitted)
+
+    asyncio.run(outage())
+    assert [sms.number for sms in submitted] == [CUSTOMER]
+    assert [c.source for c in session.scalars(select(Call))] == ["cdr"]
+
+
+def test_a_call_that_began_before_ami_was_watched_is_read_from_the_cdr(
+        cdr_agent: tuple[Agent, list[OutboundSms]], cdr_csv: Path, session: Session,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    agent, submitted = cdr_agent
+    monkeypatch.setattr(daemon, "CDR_WRITE_DELAY", 0.0)
+    cdr_csv.write_text(cdr_line("2200.1", CUSTOMER, dt.datetime.now(dt.UTC)) + "\n")
+    leg = {"Channel": "PJSIP/trunk-00000001", "Uniqueid": "2200.1", "Linkedid": "2200.1"}
+
+    async def joined_mid_call() -> None:
+        agent.on_event({"Event": "Newstate", "ChannelStateDesc": "Ringing", **leg})
+        agent.on_event({"Event": "Hangup", "Cause": "17", **leg})
+        await until_submitted(submitted)
+
+    asyncio.run(joined_mid_call())
+    assert [sms.number for sms in submitted] == [CUSTOMER]
+    assert [(c.source, c.reason) for c in session.scalars(select(Call))] == [("cdr", "busy")]

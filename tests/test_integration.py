@@ -49,12 +49,12 @@ class AmiRelay:
         self.frozen = threading.Event()
         self.pairs: list[tuple[socket.socket, socket.socket]] = []
         self.accepted = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
 
-    def _accept(self) -> None:
+    def _accept(self, server: socket.socket) -> None:
         while True:
             try:
-                client, _ = self.server.accept()
+                client, _ = server.accept()
             except OSError:
                 return
             try:
@@ -90,6 +90,17 @@ class AmiRelay:
                     s.shutdown(socket.SHUT_RDWR)
         self.pairs.clear()
 
+    def refuse(self) -> None:
+        """Asterisk unreachable: the link is cut and new connections are refused."""
+        with _quiet():
+            self.server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        self.server.close()
+        self.cut()
+
+    def accept_again(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
+
     def close(self) -> None:
         self.server.close()
         self.cut()
@@ -101,19 +112,6 @@ class _quiet:
 
     def __exit__(self, *exc: object) -> bool:
         return True
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabPbx]:
-    with LabPbx(tmp_path_factory.mktemp("lab"), PORT_BASE, ring_seconds=2) as pbx:
-        yield pbx
-
-
-@pytest.fixture(scope="module")
-def trunk(lab: LabPbx) -> Iterator[TrunkPeer]:
-    peer = lab.trunk_peer()
-    yield peer
-    peer.close()
 
 
 @pytest.fixture(scope="module")
@@ -346,11 +344,14 @@ def test_wrong_ami_secret_is_reported_and_retried(lab: LabPbx, tmp_path: Path) -
     subprocess.run([sys.executable, "-m", "agent.cli", "migrate", "--config", str(config)],
                    check=True, capture_output=True)
     process = AgentProcess(config, tmp_path / "agent.log")
-    with (tmp_path / "agent.log").open("ab") as log:
-        process.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "agent", "--config", str(config)],
-            stdout=log, stderr=subprocess.STDOUT)
-    process.wait_log("AMI login as 'textback' refused")
+    process.start(wait_for="AMI login as 'textback' refused")
+    try:
+        _reported_and_retried(process, config, tmp_path)
+    finally:
+        assert process.stop() == 0
+
+
+def _reported_and_retried(process: AgentProcess, config: Path, tmp_path: Path) -> None:
     process.wait_log("check [ami] username and secret in " + str(config))
     process.wait_log("reconnecting to AMI in")
     assert process.proc.poll() is None  # still running, still trying
@@ -367,7 +368,6 @@ def test_wrong_ami_secret_is_reported_and_retried(lab: LabPbx, tmp_path: Path) -
         assert row.state == "down" and "AMI login as 'textback'" in (row.detail or "")
     finally:
         engine.dispose()
-    assert process.stop() == 0
 
 
 def test_the_agent_publishes_the_trunk_as_up(agent: AgentProcess, db: Engine) -> None:
@@ -531,3 +531,68 @@ def test_calling_back_before_the_delay_cancels_the_text_back(
         assert texts_to(trunk, caller) == []
     finally:
         set_setting(workdir, "textback.delay", "0s")
+
+
+def migrated(config: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "agent.cli", "migrate", "--config", str(config)],
+                   check=True, capture_output=True)
+    return config
+
+
+def test_calls_that_end_while_the_ami_link_is_down_are_texted_from_the_cdr(
+        lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess, tmp_path: Path) -> None:
+    relay = AmiRelay(lab.ami_port)
+    config = migrated(lab.write_agent_config(tmp_path, ami_port=relay.port, ping_interval=1,
+                                             ping_timeout=1, cdr_csv=True))
+    watching = AgentProcess(config, tmp_path / "agent.log")
+    engine = make_engine(f"sqlite:///{tmp_path / 'textback.db'}")
+    assert agent.stop() == 0  # it would see these calls live and text them itself
+    try:
+        watching.start()
+        missed, answered = new_caller(), new_caller()
+        relay.refuse()
+        watching.wait_log("AMI connection to")  # "... lost"
+        lab.call(DID, caller_id=missed, from_trunk=True, phone="busy")
+        lab.call(DID, caller_id=answered, from_trunk=True, phone="answer", hold_ms=300)
+        assert texts_to(trunk, missed) == []
+        relay.accept_again()
+        watching.wait_log("AMI link restored", timeout=40)
+        text = expect_one_text(trunk, missed)
+        assert "missed you" in text.body, text.body
+        (call,) = calls_from(engine, missed)
+        assert (call.source, call.direction, call.reason, call.decision) == (
+            "cdr", "inbound", "busy", "send")
+        watching.wait_log("1 missed inbound call(s)")  # the answered one is not among them
+        assert texts_to(trunk, answered) == [] and calls_from(engine, answered) == []
+    finally:
+        if watching.proc is not None and watching.proc.poll() is None:
+            assert watching.stop() == 0, watching.log()[-3000:]
+        relay.close()
+        engine.dispose()
+        agent.start()
+
+
+def test_calls_missed_while_the_agent_was_stopped_are_texted_at_start_up(
+        lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess, tmp_path: Path) -> None:
+    config = migrated(lab.write_agent_config(tmp_path, cdr_csv=True))
+    watching = AgentProcess(config, tmp_path / "agent.log")
+    engine = make_engine(f"sqlite:///{tmp_path / 'textback.db'}")
+    assert agent.stop() == 0  # one agent watching at a time
+    try:
+        watching.start()
+        before, meanwhile = new_caller(), new_caller()
+        lab.call(DID, caller_id=before, from_trunk=True, phone="busy")
+        expect_one_text(trunk, before)
+        assert watching.stop() == 0
+        lab.call(DID, caller_id=meanwhile, from_trunk=True, phone="busy")
+        watching.start()
+        expect_one_text(trunk, meanwhile)
+        assert [c.source for c in calls_from(engine, meanwhile)] == ["cdr"]
+        # the call before the stop is in the file too: found again, not texted again
+        assert [c.source for c in calls_from(engine, before)] == ["live"]
+        assert len(texts_to(trunk, before)) == 1
+    finally:
+        if watching.proc is not None and watching.proc.poll() is None:
+            assert watching.stop() == 0, watching.log()[-3000:]
+        engine.dispose()
+        agent.start()
