@@ -57,6 +57,7 @@ class SipTransportConfig:
     endpoint: str = "trunk"
     from_number: str = ""  # empty: reply from the DID that was called
     max_per_minute: int = 60
+    max_per_day: int = 0  # a registered trunk route has its own limits; 0: none here
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class GsmTransportConfig:
     pin: str = ""
     smsc: str = ""  # empty: the SMSC stored on the SIM
     max_per_minute: int = 6  # carriers flag SIMs that send faster
+    max_per_day: int = 200  # SMS parts in any 24 h; 0: no limit (see README)
     delivery_reports: bool = True
     # ---
     command_timeout: float = 5.0
@@ -211,13 +213,16 @@ def parse(data: dict[str, Any], path: Path) -> Config:
             raise reader.error("sms.transports", f"unknown transport {name!r} "
                                f"(known: {', '.join(KNOWN_TRANSPORTS)})")
     sip_t = reader.table(sms_t, "sip", "sms.sip")
-    reader.only(sip_t, "sms.sip", {"endpoint", "from_number", "max_per_minute"})
+    reader.only(sip_t, "sms.sip", {"endpoint", "from_number", "max_per_minute",
+                                   "max_per_day"})
     sip = SipTransportConfig(
         endpoint=reader.string(sip_t, "sms.sip.endpoint", SipTransportConfig.endpoint,
                                required=True),
         from_number=reader.string(sip_t, "sms.sip.from_number", ""),
         max_per_minute=int(reader.number(sip_t, "sms.sip.max_per_minute",
                                          SipTransportConfig.max_per_minute, 1, 6000)),
+        max_per_day=int(reader.number(sip_t, "sms.sip.max_per_day",
+                                      SipTransportConfig.max_per_day, 0, 10_000_000)),
     )
     sms = SmsConfig(
         transports=transports,
@@ -287,7 +292,7 @@ def read_web_secret_key(config: Config) -> str:
 
 def _gsm(reader: _Reader, gsm_t: dict[str, Any]) -> GsmTransportConfig:
     reader.only(gsm_t, "sms.gsm", {"port", "baudrate", "pin", "smsc", "max_per_minute",
-                                   "delivery_reports"})
+                                   "max_per_day", "delivery_reports"})
     baudrate = int(reader.number(gsm_t, "sms.gsm.baudrate", GsmTransportConfig.baudrate,
                                  1200, 4_000_000))
     pin = reader.string(gsm_t, "sms.gsm.pin", "")
@@ -306,6 +311,8 @@ def _gsm(reader: _Reader, gsm_t: dict[str, Any]) -> GsmTransportConfig:
         baudrate=baudrate, pin=pin, smsc=smsc,
         max_per_minute=int(reader.number(gsm_t, "sms.gsm.max_per_minute",
                                          GsmTransportConfig.max_per_minute, 1, 60)),
+        max_per_day=int(reader.number(gsm_t, "sms.gsm.max_per_day",
+                                      GsmTransportConfig.max_per_day, 0, 100_000)),
         delivery_reports=reports,
     )
 
@@ -434,6 +441,7 @@ from_number = ""
 # pin = ""              # the SIM's PIN, if any
 # smsc = ""             # empty: the SMS centre stored on the SIM
 # max_per_minute = 6    # carriers flag SIMs that send faster
+# max_per_day = 200     # SMS parts in any 24 h (more gets a consumer SIM blocked); 0: none
 # delivery_reports = true
 
 [agi]

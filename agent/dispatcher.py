@@ -10,19 +10,21 @@ message at once, so one invalid number never holds up the ones behind it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from agent import outbox
 from agent.conversations import EXEMPT_FROM_OPT_OUT
 from agent.db import DbRunner
 from agent.health import SendFailure
-from agent.models import Message
+from agent.models import Message, MessageEvent
 from agent.outbox import OutboundSms
 from agent.transports import SendError, SendResult, Transport
 
@@ -63,6 +65,53 @@ class RateLimiter:
         return max(0.0, (self._cost(parts) - self.tokens) / self.rate)
 
 
+class DailyBudget:
+    """SMS parts a transport may send in any 24 hours: a consumer SIM (or an unregistered
+    long code) that sends more than a couple of hundred a day gets flagged and blocked.
+
+    Counted in wall-clock time and seeded from the database when the dispatcher starts,
+    so a restart does not hand out a fresh day.
+    """
+
+    WINDOW = 86400.0
+
+    def __init__(self, per_day: int) -> None:
+        self.per_day = per_day
+        self.spent: collections.deque[tuple[float, int]] = collections.deque()
+        self.total = 0
+
+    def _forget_before(self, now: float) -> None:
+        while self.spent and self.spent[0][0] <= now - self.WINDOW:
+            self.total -= self.spent.popleft()[1]
+
+    def allows(self, now: float, parts: int) -> bool:
+        if self.per_day <= 0:
+            return True
+        self._forget_before(now)
+        return self.total + min(max(1, parts), self.per_day) <= self.per_day
+
+    def spend(self, at: float, parts: int) -> None:
+        self.spent.append((at, max(1, parts)))
+        self.total += max(1, parts)
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until the oldest part counted leaves the window."""
+        self._forget_before(now)
+        return max(1.0, self.spent[0][0] + self.WINDOW - now) if self.spent else 1.0
+
+
+def sent_today(session: Session, transport: str, now: dt.datetime) -> list[tuple[float, int]]:
+    """(when, parts) of what `transport` sent in the last 24 hours, oldest first."""
+    rows = session.execute(
+        select(func.min(MessageEvent.at), Message.segments)
+        .join(Message, Message.id == MessageEvent.message_id)
+        .where(Message.transport == transport, MessageEvent.status.in_(outbox.LEFT),
+               MessageEvent.at > now - dt.timedelta(seconds=DailyBudget.WINDOW))
+        .group_by(Message.id, Message.segments)
+    ).all()
+    return sorted((at.timestamp(), segments or 1) for at, segments in rows)
+
+
 def retry_delay(attempts: int) -> float:
     return min(RETRY_CAP, RETRY_FIRST * 2 ** max(0, attempts - 1))
 
@@ -77,6 +126,7 @@ class Dispatcher:
         self.db = db
         self.transports = list(transports)
         self.limits = {t.name: RateLimiter(t.max_per_minute) for t in self.transports}
+        self.budgets = {t.name: DailyBudget(t.max_per_day) for t in self.transports}
         # the newest error each transport gave, for the transports panel
         self.last_failure: dict[str, SendFailure] = {}
         self.worker = worker
@@ -100,6 +150,10 @@ class Dispatcher:
             await asyncio.wait(set(self._sending), timeout=timeout)
 
     async def run(self) -> None:
+        for name, budget in self.budgets.items():
+            if budget.per_day > 0:
+                for at, parts in await self.db(lambda s, n=name: sent_today(s, n, utcnow())):
+                    budget.spend(at, parts)
         stuck = await self.db(lambda s: outbox.recover_interrupted(s, utcnow(), self.worker))
         if stuck:
             log.warning("%d message(s) were being sent when the agent last stopped; marked "
@@ -149,6 +203,13 @@ class Dispatcher:
             if not transport.available():
                 problems.append(f"{transport.name}: unavailable")
                 continue
+            budget = self.budgets[transport.name]
+            if not budget.allows(time.time(), sms.parts):
+                limited_for.append(budget.wait_time(time.time()))
+                problem = f"{transport.name}: daily limit ({budget.per_day} parts in 24 h)"
+                problems.append(problem)
+                self.last_failure[transport.name] = SendFailure(problem, utcnow())
+                continue
             limiter = self.limits[transport.name]
             if not limiter.take(time.monotonic(), sms.parts):
                 limited_for.append(limiter.wait_time(sms.parts))
@@ -163,6 +224,7 @@ class Dispatcher:
                     return
                 problems.append(f"{transport.name}: {exc}")
                 continue
+            budget.spend(time.time(), sms.parts)
             await self.db(lambda s, r=result, t=transport: self._done(s, sms, t, r))
             return
         await self.db(lambda s: self._later(s, sms, problems, limited_for))

@@ -29,6 +29,7 @@ QUEUED, SENDING, SUBMITTED, SENT, DELIVERED, FAILED, CANCELLED = (
     "queued", "sending", "submitted", "sent", "delivered", "failed", "cancelled",
 )
 FINAL = frozenset({DELIVERED, FAILED, CANCELLED})
+LEFT = (SUBMITTED, SENT)  # a transport took it: the moment it counts against limits
 
 
 @dataclass(frozen=True, slots=True)

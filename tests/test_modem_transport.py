@@ -39,6 +39,7 @@ class Trunk:
 
     name = "sip"
     max_per_minute = 600
+    max_per_day = 0
 
     def __init__(self) -> None:
         self.sent: list[OutboundSms] = []
@@ -320,13 +321,17 @@ def test_gsm_config_is_read_and_checked(tmp_path: Path) -> None:
     base = {"ami": {"secret": "x"}}
     cfg = parse({**base, "sms": {"transports": ["gsm", "sip"], "gsm": {
         "port": "/dev/serial/by-id/usb-*-if00-port0", "pin": "1234",
-        "max_per_minute": 10, "delivery_reports": False}}}, tmp_path / "t.toml")
+        "max_per_minute": 10, "max_per_day": 150, "delivery_reports": False}}},
+        tmp_path / "t.toml")
     assert cfg.sms.transports == ("gsm", "sip")
-    assert (cfg.sms.gsm.pin, cfg.sms.gsm.max_per_minute, cfg.sms.gsm.delivery_reports) == (
-        "1234", 10, False)
+    assert (cfg.sms.gsm.pin, cfg.sms.gsm.max_per_minute, cfg.sms.gsm.max_per_day,
+            cfg.sms.gsm.delivery_reports) == ("1234", 10, 150, False)
+    assert (cfg.sms.sip.max_per_day, parse(base, tmp_path / "t.toml").sms.gsm.max_per_day) \
+        == (0, 200)  # the trunk has no daily limit of its own; a SIM gets 200 parts
     for bad, words in [({"pin": "12a4"}, "sms.gsm.pin"), ({"smsc": "0044"}, "sms.gsm.smsc"),
                        ({"speed": 1}, "sms.gsm.speed is not a known key"),
-                       ({"max_per_minute": 0}, "sms.gsm.max_per_minute")]:
+                       ({"max_per_minute": 0}, "sms.gsm.max_per_minute"),
+                       ({"max_per_day": -1}, "sms.gsm.max_per_day")]:
         with pytest.raises(ConfigError, match=words) as caught:
             parse({**base, "sms": {"gsm": bad}}, tmp_path / "t.toml")
         assert str(tmp_path / "t.toml") in str(caught.value)

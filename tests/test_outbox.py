@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 from agent import dispatcher as dispatching
 from agent import outbox
 from agent.db import DbRunner
-from agent.dispatcher import Dispatcher, RateLimiter
+from agent.dispatcher import DailyBudget, Dispatcher, RateLimiter
 from agent.models import Contact, Message
 from agent.outbox import OutboundSms
 from agent.transports import SendError, SendResult
@@ -31,11 +31,12 @@ NOW = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
 
 class ScriptedTransport:
     def __init__(self, name: str, script: Callable[[OutboundSms], SendResult],
-                 up: bool = True, per_minute: int = 600) -> None:
+                 up: bool = True, per_minute: int = 600, per_day: int = 0) -> None:
         self.name = name
         self.script = script
         self.up = up
         self.max_per_minute = per_minute
+        self.max_per_day = per_day
         self.sent: list[OutboundSms] = []
 
     def available(self) -> bool:
@@ -198,6 +199,46 @@ def test_a_text_longer_than_the_whole_bucket_still_goes() -> None:
     assert limiter.take(limiter.stamp, parts=5)  # a full bucket lets it through
     assert not limiter.take(limiter.stamp, parts=1)
     assert limiter.wait_time(parts=1) == pytest.approx(30.0)
+
+
+def test_a_daily_limit_moves_texts_to_the_next_transport(engine: Engine,
+                                                         session: Session) -> None:
+    queue(session, "+15551230001", "a", segments=2)
+    queue(session, "+15551230002", "b", segments=2)  # 4 parts would pass the SIM's 3 a day
+    session.commit()
+    modem = ScriptedTransport("gsm", ok, per_day=3)
+    trunk = ScriptedTransport("sip", ok)
+    rows = run_until(engine, [modem, trunk], settled)
+    assert [m.transport for m in rows] == ["gsm", "sip"]
+    assert [m.number for m in modem.sent] == ["+15551230001"]
+    assert [m.number for m in trunk.sent] == ["+15551230002"]
+
+
+def test_the_daily_limit_counts_what_was_sent_before_a_restart(engine: Engine,
+                                                               session: Session) -> None:
+    now = dt.datetime.now(dt.UTC)
+    for key, hours_ago in (("yesterday", 25), ("this morning", 23)):
+        sent = queue(session, "+15551230009", key, segments=3)
+        assert sent is not None
+        sent.transport = "gsm"
+        outbox.transition(sent, "sent", now - dt.timedelta(hours=hours_ago))
+    queue(session, "+15551230001", "new")
+    session.commit()
+    modem = ScriptedTransport("gsm", ok, per_day=3)  # this morning's 3 parts used it up
+    rows = run_until(engine, [modem], lambda rows: rows[2].next_attempt_at > NOW)  # type: ignore[operator]
+    assert modem.sent == [] and rows[2].status == "queued" and rows[2].attempts == 0
+    assert rows[2].history[-1].detail == "gsm: daily limit (3 parts in 24 h)"
+    wait = (rows[2].next_attempt_at - NOW).total_seconds()  # type: ignore[operator]
+    assert 3600 - 120 < wait < 3600 + 180, wait  # when this morning's parts age out
+
+
+def test_daily_budget_window() -> None:
+    budget = DailyBudget(per_day=5)
+    budget.spend(1000.0, 4)
+    assert budget.allows(1000.0, 1) and not budget.allows(1000.0, 2)
+    assert budget.wait_time(1000.0) == pytest.approx(86400.0)
+    assert budget.allows(1000.0 + 86400.0, 5)  # a day later the parts are forgotten
+    assert DailyBudget(per_day=0).allows(0.0, 10_000)  # 0: no daily limit
 
 
 def test_a_pinned_message_waits_for_its_transport(engine: Engine, session: Session) -> None:

@@ -29,6 +29,7 @@ class SendResult:
 class Transport(Protocol):
     name: str
     max_per_minute: int
+    max_per_day: int  # SMS parts in any 24 h; 0: no daily limit
 
     def available(self) -> bool:
         """False when sending now cannot work (link down), so failover can skip it."""

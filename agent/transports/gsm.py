@@ -58,6 +58,7 @@ class GsmModemTransport:
         self.modem = modem
         self.db = db
         self.max_per_minute = config.max_per_minute
+        self.max_per_day = config.max_per_day
         self._failures = 0
         self._cool_off_until = 0.0
 

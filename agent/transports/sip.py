@@ -27,6 +27,7 @@ class SipTrunk:
         self.config = config
         self.ami = ami
         self.max_per_minute = config.max_per_minute
+        self.max_per_day = config.max_per_day
 
     def available(self) -> bool:
         return self.ami.connected
