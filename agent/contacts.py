@@ -16,7 +16,9 @@ a second copy of the customer's data). Two changes have consequences:
   the dashboard joins calls to it for the contacted and opted-out rates. A
   person who had opted out keeps a separate suppression row holding only the
   number and the opt-out (legitimate interest: honouring their objection means
-  remembering never to text them), linked to nothing else.
+  remembering never to text them), linked to nothing else. With a retention
+  limit (`privacy.retention`) the agent erases the same way everyone whose last
+  call or text is older than the limit.
 
 Functions take a Session and `now`; the caller commits.
 """
@@ -32,7 +34,7 @@ from typing import Any
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat
-from sqlalchemy import Text, cast, delete, or_, select
+from sqlalchemy import Text, and_, cast, delete, or_, select
 from sqlalchemy.orm import Session
 
 from agent import accounts, numbers, outbox, timers
@@ -53,6 +55,8 @@ log = logging.getLogger(__name__)
 OPT_IN_CONFIRMATION = "optin_confirm"  # agent.conversations' reply to START
 # audit actions
 EDITED, OPTED_OUT, ERASED = "contact.edit", "contact.opt_out", "contact.erase"
+# the actor of erasures made by the retention limit (privacy.retention), not by a person
+RETENTION = "retention"
 
 MAX_NAME = 200  # the column's size
 MAX_TAGS = 20
@@ -476,3 +480,58 @@ def find(session: Session, number: str, region: str) -> Contact | None:
     """The contact with this number, typed in any format."""
     e164 = numbers.to_e164(number, region) or number.strip()
     return session.scalar(select(Contact).where(Contact.number == e164))
+
+
+# ------------------------------------------------------------------ retention
+
+def expired(session: Session, now: dt.datetime, retention: dt.timedelta,
+            limit: int) -> list[Contact]:
+    """Contacts whose latest activity is older than `now - retention`, oldest id first.
+
+    Activity is the newest of the contact's own dates (created, last move in the
+    inbox, last text in, reached by staff, booked), its newest call and its newest
+    message; a call-back staff asked for since also keeps it. Erased stand-ins and
+    suppression rows have nothing left to erase and are skipped, exactly as erase()
+    refuses them. Calls and texts are matched by number, which their indexes cover:
+    every call and text of a contact carries its number, and the staff alerts that
+    carry only its id were set off by one of the customer's texts at the same moment.
+    """
+    cutoff = now - retention
+
+    def before(column: Any) -> Any:
+        return or_(column.is_(None), column < cutoff)
+
+    called = select(Call.id).where(Call.caller == Contact.number, Call.ended_at >= cutoff)
+    texted = select(Message.id).where(Message.number == Contact.number,
+                                      Message.created_at >= cutoff)
+    asked = select(CallbackRequest.id).where(CallbackRequest.contact_id == Contact.id,
+                                             CallbackRequest.created_at >= cutoff)
+    return list(session.scalars(
+        select(Contact).where(
+            or_(Contact.source != ERASED_SOURCE,
+                and_(Contact.number.not_like(f"{PLACEHOLDER_PREFIX}%"),
+                     Contact.opted_out.is_(False))),
+            Contact.created_at < cutoff, before(Contact.last_message_at),
+            before(Contact.last_inbound_at), before(Contact.contacted_at),
+            before(Contact.booked_at),
+            ~called.exists(), ~texted.exists(), ~asked.exists())
+        # PostgreSQL: two agents on one database never erase the same contact, and a
+        # contact a call or the inbox is updating right now waits for the next batch
+        .order_by(Contact.id).limit(limit).with_for_update(of=Contact, skip_locked=True)))
+
+
+def purge(session: Session, now: dt.datetime, retention: dt.timedelta, region: str,
+          limit: int = 200) -> int:
+    """Erase up to `limit` contacts idle for longer than `retention` (privacy.retention);
+    returns how many. Each erasure is audited under RETENTION; the caller commits.
+
+    A zero retention keeps everything. A batch at a time keeps each transaction
+    short: the agent's calls wait for the same database.
+    """
+    if retention <= dt.timedelta(0):
+        return 0
+    erased = 0
+    for contact in expired(session, now, retention, limit):
+        erase(session, contact, now, RETENTION, region=region)
+        erased += 1
+    return erased

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from agent import (
     cdr,
+    contacts,
     conversations,
     health,
     inbound,
@@ -51,6 +52,11 @@ TEXTBACK = "textback"
 TIMER_TICK = 1.0  # seconds between looks at the jobs table
 FRAGMENT_SWEEP = 60.0  # seconds between looks for multipart SMS that will stay incomplete
 HEALTH_TICK = 2.0  # seconds between looks at the transports' state (no I/O: cheap)
+RETENTION_SWEEP = 3600.0  # seconds between looks for customers idle past privacy.retention
+# erasures per transaction: calls wait for the same database thread, so a backlog is
+# worked off one short batch per timer tick (an erasure reads the whole audit log:
+# about 50 ms with 100,000 entries on SQLite, so a batch stays well under a second)
+RETENTION_BATCH = 10
 # A call learnt from the CDR file this long after it ended is recorded, not texted: a
 # "sorry we missed you" hours later reads oddly. Also how far back the start-up look goes.
 RECONCILE_MAX_AGE = dt.timedelta(minutes=30)
@@ -391,7 +397,7 @@ class Agent:
 
         trunk = self.config.pbx.trunk_endpoints[0] if self.config.pbx.trunk_endpoints \
             else self.config.sms.sip.endpoint
-        next_expiry = 0.0
+        next_expiry = next_purge = 0.0
         while True:
             try:
                 for sms in await self.db(due):
@@ -403,7 +409,28 @@ class Agent:
                     await self.modem_inbox.expire()
             except Exception:  # a bad row must not stop every later timer
                 log.exception("running due timers failed; trying again shortly")
+            if time.monotonic() >= next_purge:
+                # set first: a failing erasure is retried in an hour, not every second
+                next_purge = time.monotonic() + RETENTION_SWEEP
+                try:
+                    erased = await self.db(self.purge_expired)
+                except Exception:
+                    log.exception("erasing customers past privacy.retention failed; trying "
+                                  "again in an hour")
+                else:
+                    if erased:
+                        log.info("privacy.retention: erased the personal data of %d "
+                                 "customer(s) idle for longer", erased)
+                    if erased >= RETENTION_BATCH:  # more are waiting: go on next tick
+                        next_purge = time.monotonic()
             await asyncio.sleep(TIMER_TICK)
+
+    def purge_expired(self, session: Session) -> int:
+        """One batch of erasures of customers idle for longer than privacy.retention
+        (none while it is 0s); returns how many were erased."""
+        retention = settings.parse_duration(settings.get(session, "privacy.retention"))
+        return contacts.purge(session, dt.datetime.now(dt.UTC), retention,
+                              self.config.pbx.default_region, limit=RETENTION_BATCH)
 
     async def report_health(self) -> None:
         """Publish each transport's state for the web UI: on change, and every heartbeat."""

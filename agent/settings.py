@@ -205,6 +205,31 @@ def _duration(maximum: dt.timedelta) -> Validator:
     return validate
 
 
+RETENTION_MIN, RETENTION_MAX = dt.timedelta(days=30), dt.timedelta(days=3650)
+
+
+def _retention(key: str, value: Any, region: str | None) -> str:
+    """How long personal data is kept after a customer's last call or text; "0s" = always.
+
+    Stored in days ("730d", not "17520h"): retention is thought of in days and years.
+    Anything shorter than RETENTION_MIN is refused: "730m" typed for "730d" would
+    erase almost every customer at once, and follow-ups (at most 30 days after a
+    text-back) must not lose their customer half-way.
+    """
+    try:
+        duration = parse_duration(_text(key, value))
+    except ValueError:
+        raise SettingError(f"{key}: {value!r} is not a duration; write e.g. 730d "
+                           "(two years), or 0s to keep everything") from None
+    if duration and not RETENTION_MIN <= duration <= RETENTION_MAX:
+        raise SettingError(f"{key} is 0s (keep everything) or between "
+                           f"{RETENTION_MIN.days}d and {RETENTION_MAX.days}d")
+    if not duration:
+        return "0s"
+    rest = duration - dt.timedelta(days=duration.days)
+    return f"{duration.days}d{format_duration(rest) if rest else ''}"
+
+
 def _phone_numbers(key: str, value: Any, region: str | None) -> list[str]:
     normalised: dict[str, None] = {}
     for raw in _list_of_text(key, value):
@@ -385,6 +410,10 @@ _SPECS = (
     Spec("business.close_rate", 0.3,
          "share of recovered leads that become a job (0..1), for the revenue estimate",
          _close_rate),
+    Spec("privacy.retention", "0s",
+         "erase a customer's personal data this long after their last call or text "
+         "(e.g. 730d); 0s keeps everything; opted-out numbers are kept, only to honour "
+         "the opt-out", _retention),
     Spec(
         "hours.weekly",
         "",

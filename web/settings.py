@@ -81,6 +81,7 @@ LABELS = {
     "business.booking_link": "Booking link",
     "business.average_job_value": "Average job value",
     "business.close_rate": "Close rate",
+    "privacy.retention": "Erase customers' data after",
     "hours.weekly": "Weekly hours",
     "hours.holidays": "Holidays",
     "templates.business_hours": "Missed call while open",
@@ -149,10 +150,16 @@ class Section:
 
 SECTIONS: tuple[Section, ...] = (
     Section("business", "Business",
-            "Who you are, as your texts and the dashboard say it.",
+            "Who you are, as your texts and the dashboard say it, and how long "
+            "customers' data is kept.",
             (Group("Business", ("business.name", "business.timezone", "business.booking_link",
                                 "business.average_job_value", "business.close_rate"),
-                   ("business.",)),)),
+                   ("business.",)),
+             Group("Privacy", ("privacy.retention",), ("privacy.",),
+                   hint="The agent looks once an hour and erases as \"Erase this person's "
+                   "data\" on a contact's page does: their calls and texts still count in the "
+                   "dashboard, without number, name or words. Write days: 730d is two "
+                   "years, 30d the least."))),
     Section("hours", "Hours",
             "When you are open: the text-back and the call routing both follow these hours.",
             (Group("More", (), ("hours.",)),)),
@@ -331,6 +338,13 @@ def _raw(key: str, form: MultiDict[str, str]) -> Any:
     return form.get(key, "")
 
 
+def sent(key: str, form: MultiDict[str, str]) -> bool:
+    """Whether the form had a field for `key`. Every field but an unticked box sends at
+    least an empty value, so a missing one was not on the page (loaded before an
+    upgrade added the key): that key is left as it is, not refused as empty."""
+    return key in form or kind(key) == "bool"
+
+
 def default_text(key: str) -> str:
     value = settings.SPECS[key].default
     if isinstance(value, bool):
@@ -505,7 +519,7 @@ def build_fields(session: Session, keys: Iterable[str], values: Mapping[str, Any
         spec = settings.SPECS[key]
         if key == reset:
             value = shown(key, spec.default)
-        elif form is not None:
+        elif form is not None and sent(key, form):
             value = _raw(key, form)
         else:
             value = shown(key, values[key])
@@ -686,7 +700,8 @@ def section(slug: str) -> Any:
     if reset in keys:
         flash(f"{label(reset)} shows its default again. Save to keep it.", "info")
         return _render_section(page, build_fields(session, keys, values, form, reset=reset))
-    errors, changed = save(session, {key: submitted(key, form) for key in keys})
+    errors, changed = save(session, {key: submitted(key, form) for key in keys
+                                     if sent(key, form)})
     if errors:
         return _render_section(page, build_fields(session, keys, values, form, errors),
                                400, failed=True)
@@ -721,7 +736,7 @@ def _hours(page: Section) -> Any:
                              build_fields(session, other, values, form, reset=reset))
     inputs: dict[str, Any] = {
         "hours.holidays": [line.strip() for line in holidays.splitlines() if line.strip()],
-        **{key: submitted(key, form) for key in other}}
+        **{key: submitted(key, form) for key in other if sent(key, form)}}
     if weekly is None:
         # nothing can be saved, but every other mistake shows at once too
         errors = {key: error for key in inputs if (error := _check(key, inputs[key]))}
