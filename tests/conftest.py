@@ -231,3 +231,15 @@ def trunk(lab: Any) -> Iterator[Any]:
     """The carrier's side of the lab trunk: it records the SIP MESSAGEs the agent sends."""
     with lab.trunk_peer() as peer:
         yield peer
+
+
+@pytest.fixture
+def agent(engine: Engine, tmp_path: Path) -> Any:
+    """The agent on the test's database, not started: tests call its decision steps."""
+    from agent.config import parse
+    from agent.daemon import Agent
+
+    config = parse({"ami": {"secret": "x"},
+                    "database": {"url": engine.url.render_as_string(hide_password=False)}},
+                   tmp_path / "textback.toml")
+    return Agent(config)

@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from agent import accounts, contacts, conversations, inbound, inbox, outbox, settings, timers
 from agent.calls import FinishedCall
 from agent.cli import main
-from agent.config import parse
 from agent.daemon import Agent
 from agent.models import (
     AuditEntry,
@@ -44,14 +43,6 @@ STAFF = "+12125550100"
 NAME = "Dana Fischer"
 SECRET_TEXT = "Water everywhere in the basement at 12 Elm St"
 TAG = "gas leak Elm"
-
-
-@pytest.fixture
-def agent(engine: Engine, tmp_path: Path) -> Agent:
-    config = parse({"ami": {"secret": "x"},
-                    "database": {"url": engine.url.render_as_string(hide_password=False)}},
-                   tmp_path / "textback.toml")
-    return Agent(config)
 
 
 def _call(linkedid: str, caller: str | None, at: dt.datetime, *, name: str | None = None,

@@ -24,13 +24,6 @@ T0 = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
 CUSTOMER = "+12125550142"
 
 
-@pytest.fixture
-def agent(engine: Engine, tmp_path: Path) -> Agent:
-    config = parse({"ami": {"secret": "x"}, "database": {"url": str(engine.url)}},
-                   tmp_path / "textback.toml")
-    return Agent(config)
-
-
 def finished(linkedid: str, *, direction: str = "inbound", missed: bool = True,
              caller: str | None = CUSTOMER, did: str = "+15550000100",
              at: dt.datetime = T0) -> FinishedCall:

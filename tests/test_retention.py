@@ -10,7 +10,6 @@ import asyncio
 import datetime as dt
 import logging
 import re
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,7 +22,6 @@ from sqlalchemy.orm import Session
 from test_contacts_erase import _call, _every_text, _left, _reply, _snapshot
 
 from agent import accounts, contacts, daemon, inbox, outbox, settings, timers
-from agent.config import parse
 from agent.daemon import Agent
 from agent.models import AuditEntry, Call, Contact, Setting
 from agent.settings import SettingError
@@ -42,14 +40,6 @@ STAFF = "+12125550100"
 IDLE = ("+12125550142", "Dana Fischer", "Elm St job", "Water everywhere at 12 Elm St")
 ACTIVE = ("+13125550199", "Sam Lee", "Oak Ave job", "Leaking tap at 4 Oak Ave")
 OPTED = ("+14155550123", "Alex Moreno", "Pine Rd job", "Burst pipe at 9 Pine Rd")
-
-
-@pytest.fixture
-def agent(engine: Engine, tmp_path: Path) -> Agent:
-    config = parse({"ami": {"secret": "x"},
-                    "database": {"url": engine.url.render_as_string(hide_password=False)}},
-                   tmp_path / "textback.toml")
-    return Agent(config)
 
 
 def _customer(session: Session, number: str) -> Contact:
