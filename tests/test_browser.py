@@ -286,3 +286,18 @@ def test_closing_hours_set_on_the_command_line_choose_the_after_hours_text(
     row_text = tab.locator("table.calls tbody tr").first.inner_text()  # type: ignore[attr-defined]
     assert "Late Larry" in row_text and "missed" in row_text and "queued" in row_text
     assert "2026-12-06 21:00" in row_text  # shown in the business time zone
+
+
+def test_contacts_list_and_a_contact_page(page: Any) -> None:
+    tab = page
+    tab.click("nav >> text=Contacts")
+    assert "Maria Lopez" in tab.locator("table").first.inner_text()
+    shoot(tab, "contacts")
+    tab.fill("input[name=q]", "555 0142")
+    tab.keyboard.press("Enter")
+    tab.wait_for_url("**/contacts?*q=555*")
+    rows = tab.locator("table tbody tr")
+    assert rows.count() == 1 and "(312) 555-0142" in rows.first.inner_text()
+    rows.first.locator("a.number").click()
+    assert "Maria Lopez" in tab.locator("h1").inner_text()
+    shoot(tab, "contact")
