@@ -316,6 +316,55 @@ def users_disable(config_path: str | None, username: str) -> None:
     click.echo(f"{username} disabled")
 
 
+@users_group.command("set")
+@config_option
+@click.argument("username")
+@click.option("--role", type=click.Choice(["admin", "staff"]), default=None)
+@click.option("--phone", default=None, help='Mobile for alerts; "" removes it.')
+@click.option("--extension", default=None,
+              help='Desk extension the inbox\'s Call back rings; "" removes it.')
+def users_set(config_path: str | None, username: str, role: str | None, phone: str | None,
+              extension: str | None) -> None:
+    """Change someone's role, mobile or desk extension (what is not given stays)."""
+    from agent import accounts
+    from agent.db import sessions
+
+    cfg = _load(config_path)
+    changes = {name: value or None for name, value in
+               (("phone", phone), ("extension", extension)) if value is not None}
+    if role is not None:
+        changes["role"] = role
+    if not changes:
+        raise click.UsageError("give --role, --phone or --extension")
+    with sessions(_engine(cfg))() as session, session.begin():
+        try:
+            changed = accounts.update_user(session, dt.datetime.now(dt.UTC), username,
+                                           actor="cli", region=cfg.pbx.default_region,
+                                           **changes)
+        except accounts.AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"{username}: {', '.join(changed)} changed" if changed
+               else f"{username}: nothing changed")
+
+
+@users_group.command("enable")
+@config_option
+@click.argument("username")
+def users_enable(config_path: str | None, username: str) -> None:
+    """Let a disabled user sign in again."""
+    from agent import accounts
+    from agent.db import sessions
+
+    cfg = _load(config_path)
+    with sessions(_engine(cfg))() as session, session.begin():
+        try:
+            changed = accounts.update_user(session, dt.datetime.now(dt.UTC), username,
+                                           actor="cli", active=True)
+        except accounts.AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"{username} enabled" if changed else f"{username} was enabled already")
+
+
 @main.group("settings")
 def settings_group() -> None:
     """Business rules kept in the database (hours, templates, cooldown…)."""

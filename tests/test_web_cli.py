@@ -78,6 +78,32 @@ def test_users_add_passwd_disable(tmp_path: Path) -> None:
     assert again.exit_code != 0 and "exists already" in again.output
 
 
+def test_users_set_and_enable(tmp_path: Path) -> None:
+    path, _ = _init(tmp_path, "--admin-user", "owner", "--admin-password-file",
+                    _password_file(tmp_path, "a good long password"))
+    run = CliRunner().invoke
+    config = ["--config", str(path)]
+    run(main, ["users", "add", "desk", *config, "--role", "staff", "--password-file",
+               _password_file(tmp_path, "front desk pass"), "--extension", "101"])
+    moved = run(main, ["users", "set", "desk", *config, "--extension", "102", "--phone",
+                       "(415) 867-5309"])
+    assert moved.exit_code == 0 and "phone, extension changed" in moved.output, moved.output
+    listing = run(main, ["users", "list", *config]).output
+    assert "ext=102" in listing and "+14158675309" in listing
+    bad = run(main, ["users", "set", "desk", *config, "--phone", "12"])
+    assert bad.exit_code != 0 and "phone" in bad.output
+    cleared = run(main, ["users", "set", "desk", *config, "--phone", ""])
+    assert cleared.exit_code == 0 and "+14158675309" not in run(
+        main, ["users", "list", *config]).output
+    demote = run(main, ["users", "set", "owner", *config, "--role", "staff"])
+    assert demote.exit_code != 0 and "last active admin" in demote.output
+    assert run(main, ["users", "set", "desk", *config]).exit_code == 2  # nothing to change
+    run(main, ["users", "disable", "desk", *config])
+    enabled = run(main, ["users", "enable", "desk", *config])
+    assert enabled.exit_code == 0 and "desk enabled" in enabled.output
+    assert "disabled" not in run(main, ["users", "list", *config]).output
+
+
 def test_passwords_never_come_from_the_command_line(tmp_path: Path) -> None:
     path, _ = _init(tmp_path)
     run = CliRunner().invoke
