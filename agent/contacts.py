@@ -32,8 +32,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberFormat
 from sqlalchemy import Text, and_, cast, delete, or_, select
 from sqlalchemy.orm import Session
 
@@ -218,18 +216,10 @@ def opt_history(session: Session, contact: Contact) -> list[OptEvent]:
 
 # ------------------------------------------------------------------ erasure
 
-def _valid(number: str) -> phonenumbers.PhoneNumber | None:
-    try:
-        parsed = phonenumbers.parse(number, None)
-    except NumberParseException:
-        return None
-    return parsed if phonenumbers.is_valid_number(parsed) else None
-
-
 def national(number: str) -> str | None:
     """The national significant number of a valid number ("5551234567"), else None."""
-    parsed = _valid(number)
-    return str(parsed.national_number) if parsed is not None else None
+    parts = numbers.split_e164(number)
+    return parts[1] if parts is not None else None
 
 
 # what people and networks put between the digits of a number
@@ -252,16 +242,14 @@ class Spellings:
     @classmethod
     def of(cls, number: str, seen: Iterable[str] = ()) -> Spellings:
         found = {number, *seen}
-        parsed = _valid(number)
+        for written in numbers.written_forms(number):
+            found |= {written, re.sub(r"\D", "", written)}
+        parts = numbers.split_e164(number)
         pattern = None
-        if parsed is not None:
-            for style in (PhoneNumberFormat.E164, PhoneNumberFormat.INTERNATIONAL,
-                          PhoneNumberFormat.NATIONAL):
-                written = phonenumbers.format_number(parsed, style)
-                found |= {written, re.sub(r"\D", "", written)}
-            significant = str(parsed.national_number)
+        if parts is not None:
+            country_code, significant = parts
             found.add(significant)
-            country = _SEPARATORS.join(str(parsed.country_code))
+            country = _SEPARATORS.join(str(country_code))
             pattern = re.compile(
                 rf"(?:(?:\+|00|011){_SEPARATORS})?(?:{country}{_SEPARATORS})?"
                 rf"(?:0{_SEPARATORS})?\(?{_SEPARATORS.join(significant)}")

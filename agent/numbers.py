@@ -128,6 +128,28 @@ def to_e164(raw: str, region: str) -> str | None:
     return None
 
 
+def _valid_e164(e164: str) -> phonenumbers.PhoneNumber | None:
+    parsed = _parse(e164, "ZZ")
+    return parsed if parsed is not None and phonenumbers.is_valid_number(parsed) else None
+
+
+def split_e164(e164: str) -> tuple[int, str] | None:
+    """(country code, national significant number) of a valid stored number:
+    "+15551234567" → (1, "5551234567"); None otherwise."""
+    parsed = _valid_e164(e164)
+    return (parsed.country_code, str(parsed.national_number)) if parsed is not None else None
+
+
+def written_forms(e164: str) -> list[str]:
+    """A valid stored number as people and systems write it: E.164, international and
+    national ("+1 555-123-4567", "(555) 123-4567"); [] otherwise."""
+    parsed = _valid_e164(e164)
+    if parsed is None:
+        return []
+    return [phonenumbers.format_number(parsed, style) for style in (
+        PhoneNumberFormat.E164, PhoneNumberFormat.INTERNATIONAL, PhoneNumberFormat.NATIONAL)]
+
+
 def number_kind(e164: str) -> str:
     """The line type the numbering plan gives the number.
 
