@@ -418,21 +418,18 @@ def settings_set(config_path: str | None, key: str, value: str) -> None:
     import datetime as dt
     import getpass
 
-    from agent import accounts, settings
+    from agent import settings
     from agent.db import sessions
 
     cfg = _load(config_path)
     now = dt.datetime.now(dt.UTC)
     with sessions(_engine(cfg))() as session, session.begin():
         try:
-            before = settings.get(session, key)
-            stored = settings.set(session, key, settings.parse_cli_value(value), now,
-                                  region=cfg.pbx.default_region)
+            stored, _changed = settings.change(
+                session, key, settings.parse_cli_value(value), now,
+                actor=f"cli:{getpass.getuser()}", region=cfg.pbx.default_region)
         except settings.SettingError as exc:
             raise click.ClickException(str(exc)) from None
-        # the owner can later see who changed the hours or a template, and from what
-        accounts.audit(session, now, f"cli:{getpass.getuser()}", "setting_changed", key,
-                       details={"from": before, "to": stored})
     click.echo(f"{key} = {json.dumps(stored, ensure_ascii=False)}")
 
 

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent import numbers, routing, schedule, templates
+from agent import accounts, numbers, routing, schedule, templates
 from agent.models import Setting
 
 log = logging.getLogger(__name__)
@@ -637,6 +637,27 @@ def set(  # the CLI verb; shadows the builtin inside this module only
     session.flush()
     log.info("setting %s changed", key)
     return stored
+
+
+def change(session: Session, key: str, value: Any, now: dt.datetime, *, actor: str,
+           ip: str | None = None, region: str | None = None) -> tuple[Any, bool]:
+    """A person's change to `key` (the web's settings pages, `textback settings set`):
+    validated, audited with the old and new value so the owner can see who changed the
+    hours or a template, and from what. A value equal to the default is stored as
+    "follow the default", so later improvements to defaults still reach it; a value
+    equal to the one in force writes nothing. Returns (the value in force, changed?).
+    """
+    before = get(session, key)
+    stored = validate(key, value, region)
+    if stored == before:
+        return stored, False
+    if stored == _spec(key).default:
+        reset(session, key)
+    else:
+        set(session, key, stored, now, region=region)
+    accounts.audit(session, now, actor, accounts.SETTING_CHANGED, key, ip,
+                   {"from": before, "to": stored})
+    return stored, True
 
 
 def reset(session: Session, key: str) -> None:

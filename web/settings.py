@@ -44,7 +44,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
-from agent import accounts, health, numbers, outbox, policy, schedule, settings, templates
+from agent import health, numbers, outbox, policy, schedule, settings, templates
 from agent.calls import FinishedCall
 from agent.models import Call, Message, TransportStatus
 from web.auth import admin_required
@@ -482,10 +482,6 @@ def render_preview(key: str, text: str, fields: Mapping[str, str | None], region
                    len(body), error)
 
 
-def _values(session: Session) -> dict[str, Any]:
-    return settings.all_values(session)
-
-
 def _previewable(key: str) -> bool:
     return key in settings.SPECS and kind(key) in ("template", "templates")
 
@@ -556,16 +552,11 @@ def save(session: Session, inputs: Mapping[str, Any]) -> tuple[dict[str, str], l
     changed: list[str] = []
     try:
         for key, value in checked.items():
-            before = settings.get(session, key)
-            if value == before:
-                continue
-            if value == settings.SPECS[key].default:
-                settings.reset(session, key)
-            else:
-                settings.set(session, key, value, now, region=region)
-            accounts.audit(session, now, current_user.username, accounts.SETTING_CHANGED, key,
-                           request.remote_addr, {"from": before, "to": value})
-            changed.append(key)
+            _stored, did_change = settings.change(session, key, value, now,
+                                                  actor=current_user.username,
+                                                  ip=request.remote_addr, region=region)
+            if did_change:
+                changed.append(key)
         session.commit()
     except Exception:
         session.rollback()
@@ -668,9 +659,9 @@ def _render_section(page: Section, fields: dict[str, Field], status: int = 200,
               if any(key in fields for key in keys)]
     merge_help = None
     if any(item.kind in ("template", "templates") for item in fields.values()):
-        merge_help = field_help(session, _values(session), _region(), _now())
+        merge_help = field_help(session, settings.all_values(session), _region(), _now())
     if page.slug == "routing":
-        extra.setdefault("overrides", stored_overrides(_values(session)))
+        extra.setdefault("overrides", stored_overrides(settings.all_values(session)))
     template = "settings/hours.html" if page.slug == "hours" else "settings/section.html"
     return render_template(template, section=page, sections=sections(), groups=groups,
                            merge_help=merge_help, zones=_zones() if "business.timezone"
@@ -690,7 +681,7 @@ def section(slug: str) -> Any:
         return _hours(page)
     session = get_session()
     keys = section_keys(slug)
-    values = _values(session)
+    values = settings.all_values(session)
     if request.method == "GET":
         return _render_section(page, build_fields(session, keys, values))
     form = request.form
@@ -711,7 +702,7 @@ def section(slug: str) -> Any:
 
 def _hours(page: Section) -> Any:
     session = get_session()
-    values = _values(session)
+    values = settings.all_values(session)
     keys = section_keys("hours")
     other = keys[len(HOURS_KEYS):]
     if request.method == "GET":
@@ -797,7 +788,7 @@ def preview() -> Any:
         step = 0
     session = get_session()
     region = _region()
-    fields = sample_fields(session, key, _values(session), region, _now())
+    fields = sample_fields(session, key, settings.all_values(session), region, _now())
     result = render_preview(key, text, fields, region, step)
     return jsonify(text=result.text, encoding=result.encoding, segments=result.segments,
                    units=result.units, per_segment=result.per_segment,
