@@ -42,7 +42,7 @@ def _load(config_path: str | None) -> Config:
 
 
 def _engine(cfg: Config, *, migrated: bool = True) -> Any:
-    from agent.db import DatabaseError, check_schema, make_engine
+    from agent.store.db import DatabaseError, check_schema, make_engine
 
     engine = make_engine(cfg.database.url)
     if migrated:
@@ -90,7 +90,7 @@ def init(config_path: str | None, database_url: str | None, ami_port: int,
         click.echo("Add the AMI user to Asterisk's manager.conf with that secret; see "
                    "asterisk/manager_textback.conf.")
     cfg = _load(str(path))
-    from agent.db import migrate
+    from agent.store.db import migrate
 
     revision = migrate(_engine(cfg, migrated=False))
     click.echo(f"database ready at revision {revision}")
@@ -105,8 +105,8 @@ def init(config_path: str | None, database_url: str | None, ami_port: int,
 
 
 def _first_admin(cfg: Config, username: str | None, password_file: str | None) -> None:
-    from agent import accounts
-    from agent.db import sessions
+    from agent.people import accounts
+    from agent.store.db import sessions
 
     if password_file and not username:
         raise click.UsageError("--admin-password-file needs --admin-user NAME")
@@ -155,7 +155,7 @@ def _password(path: str | None, prompt: str) -> str:
 @config_option
 def migrate(config_path: str | None) -> None:
     """Apply database migrations (safe to run on every upgrade)."""
-    from agent.db import migrate as run_migrations
+    from agent.store.db import migrate as run_migrations
 
     cfg = _load(config_path)
     click.echo(f"database at revision {run_migrations(_engine(cfg, migrated=False))}")
@@ -167,7 +167,7 @@ def agent(config_path: str | None) -> None:
     """Run the agent: watch AMI, decide, text back."""
     cfg = _load(config_path)
     from agent.daemon import run
-    from agent.db import DatabaseError
+    from agent.store.db import DatabaseError
 
     try:
         run(cfg)
@@ -186,9 +186,9 @@ def agent(config_path: str | None) -> None:
 def classify(trunks: tuple[str, ...], contexts: tuple[str, ...], region: str,
              files: tuple[str, ...]) -> None:
     """Replay AMI transcripts; print one JSON object per finished call."""
-    from agent import numbers
-    from agent.calls import CallTracker
+    from agent.calls.tracker import CallTracker
     from agent.pbx.transcript import read_events
+    from agent.rules import numbers
 
     for name in files:
         tracker = CallTracker(trunks or ("trunk",), contexts)
@@ -242,8 +242,8 @@ def users_group() -> None:
 def users_add(config_path: str | None, username: str, role: str, password_file: str | None,
               phone: str | None, extension: str | None) -> None:
     """Add a person who can sign in to the web UI."""
-    from agent import accounts
-    from agent.db import sessions
+    from agent.people import accounts
+    from agent.store.db import sessions
 
     cfg = _load(config_path)
     password = _password(password_file, f"password for {username}")
@@ -263,8 +263,8 @@ def users_list(config_path: str | None) -> None:
     """Everyone who can (or could) sign in."""
     from sqlalchemy import select
 
-    from agent.db import sessions
-    from agent.models import User
+    from agent.store.db import sessions
+    from agent.store.models import User
 
     cfg = _load(config_path)
     with sessions(_engine(cfg))() as session:
@@ -285,8 +285,8 @@ def users_list(config_path: str | None) -> None:
               help="Read the password from this file ('-': standard input); else asked.")
 def users_passwd(config_path: str | None, username: str, password_file: str | None) -> None:
     """Set a new password (their other sessions end)."""
-    from agent import accounts
-    from agent.db import sessions
+    from agent.people import accounts
+    from agent.store.db import sessions
 
     cfg = _load(config_path)
     password = _password(password_file, f"new password for {username}")
@@ -304,8 +304,8 @@ def users_passwd(config_path: str | None, username: str, password_file: str | No
 @click.argument("username")
 def users_disable(config_path: str | None, username: str) -> None:
     """Stop someone signing in (kept, not deleted, so the audit log still names them)."""
-    from agent import accounts
-    from agent.db import sessions
+    from agent.people import accounts
+    from agent.store.db import sessions
 
     cfg = _load(config_path)
     with sessions(_engine(cfg))() as session, session.begin():
@@ -326,8 +326,8 @@ def users_disable(config_path: str | None, username: str) -> None:
 def users_set(config_path: str | None, username: str, role: str | None, phone: str | None,
               extension: str | None) -> None:
     """Change someone's role, mobile or desk extension (what is not given stays)."""
-    from agent import accounts
-    from agent.db import sessions
+    from agent.people import accounts
+    from agent.store.db import sessions
 
     cfg = _load(config_path)
     changes = {name: value or None for name, value in
@@ -352,8 +352,8 @@ def users_set(config_path: str | None, username: str, role: str | None, phone: s
 @click.argument("username")
 def users_enable(config_path: str | None, username: str) -> None:
     """Let a disabled user sign in again."""
-    from agent import accounts
-    from agent.db import sessions
+    from agent.people import accounts
+    from agent.store.db import sessions
 
     cfg = _load(config_path)
     with sessions(_engine(cfg))() as session, session.begin():
@@ -375,8 +375,8 @@ def settings_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def settings_list(config_path: str | None, as_json: bool) -> None:
     """Every setting with its value and default."""
-    from agent import settings
-    from agent.db import sessions
+    from agent.rules import settings
+    from agent.store.db import sessions
 
     cfg = _load(config_path)
     with sessions(_engine(cfg))() as session:
@@ -397,8 +397,8 @@ def settings_list(config_path: str | None, as_json: bool) -> None:
 @click.argument("key")
 def settings_get(config_path: str | None, key: str) -> None:
     """Print one setting as JSON."""
-    from agent import settings
-    from agent.db import sessions
+    from agent.rules import settings
+    from agent.store.db import sessions
 
     cfg = _load(config_path)
     with sessions(_engine(cfg))() as session:
@@ -418,8 +418,8 @@ def settings_set(config_path: str | None, key: str, value: str) -> None:
     import datetime as dt
     import getpass
 
-    from agent import settings
-    from agent.db import sessions
+    from agent.rules import settings
+    from agent.store.db import sessions
 
     cfg = _load(config_path)
     now = dt.datetime.now(dt.UTC)
@@ -437,7 +437,7 @@ def settings_set(config_path: str | None, key: str, value: str) -> None:
 @config_option
 def doctor(config_path: str | None) -> None:
     """Check AMI, permissions, the trunk and the database; say how to fix each problem."""
-    from agent.doctor import run_checks
+    from agent.ops.doctor import run_checks
 
     cfg = _load(config_path)
     if not run_checks(cfg):
@@ -452,9 +452,9 @@ def doctor(config_path: str | None) -> None:
               help="Default: the first of [sms] transports.")
 def send_test(config_path: str | None, to: str, text: str, transport: str | None) -> None:
     """Send one SMS now through one transport; print its id and status."""
-    from agent.db import DatabaseError
-    from agent.sendtest import SendTestError
-    from agent.sendtest import send_test as run_send_test
+    from agent.ops.sendtest import SendTestError
+    from agent.ops.sendtest import send_test as run_send_test
+    from agent.store.db import DatabaseError
 
     cfg = _load(config_path)
     try:
@@ -473,8 +473,8 @@ def send_test(config_path: str | None, to: str, text: str, transport: str | None
 @click.option("--limit", default=20, show_default=True, help="How many, newest first.")
 def messages(config_path: str | None, as_json: bool, limit: int) -> None:
     """Recent SMS in and out: number, text, status, transport, parts, times, error."""
-    from agent.db import DatabaseError
-    from agent.sendtest import recent
+    from agent.ops.sendtest import recent
+    from agent.store.db import DatabaseError
 
     cfg = _load(config_path)
     try:
@@ -500,7 +500,7 @@ def messages(config_path: str | None, as_json: bool, limit: int) -> None:
               help="Send through the GSM modem path, on an emulated modem.")
 def demo(calls: int, once: bool, modem: str | None) -> None:
     """Lab Asterisk + agent + a sample unanswered call, on embedded defaults."""
-    from agent.demo import run_demo
+    from agent.lab.demo import run_demo
 
     sys.exit(run_demo(calls=calls, once=once, modem=modem))
 
@@ -514,9 +514,10 @@ def contacted(config_path: str | None, number: str) -> None:
 
     from sqlalchemy import select
 
-    from agent import numbers, timers
-    from agent.db import sessions
-    from agent.models import Contact
+    from agent.messages import timers
+    from agent.rules import numbers
+    from agent.store.db import sessions
+    from agent.store.models import Contact
 
     cfg = _load(config_path)
     e164 = numbers.to_e164(number, cfg.pbx.default_region) or number
@@ -542,8 +543,8 @@ def contacts_erase(config_path: str | None, number: str, yes: bool) -> None:
     counts stay. A number that opted out is kept with the opt-out only."""
     import getpass
 
-    from agent import contacts
-    from agent.db import sessions
+    from agent.people import contacts
+    from agent.store.db import sessions
 
     cfg = _load(config_path)
     region = cfg.pbx.default_region

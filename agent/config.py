@@ -1,7 +1,7 @@
 """The infrastructure configuration: one TOML file (AMI, PBX, database, transports).
 
 Business rules (hours, templates, cooldown…) are not here: they live in the
-database (agent.settings) so the web UI can edit them. Every key is validated;
+database (agent.rules.settings) so the web UI can edit them. Every key is validated;
 an unknown or mistyped key is an error that names the key and the file, because a
 silently ignored `[ami] secert = …` costs an IT person an afternoon.
 """

@@ -19,31 +19,23 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agent import (
-    cdr,
-    contacts,
-    conversations,
-    health,
-    inbound,
-    inbox,
-    numbers,
-    outbox,
-    policy,
-    settings,
-    timers,
-)
-from agent.calls import CallTracker, FinishedCall
+from agent.calls import cdr, policy
+from agent.calls.tracker import CallTracker, FinishedCall
 from agent.config import Config
-from agent.db import DbRunner, check_schema, make_engine
-from agent.dispatcher import Dispatcher
-from agent.models import Call, Contact, Message
-from agent.modem.driver import Modem
-from agent.modem.inbox import ModemInbox
-from agent.outbox import OutboundSms
+from agent.messages import conversations, inbound, inbox, outbox, timers
+from agent.messages.outbox import OutboundSms
 from agent.pbx import originate
 from agent.pbx.ami import AmiError, AmiLink
 from agent.pbx.fastagi import RoutingServer, database_settings
+from agent.people import contacts
+from agent.rules import numbers, settings
+from agent.store.db import DbRunner, check_schema, make_engine
+from agent.store.models import Call, Contact, Message
+from agent.transports import health
+from agent.transports.dispatcher import Dispatcher
 from agent.transports.gsm import GsmModemTransport
+from agent.transports.modem.driver import Modem
+from agent.transports.modem.store import ModemInbox
 from agent.transports.sip import SipTrunk
 
 log = logging.getLogger(__name__)

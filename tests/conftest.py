@@ -28,7 +28,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
-from agent.db import make_engine, migrate, sessions
+from agent.store.db import make_engine, migrate, sessions
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -144,7 +144,7 @@ def web_users(session: Session) -> dict[str, str]:
     """An admin and a front-desk account, both with WEB_PASSWORD."""
     import datetime as dt
 
-    from agent import accounts
+    from agent.people import accounts
 
     now = dt.datetime.now(dt.UTC)
     for name, role in (("owner", "admin"), ("desk", "staff")):
@@ -219,7 +219,7 @@ def lab(request: pytest.FixtureRequest,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The lab Asterisk 22 for a test module, on the module's own PORT_BASE, so modules
     never share a PBX and a failed one leaves nothing behind for the next."""
-    from agent.labpbx import LabPbx
+    from agent.lab.pbx import LabPbx
 
     with LabPbx(tmp_path_factory.mktemp("lab"), request.module.PORT_BASE,
                 ring_seconds=2) as pbx:

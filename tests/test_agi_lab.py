@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from agent import settings
-from agent.db import make_engine, sessions
-from agent.labpbx import LabPbx, TrunkPeer
-from agent.schedule import DAY_NAMES
+from agent.lab.pbx import LabPbx, TrunkPeer
+from agent.rules import settings
+from agent.rules.schedule import DAY_NAMES
+from agent.store.db import make_engine, sessions
 
 pytestmark = pytest.mark.lab
 

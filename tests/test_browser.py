@@ -16,12 +16,15 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from agent import accounts, inbox, policy, settings
 from agent import config as configuration
-from agent.calls import FinishedCall
+from agent.calls import policy
+from agent.calls.tracker import FinishedCall
 from agent.daemon import caller_history
-from agent.db import make_engine, sessions
-from agent.models import Call, Contact, Message, MessageEvent
+from agent.messages import inbox
+from agent.people import accounts
+from agent.rules import settings
+from agent.store.db import make_engine, sessions
+from agent.store.models import Call, Contact, Message, MessageEvent
 
 from browsing import DESKTOP, serve, shoot, sign_in
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from agent import accounts
 from agent import config as configuration
-from agent.db import make_engine, sessions
-from agent.labpbx import AgentProcess, LabPbx, TrunkMessage, TrunkPeer, wait_until
+from agent.lab.pbx import AgentProcess, LabPbx, TrunkMessage, TrunkPeer, wait_until
+from agent.people import accounts
+from agent.store.db import make_engine, sessions
 
 from browsing import DESKTOP, serve, shoot, sign_in
 

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from agent import accounts, schedule, settings
 from agent import config as configuration
-from agent.db import make_engine, sessions
-from agent.models import Message, TransportStatus
+from agent.people import accounts
+from agent.rules import schedule, settings
+from agent.store.db import make_engine, sessions
+from agent.store.models import Message, TransportStatus
 
 from browsing import DESKTOP, serve, shoot, sign_in
 

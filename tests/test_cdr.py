@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent import cdr
-from agent.calls import FinishedCall
+from agent.calls import cdr
+from agent.calls.tracker import FinishedCall
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -108,7 +108,7 @@ def test_without_linkedids_a_call_answered_behind_a_local_channel_is_not_texted(
 def test_rows_that_name_no_call_are_skipped_with_the_fix(caplog: pytest.LogCaptureFixture
                                                          ) -> None:
     lines = relayout(RECORDED, uniqueid=False, userfield=True, linkedid=False)
-    with caplog.at_level(logging.WARNING, "agent.cdr"):
+    with caplog.at_level(logging.WARNING, "agent.calls.cdr"):
         assert missed(lines) == {}
     assert "loguniqueid = yes and newcdrcolumns = yes" in caplog.text
 
@@ -129,7 +129,7 @@ def test_garbage_lines_are_logged_and_skipped_never_raised(caplog: pytest.LogCap
                         "2026-12-01 11:55:54\",,\"2026-12-01 11:50:00"),  # ends before start
         "",
     ]
-    with caplog.at_level(logging.WARNING, "agent.cdr"):
+    with caplog.at_level(logging.WARNING, "agent.calls.cdr"):
         rows = cdr.parse([garbage[0], good[0], *garbage[1:], good[1]])
     assert [row.sequence for row in rows] == [3, 5]
     assert "9 line(s) not understood" in caplog.text
@@ -214,7 +214,7 @@ def test_read_takes_the_tail_of_a_large_file(tmp_path: Path,
             handle.write(filler + "\n")
         handle.write("\n".join(RECORDED[2:4]) + "\n")
         handle.write(RECORDED[4][:100])  # Asterisk is writing this line right now
-    with caplog.at_level(logging.WARNING, "agent.cdr"):
+    with caplog.at_level(logging.WARNING, "agent.calls.cdr"):
         tail = cdr.read(path, max_bytes=10_000)
     assert not tail.whole_file
     assert 25 < len(tail.rows) < 10_000 // len(filler) + 1
@@ -241,7 +241,7 @@ def test_read_survives_any_bytes_in_a_caller_name(tmp_path: Path) -> None:
 
 def test_doctor_says_whether_the_file_can_be_used(tmp_path: Path) -> None:
     from agent.config import parse
-    from agent.doctor import run_checks
+    from agent.ops.doctor import run_checks
 
     path = tmp_path / "Master.csv"
     with socket.socket() as probe:  # no Asterisk needed: AMI is simply unreachable

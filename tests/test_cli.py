@@ -47,8 +47,8 @@ def test_settings_set_get_list(config: Path) -> None:
     from sqlalchemy import select
 
     from agent import config as configuration
-    from agent.db import make_engine, sessions
-    from agent.models import AuditEntry
+    from agent.store.db import make_engine, sessions
+    from agent.store.models import AuditEntry
 
     with sessions(make_engine(configuration.load(config).database.url))() as s:
         entry = s.scalars(select(AuditEntry).where(AuditEntry.action == "setting_changed")).one()
@@ -147,9 +147,9 @@ def test_marking_a_customer_contacted_stops_their_timers(config: Path) -> None:
     from sqlalchemy import select
 
     from agent import config as configuration
-    from agent import timers
-    from agent.db import make_engine, sessions
-    from agent.models import Contact, Job
+    from agent.messages import timers
+    from agent.store.db import make_engine, sessions
+    from agent.store.models import Contact, Job
 
     engine = make_engine(configuration.load(config).database.url)
     now = dt.datetime.now(dt.UTC)
@@ -169,7 +169,7 @@ def test_marking_a_customer_contacted_stops_their_timers(config: Path) -> None:
 
 
 def test_readme_documents_every_setting() -> None:
-    from agent import settings
+    from agent.rules import settings
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     missing = [key for key in settings.SPECS if f"`{key}`" not in readme]

@@ -17,11 +17,13 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.orm import Session
 
-from agent import accounts, contacts, conversations, inbound, inbox, outbox, settings, timers
-from agent.calls import FinishedCall
+from agent.calls.tracker import FinishedCall
 from agent.cli import main
 from agent.daemon import Agent
-from agent.models import (
+from agent.messages import conversations, inbound, inbox, outbox, timers
+from agent.people import accounts, contacts
+from agent.rules import settings
+from agent.store.models import (
     AuditEntry,
     Call,
     CallbackRequest,
@@ -316,7 +318,7 @@ def test_spellings_find_the_number_however_it_was_written() -> None:
 
 def _cli_session(config: Path) -> Session:
     from agent import config as configuration
-    from agent.db import make_engine, sessions
+    from agent.store.db import make_engine, sessions
 
     return sessions(make_engine(configuration.load(config).database.url))()
 

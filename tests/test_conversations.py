@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent import accounts, conversations, inbound, inbox, outbox, settings
-from agent.conversations import Keywords, keyword, normalise
-from agent.models import Contact, Message
+from agent.messages import conversations, inbound, inbox, outbox
+from agent.messages.conversations import Keywords, keyword, normalise
+from agent.people import accounts
+from agent.rules import settings
+from agent.store.models import Contact, Message
 
 DATABASES = ("sqlite", "postgresql")  # the scale-out path must behave the same
 

@@ -13,12 +13,13 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from agent import daemon, settings
-from agent.calls import FinishedCall
+from agent import daemon
+from agent.calls.tracker import FinishedCall
 from agent.config import parse
 from agent.daemon import Agent
-from agent.models import Call, Contact, Job, Message
-from agent.outbox import OutboundSms
+from agent.messages.outbox import OutboundSms
+from agent.rules import settings
+from agent.store.models import Call, Contact, Job, Message
 
 T0 = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
 CUSTOMER = "+12125550142"
@@ -100,7 +101,7 @@ def cdr_agent(engine: Engine, tmp_path: Path, cdr_csv: Path,
                     "pbx": {"cdr_csv": str(cdr_csv)}}, tmp_path / "textback.toml")
     agent = Agent(config)
     submitted: list[OutboundSms] = []
-    monkeypatch.setattr(agent.dispatcher, "submit", submitted.append)
+    monkeypatch.setattr(agent.transports.dispatcher, "submit", submitted.append)
     return agent, submitted
 
 

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent import inbound
-from agent.models import Contact, Message
+from agent.messages import inbound
 from agent.pbx.transcript import read_events
+from agent.store.models import Contact, Message
 
 DATABASES = ("sqlite", "postgresql")  # the scale-out path must behave the same
 

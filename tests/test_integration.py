@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from agent import outbox
-from agent.db import make_engine, sessions
-from agent.labpbx import AgentProcess, LabPbx, TrunkMessage, TrunkPeer, wait_until
-from agent.models import Call, Message, TransportStatus
+from agent.lab.pbx import AgentProcess, LabPbx, TrunkMessage, TrunkPeer, wait_until
+from agent.messages import outbox
+from agent.store.db import make_engine, sessions
+from agent.store.models import Call, Message, TransportStatus
 
 pytestmark = pytest.mark.lab
 

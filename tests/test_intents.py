@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent import settings
-from agent.intents import PhraseRules
+from agent.rules import settings
+from agent.rules.intents import PhraseRules
 
 RULES = PhraseRules.from_settings(settings.defaults())
 

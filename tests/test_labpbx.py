@@ -16,12 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.labpbx import (
-    CONF_TEMPLATE_DIR,
-    LabPbx,
-    TrunkPeer,
-    render_template,
-)
+from agent.lab.pbx import CONF_TEMPLATE_DIR, LabPbx, TrunkPeer, render_template
 
 PORT_BASE = int(os.environ.get("TEXTBACK_LABPBX_TEST_PORT_BASE", "28000"))
 DID = "+15550000100"

@@ -6,8 +6,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 
-from agent.db import current_revision, head_revision
-from agent.models import Base
+from agent.store.db import current_revision, head_revision
+from agent.store.models import Base
 
 DATABASES = ("sqlite", "postgresql")  # the scale-out path must behave the same
 

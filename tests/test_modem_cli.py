@@ -8,8 +8,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from agent.cli import main
-from agent.db import make_engine, migrate
-from agent.modem.emulator import ModemEmulator
+from agent.lab.modem_emulator import ModemEmulator
+from agent.store.db import make_engine, migrate
 
 
 def write_config(tmp: Path) -> Path:
@@ -56,7 +56,7 @@ def test_send_test_without_a_modem_says_what_to_do(tmp_path: Path) -> None:
 
 def test_doctor_reports_the_modem(tmp_path: Path) -> None:
     from agent import config as configuration
-    from agent.modem.checks import modem_checks
+    from agent.transports.modem.checks import modem_checks
 
     cfg = configuration.load(write_config(tmp_path))
     missing = modem_checks(cfg)

@@ -18,12 +18,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from smspdudecoder.easy import read_outgoing_sms
 
-from agent import templates
 from agent.config import GsmTransportConfig
-from agent.modem import pdu
-from agent.modem.at import AtError, AtTimeout
-from agent.modem.driver import Modem
-from agent.modem.emulator import ModemEmulator
+from agent.lab.modem_emulator import ModemEmulator
+from agent.rules import templates
+from agent.transports.modem import pdu
+from agent.transports.modem.at import AtError, AtTimeout
+from agent.transports.modem.driver import Modem
 
 FAST = dict(heartbeat=0.3, reconnect_delay=0.05, command_timeout=0.6, send_timeout=2.0,
             sweep_interval=600.0)

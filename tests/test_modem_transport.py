@@ -16,18 +16,18 @@ from smspdudecoder.easy import read_outgoing_sms
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, selectinload
 
-from agent import inbound, outbox
 from agent.config import ConfigError, GsmTransportConfig, parse
-from agent.db import DbRunner
-from agent.dispatcher import Dispatcher
-from agent.health import Health
-from agent.models import Message, MessagePart, SmsFragment
-from agent.modem.driver import Modem
-from agent.modem.emulator import ModemEmulator
-from agent.modem.inbox import ModemInbox
-from agent.outbox import OutboundSms
+from agent.lab.modem_emulator import ModemEmulator
+from agent.messages import inbound, outbox
+from agent.messages.outbox import OutboundSms
+from agent.store.db import DbRunner
+from agent.store.models import Message, MessagePart, SmsFragment
 from agent.transports import SendError, SendResult
+from agent.transports.dispatcher import Dispatcher
 from agent.transports.gsm import GsmModemTransport
+from agent.transports.health import Health
+from agent.transports.modem.driver import Modem
+from agent.transports.modem.store import ModemInbox
 
 NOW = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
 FAST = GsmTransportConfig(heartbeat=0.3, reconnect_delay=0.05, command_timeout=0.6,
@@ -175,7 +175,7 @@ def test_a_burst_of_sms_and_reports_is_stored_exactly_once(site: Site, session: 
 
 
 def _deliver_pdu(sender: str, text: str) -> str:
-    from agent.modem import pdu
+    from agent.transports.modem import pdu
 
     return pdu.encode_deliver(sender, text, when=dt.datetime.now(dt.UTC))[0]
 
@@ -351,8 +351,8 @@ def test_gammu_accepts_the_emulator_as_a_modem(tmp_path: Path) -> None:
 
 def test_a_multipart_sms_missing_a_part_is_stored_marked_after_the_wait(
         session: Session) -> None:
-    from agent.modem import pdu
-    from agent.modem.inbox import FRAGMENT_TIMEOUT, expire_fragments, store_fragment
+    from agent.transports.modem import pdu
+    from agent.transports.modem.store import FRAGMENT_TIMEOUT, expire_fragments, store_fragment
 
     text = "We have water coming through the kitchen ceiling 😟 please call " * 3
     parts = [pdu.decode(h) for h in pdu.encode_deliver("+15557650001", text, when=NOW,
@@ -373,8 +373,8 @@ def test_a_multipart_sms_missing_a_part_is_stored_marked_after_the_wait(
 
 def test_a_multipart_sms_with_emoji_split_across_parts_is_stored_whole(
         session: Session) -> None:
-    from agent.modem import pdu
-    from agent.modem.inbox import store_fragment
+    from agent.transports.modem import pdu
+    from agent.transports.modem.store import store_fragment
 
     text = "x" * 66 + "😟🔥 the boiler is making a loud bang every few minutes 🚿" * 2
     parts = [pdu.decode(h) for h in pdu.encode_deliver("+15557650002", text, when=NOW,

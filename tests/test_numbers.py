@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.numbers import (
+from agent.rules.numbers import (
     format_national,
     is_internal_extension,
     is_withheld,

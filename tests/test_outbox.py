@@ -15,13 +15,13 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, selectinload
 
-from agent import dispatcher as dispatching
-from agent import outbox
-from agent.db import DbRunner
-from agent.dispatcher import DailyBudget, Dispatcher, RateLimiter
-from agent.models import Contact, Message
-from agent.outbox import OutboundSms
+from agent.messages import outbox
+from agent.messages.outbox import OutboundSms
+from agent.store.db import DbRunner
+from agent.store.models import Contact, Message
 from agent.transports import SendError, SendResult
+from agent.transports import dispatcher as dispatching
+from agent.transports.dispatcher import DailyBudget, Dispatcher, RateLimiter
 
 DATABASES = ("sqlite", "postgresql")  # the scale-out path must behave the same
 

@@ -8,9 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.calls import FinishedCall
-from agent.numbers import to_e164
-from agent.policy import (
+from agent.calls.policy import (
     CallerHistory,
     Rules,
     Send,
@@ -20,7 +18,9 @@ from agent.policy import (
     merge_fields,
     variant_for,
 )
-from agent.settings import SettingError
+from agent.calls.tracker import FinishedCall
+from agent.rules.numbers import to_e164
+from agent.rules.settings import SettingError
 
 LONDON = ZoneInfo("Europe/London")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -21,10 +21,13 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 from test_contacts_erase import _call, _every_text, _left, _reply, _snapshot
 
-from agent import accounts, contacts, daemon, inbox, outbox, settings, timers
+from agent import daemon
 from agent.daemon import Agent
-from agent.models import AuditEntry, Call, Contact, Setting
-from agent.settings import SettingError
+from agent.messages import inbox, outbox, timers
+from agent.people import accounts, contacts
+from agent.rules import settings
+from agent.rules.settings import SettingError
+from agent.store.models import AuditEntry, Call, Contact, Setting
 from web import dashboard
 
 DATABASES = ("sqlite", "postgresql")

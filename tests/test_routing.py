@@ -14,10 +14,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from agent import agi, routing, settings
-from agent.db import sessions
-from agent.routing import DialplanDefaults, Route
-from agent.schedule import Schedule
+from agent.pbx import agi
+from agent.rules import routing, settings
+from agent.rules.routing import DialplanDefaults, Route
+from agent.rules.schedule import Schedule
+from agent.store.db import sessions
 
 UTC = dt.UTC
 WEEKDAYS = "mon-fri 08:00-17:00"
@@ -264,7 +265,7 @@ def run_agi(env: dict[str, str], did: str = "+15550000001",
               f"agi_callerid: {callerid}\nagi_extension: s\nagi_arg_1: {did}\n\n"
               "200 result=1 (PJSIP/100)\n200 result=1 (100@default)\n"
               + "200 result=1\n" * 12)
-    return subprocess.run([sys.executable, "-m", "agent.agi"], input=script, text=True,
+    return subprocess.run([sys.executable, "-m", "agent.pbx.agi"], input=script, text=True,
                           capture_output=True, timeout=30, env=env)
 
 
@@ -306,7 +307,8 @@ def test_agi_process_refuses_a_hostile_did(tmp_path: Path) -> None:
 
 def test_agi_never_imports_the_orm() -> None:
     # `import sqlalchemy` alone costs ~300 ms on the target machine; the AGI budget is 100
-    probe = "import sys, agent.agi; print(sorted(m for m in sys.modules if m.split('.')[0] in " \
+    probe = "import sys, agent.pbx.agi; print(sorted(m for m in sys.modules if " \
+            "m.split('.')[0] in " \
             "('sqlalchemy', 'phonenumbers', 'alembic', 'flask', 'panoramisk')))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True, timeout=30)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.schedule import (
+from agent.rules.schedule import (
     ALWAYS_OPEN,
     Schedule,
     ScheduleError,
@@ -275,7 +275,7 @@ def test_next_open_is_the_first_open_moment(
 
 def test_schedule_imports_only_the_standard_library() -> None:
     code = (
-        "import sys; import agent.schedule; "
+        "import sys; import agent.rules.schedule; "
         "bad = [m for m in sys.modules if m.split('.')[0] in "
         "('sqlalchemy', 'phonenumbers', 'gsm0338', 'flask', 'panoramisk')]; "
         "print(bad); sys.exit(1 if bad else 0)"

@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from agent import settings
-from agent.models import Base, Setting
-from agent.settings import SettingError
-from agent.templates import render, segments
+from agent.rules import settings
+from agent.rules.settings import SettingError
+from agent.rules.templates import render, segments
+from agent.store.models import Base, Setting
 
 NOW = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 

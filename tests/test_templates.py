@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.templates import (
+from agent.rules.templates import (
     FIELDS,
     MAX_CALLER_NAME,
     SegmentInfo,

@@ -9,8 +9,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent import accounts, conversations, inbound, inbox, outbox, settings, timers
-from agent.models import Contact, Job, Message
+from agent.messages import conversations, inbound, inbox, outbox, timers
+from agent.people import accounts
+from agent.rules import settings
+from agent.store.models import Contact, Job, Message
 
 DATABASES = ("sqlite", "postgresql")  # the scale-out path must behave the same
 

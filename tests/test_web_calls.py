@@ -13,8 +13,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from agent import settings
-from agent.models import Call, Message, MessageEvent
+from agent.rules import settings
+from agent.store.models import Call, Message, MessageEvent
 from web import calls as call_log
 
 T0 = dt.datetime(2026, 12, 1, 15, 0, tzinfo=dt.UTC)

@@ -13,8 +13,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent import conversations, inbound, inbox, outbox, settings
-from agent.models import AuditEntry, Call, Contact, Message
+from agent.messages import conversations, inbound, inbox, outbox
+from agent.rules import settings
+from agent.store.models import AuditEntry, Call, Contact, Message
 
 DATABASES = ("sqlite", "postgresql")  # the tag filter is JSON SQL, spelt per database
 

@@ -16,11 +16,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
-from agent import outbox, policy, settings
-from agent.calls import FinishedCall
+from agent.calls import policy
+from agent.calls.tracker import FinishedCall
 from agent.config import parse
 from agent.daemon import Agent
-from agent.models import Call, Contact, Message, MessageEvent
+from agent.messages import outbox
+from agent.rules import settings
+from agent.store.models import Call, Contact, Message, MessageEvent
 from web import dashboard
 
 # Tuesday 1 December 2026; Chicago is UTC-6 then, so that local day is

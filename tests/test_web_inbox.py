@@ -19,9 +19,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from agent import inbound, inbox, templates, timers
-from agent.db import DbRunner
-from agent.models import AuditEntry, Call, CallbackRequest, Contact, Job, Message, User
+from agent.messages import inbound, inbox, timers
+from agent.rules import templates
+from agent.store.db import DbRunner
+from agent.store.models import AuditEntry, Call, CallbackRequest, Contact, Job, Message, User
 
 T0 = dt.datetime(2026, 11, 2, 15, 0, tzinfo=dt.UTC)  # in the past: staff act "now"
 DID = "+15559990000"

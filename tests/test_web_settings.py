@@ -19,8 +19,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent import accounts, policy, schedule, settings, templates
-from agent.models import AuditEntry, Contact, Message, Setting, TransportStatus
+from agent.calls import policy
+from agent.people import accounts
+from agent.rules import schedule, settings, templates
+from agent.store.models import AuditEntry, Contact, Message, Setting, TransportStatus
 
 SECTIONS = {"business": "Business", "hours": "Hours", "textback": "Text-back",
             "conversations": "Conversations", "people": "People", "routing": "Call routing",

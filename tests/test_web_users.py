@@ -10,8 +10,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent import accounts
-from agent.models import AuditEntry, User
+from agent.people import accounts
+from agent.store.models import AuditEntry, User
 
 NEW_PASSWORD = "a fresh passphrase"
 

@@ -16,9 +16,9 @@ from typing import Any
 from flask import Flask, render_template
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from agent import numbers
 from agent.config import Config, read_web_secret_key
-from agent.db import check_schema, make_engine, sessions
+from agent.rules import numbers
+from agent.store.db import check_schema, make_engine, sessions
 
 log = logging.getLogger(__name__)
 

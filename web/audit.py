@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, render_template
 from sqlalchemy import select
 
-from agent.models import AuditEntry
+from agent.store.models import AuditEntry
 from web.auth import admin_required
 from web.calls import business_zone
 from web.db import get_session

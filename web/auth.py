@@ -2,7 +2,7 @@
 
 `admin` may do everything; `staff` (the front desk) works the call log, inbox and
 contacts but cannot open settings, users or the audit log. Failed logins are
-limited per username and address (agent.accounts) and every attempt is audited.
+limited per username and address (agent.people.accounts) and every attempt is audited.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from agent import accounts
-from agent.models import User
+from agent.people import accounts
+from agent.store.models import User
 from web.db import get_session
 
 log = logging.getLogger(__name__)

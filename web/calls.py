@@ -21,8 +21,8 @@ from flask import Blueprint, Response, render_template, request, stream_with_con
 from sqlalchemy import Select, and_, not_, or_, select
 from sqlalchemy.orm import Session
 
-from agent import schedule, settings
-from agent.models import Call, Message, MessageEvent
+from agent.rules import schedule, settings
+from agent.store.models import Call, Message, MessageEvent
 from web.auth import login_required
 from web.db import get_session
 
@@ -34,7 +34,7 @@ PAGE_SIZE = 50
 EXPORT_BATCH = 1000
 DIRECTIONS = ("inbound", "outbound", "internal")
 
-# why a call was missed, as the front desk would say it (agent.calls.MissReason)
+# why a call was missed, as the front desk would say it (agent.calls.tracker.MissReason)
 MISS_REASONS = {
     "noanswer": "nobody answered",
     "busy": "busy",
@@ -45,7 +45,7 @@ MISS_REASONS = {
     "abandoned_ivr": "hung up in the menu",
     "voicemail": "went to voicemail",
 }
-# why no text went out (agent.policy and the daemon)
+# why no text went out (agent.calls.policy and the daemon)
 SKIP_REASONS = {
     "answered": "answered",
     "not_inbound": "not an inbound call",

@@ -9,7 +9,7 @@ an opt-out the customer asked for by phone. Only the customer can opt back in,
 by texting START: staff are not offered that.
 
 Admins can erase a person's data (a GDPR request) after typing the number
-again; agent.contacts does the erasing and says what is kept.
+again; agent.people.contacts does the erasing and says what is kept.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ from flask_login import current_user
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
-from agent import contacts, numbers, settings
-from agent.models import AuditEntry, Call, Contact, Message, UTCDateTime
+from agent.people import contacts
+from agent.rules import numbers, settings
+from agent.store.models import AuditEntry, Call, Contact, Message, UTCDateTime
 from web.auth import admin_required, login_required
 from web.calls import business_zone
 from web.db import get_session

@@ -61,8 +61,8 @@ from flask import Blueprint, render_template, request
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
-from agent import settings
-from agent.models import UTCDateTime
+from agent.rules import settings
+from agent.store.models import UTCDateTime
 from web.auth import login_required
 from web.calls import business_zone
 from web.db import get_session
@@ -76,7 +76,7 @@ DEFAULT_DAYS = 30
 MAX_DAYS = 366  # a date range longer than a year is cut to its last year
 BUCKET_SECONDS = 900
 REPLY_WINDOW_DAYS = 7
-# skips that mean the number cannot take an SMS at all (agent.policy)
+# skips that mean the number cannot take an SMS at all (agent.calls.policy)
 UNCONTACTABLE = ("withheld", "invalid_number", "fixed_line")
 LEFT = ("submitted", "sent", "delivered")  # the text left textback
 REPORTED = ("sent", "delivered")  # accepted by a network that reports delivery
@@ -102,7 +102,7 @@ DEFINITIONS = (
      f"is called real only with at least {MIN_TEST_TEXTS} texts in each variant and a "
      f"two-proportion z-test p-value of {ALPHA} or less."),
 )
-VARIANTS = ("A", "B")  # agent.policy.Variant
+VARIANTS = ("A", "B")  # agent.calls.policy.Variant
 TESTED_TEMPLATES = {"templates.business_hours": "Business hours",
                     "templates.after_hours": "After hours",
                     "templates.voicemail": "Voicemail"}

@@ -1,6 +1,6 @@
 """One database session per request, on the engine the app was created with.
 
-The agent writes to the same database; SQLite in WAL mode (agent.db.make_engine)
+The agent writes to the same database; SQLite in WAL mode (agent.store.db.make_engine)
 lets the UI read while it does.
 """
 

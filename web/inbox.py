@@ -38,8 +38,10 @@ from flask_login import current_user
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from agent import accounts, contacts, inbox, outbox, templates, timers
-from agent.models import Call, CallbackRequest, Contact, Message, User
+from agent.messages import inbox, outbox, timers
+from agent.people import accounts, contacts
+from agent.rules import templates
+from agent.store.models import Call, CallbackRequest, Contact, Message, User
 from web.auth import login_required
 from web.calls import MISS_REASONS, business_zone
 from web.db import get_session

@@ -1,4 +1,4 @@
-"""The settings pages (admins only): every business rule of agent.settings, by area.
+"""The settings pages (admins only): every business rule of agent.rules.settings, by area.
 
 One page per section, each one form. Saving validates every field of the section with
 the catalogue's own validators and stores all of them or none, in one transaction;
@@ -12,7 +12,7 @@ live preview: a JSON endpoint renders the typed text with sample values through 
 agent's own functions (policy.merge_fields, templates.render, templates.segments), so
 the preview and the real text never disagree.
 
-The transports page shows what the running agent last published (agent.health), the
+The transports page shows what the running agent last published (agent.transports.health), the
 outbox queue, and queues test texts pinned to one transport; the agent sends them.
 """
 
@@ -44,9 +44,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
-from agent import health, numbers, outbox, policy, schedule, settings, templates
-from agent.calls import FinishedCall
-from agent.models import Call, Message, TransportStatus
+from agent.calls import policy
+from agent.calls.tracker import FinishedCall
+from agent.messages import outbox
+from agent.rules import numbers, schedule, settings, templates
+from agent.store.models import Call, Message, TransportStatus
+from agent.transports import health
 from web.auth import admin_required
 from web.calls import business_zone
 from web.db import get_session
@@ -70,9 +73,9 @@ SAMPLE_MESSAGE = "Water is coming through the kitchen ceiling, can someone come 
 # the texts policy.decide chooses between for a missed call (and their A/B variants)
 TEXTBACK_TEMPLATES = ("templates.business_hours", "templates.after_hours",
                       "templates.voicemail")
-# alerts that agent.timers renders with the business, customer and message only
+# alerts that agent.messages.timers renders with the business, customer and message only
 ESCALATION_ALERTS = ("templates.reminder", "templates.supervisor_alert")
-# alerts that agent.conversations renders like its replies, plus customer and message
+# alerts that agent.messages.conversations renders like its replies, plus customer and message
 REPLY_ALERTS = ("templates.emergency_alert", "templates.reply_alert")
 
 LABELS = {
@@ -431,7 +434,7 @@ def sample_fields(session: Session, key: str, values: Mapping[str, Any], region:
 
     Each kind of text gets the fields its sender passes: a text-back the merge fields
     of policy.merge_fields for a sample missed call; replies, follow-ups and alerts
-    those agent.conversations and agent.timers pass.
+    those agent.messages.conversations and agent.messages.timers pass.
     """
     caller, did = sample_numbers(session, region)
     base = FOLLOWUP_TEMPLATES if key.startswith(FOLLOWUP_TEMPLATES) else _base_key(key)

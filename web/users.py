@@ -1,6 +1,6 @@
 """Accounts: admins add, edit and disable people; everyone edits their own account.
 
-The same rules as `textback users` (agent.accounts), and every change is audited
+The same rules as `textback users` (agent.people.accounts), and every change is audited
 under the name of whoever made it. A password change keeps the session that made it
 and ends every other session of that account (web.auth ties a session to the
 password hash).
@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from wtforms import BooleanField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
-from agent import accounts
-from agent.models import User
+from agent.people import accounts
+from agent.store.models import User
 from web.auth import SignedIn, admin_required, login_required
 from web.db import get_session
 

@@ -3,7 +3,7 @@
 Sites that prefer one long-running process point the dialplan at
 `TEXTBACK_AGI=agi://127.0.0.1:4573/textback-route` and enable `[agi]` in the
 config; the dialplan (asterisk/extensions_textback.conf) is the same as for the
-`textback-route` command, and so is the decision (agent.routing). If the agent
+`textback-route` command, and so is the decision (agent.rules.routing). If the agent
 is down, Asterisk's AGI() fails to connect and the dialplan's fallback rings
 the phones: calls never depend on the agent.
 """
@@ -20,8 +20,8 @@ from typing import Any
 from panoramisk.fast_agi import Application, Request
 from sqlalchemy import Engine, select
 
-from agent import routing
-from agent.models import Setting
+from agent.rules import routing
+from agent.store.models import Setting
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.health import Health
-from agent.outbox import OutboundSms
+from agent.messages.outbox import OutboundSms
+from agent.transports.health import Health
 
 
 class SendError(Exception):

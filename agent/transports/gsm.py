@@ -1,4 +1,4 @@
-"""SMS through a GSM modem (`[sms.gsm]`): the dispatcher's face of `agent.modem.driver`.
+"""SMS through a GSM modem (`[sms.gsm]`): the dispatcher's face of `agent.transports.modem.driver`.
 
 Each part is recorded (`message_parts`, with its TP-MR) as soon as the modem took
 it, so a retry after a failure half-way through a long text sends only the parts
@@ -16,13 +16,13 @@ import logging
 import time
 
 from agent.config import GsmTransportConfig
-from agent.db import DbRunner
-from agent.health import DOWN, UP, Health
-from agent.modem import inbox
-from agent.modem.at import AtError, AtTimeout
-from agent.modem.driver import Modem, ModemUnavailable
-from agent.outbox import OutboundSms
+from agent.messages.outbox import OutboundSms
+from agent.store.db import DbRunner
 from agent.transports import SendError, SendResult
+from agent.transports.health import DOWN, UP, Health
+from agent.transports.modem import store as inbox
+from agent.transports.modem.at import AtError, AtTimeout
+from agent.transports.modem.driver import Modem, ModemUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ import base64
 import logging
 
 from agent.config import SipTransportConfig
-from agent.health import DOWN, UP, Health
-from agent.outbox import OutboundSms
+from agent.messages.outbox import OutboundSms
 from agent.pbx.ami import AmiError, AmiLink, AmiUnavailable
 from agent.transports import SendError, SendResult
+from agent.transports.health import DOWN, UP, Health
 
 log = logging.getLogger(__name__)
 

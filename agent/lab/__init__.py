@@ -1,0 +1,1 @@
+"""The lab: a real Asterisk in a directory, SIPp phones, an emulated modem, and the demo."""

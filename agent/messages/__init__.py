@@ -1,0 +1,1 @@
+"""Messages: the outbox, customers' texts in, conversations, timers and the shared inbox."""

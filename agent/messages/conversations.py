@@ -1,0 +1,229 @@
+"""What happens when a customer texts back: keywords first, then intent.
+
+Compliance comes before anything clever: a message that is, as a whole, an
+opt-out word ("STOP", "stop.", " Unsubscribe 🙏") opts the number out at once,
+cancels whatever was still queued for it, and gets exactly one confirmation —
+nothing else is sent to that number until it opts back in (START, UNSTOP, or
+YES after an opt-out). HELP/INFO get the help text.
+
+Anything else is sorted by intent (agent.rules.intents): an emergency gets a short
+"a technician is calling you now", an alert to the on-call staff's phones and a
+call that rings the on-call target and connects it to the customer; a booking
+request gets the booking link; a price question the service-info text; any
+other reply is forwarded to the staff who asked to be told.
+
+`keyword()` is pure; `react()` applies the rules to the database and queues the
+texts, which the caller hands to the dispatcher, and says whom to ring.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agent.messages import inbox, outbox, timers
+from agent.rules import intents, templates
+from agent.store.models import Contact, Message
+
+log = logging.getLogger(__name__)
+
+Keyword = Literal["opt_out", "opt_in", "help"]
+
+# kinds of outbound message that must reach an opted-out number: the one
+# confirmation of the opt-out itself
+OPT_OUT_CONFIRMATION = "optout_confirm"
+EXEMPT_FROM_OPT_OUT = frozenset({OPT_OUT_CONFIRMATION})
+# a second "water everywhere" within this time alerts staff again but does not ring
+# the technician twice or repeat the reassurance to the customer
+EMERGENCY_REPEAT = dt.timedelta(minutes=15)
+AUTO_REPLY_REPEAT = dt.timedelta(hours=1)
+
+
+def normalise(text: str) -> str:
+    """Case-folded, inner whitespace and dashes collapsed, edges stripped of
+    whitespace, punctuation, symbols and emoji: "  Opt-Out! 🙏" → "opt out"."""
+    folded = unicodedata.normalize("NFC", text).casefold()
+    words = "".join(" " if ch in "-_" or ch.isspace() else ch for ch in folded).split()
+    joined = " ".join(words)
+    start, end = 0, len(joined)
+    while start < end and not _is_word_char(joined[start]):
+        start += 1
+    while end > start and not _is_word_char(joined[end - 1]):
+        end -= 1
+    return joined[start:end]
+
+
+def _is_word_char(ch: str) -> bool:
+    return unicodedata.category(ch)[0] in "LN"
+
+
+@dataclass(frozen=True)
+class Keywords:
+    opt_out: frozenset[str]
+    opt_in: frozenset[str]
+    help: frozenset[str]
+
+    @classmethod
+    def of(cls, opt_out: Iterable[str], opt_in: Iterable[str], help: Iterable[str]) -> Keywords:
+        def words(items: Iterable[str]) -> frozenset[str]:
+            return frozenset(filter(None, map(normalise, items)))
+
+        return cls(words(opt_out), words(opt_in), words(help))
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> Keywords:
+        return cls.of(values["keywords.optout"], values["keywords.optin"],
+                      values["keywords.help"])
+
+
+def keyword(body: str, words: Keywords, *, opted_out: bool) -> Keyword | None:
+    """The keyword a whole message is, if any.
+
+    Opt-out is checked first, so a word in both lists opts out. An opt-in word
+    only counts from a number that opted out: "Yes" from anyone else is a
+    reply for a person to read.
+    """
+    text = normalise(body)
+    if text in words.opt_out:
+        return "opt_out"
+    if opted_out and text in words.opt_in:
+        return "opt_in"
+    if text in words.help:
+        return "help"
+    return None
+
+
+@dataclass
+class Reaction:
+    """What a customer's text set off: messages queued, and whom to ring now."""
+
+    messages: list[Message] = field(default_factory=list)
+    intent: str | None = None  # a keyword or an intent, for the log
+    ring_oncall: str | None = None  # oncall.target, for an emergency
+
+
+def react(session: Session, message: Message, values: Mapping[str, Any], now: dt.datetime,
+          *, claim_for: str | None = None, classifier: intents.Classifier | None = None,
+          ) -> Reaction:
+    """Keywords first, then the intent of anything else (see the module docstring)."""
+    contact = session.get(Contact, message.contact_id) if message.contact_id else None
+    if contact is None:
+        return Reaction()
+    # any reply ends the follow-up sequence: the lead is talking to us
+    timers.cancel(session, contact.id, (timers.FOLLOWUP,), "the customer replied", now)
+    found = keyword(message.body, Keywords.from_settings(values), opted_out=contact.opted_out)
+    if found is not None:
+        return Reaction(on_inbound(session, message, values, now, claim_for=claim_for), found)
+    if contact.opted_out:
+        return Reaction(intent="opted_out")  # stored for staff to read; nothing is sent
+    intent = (classifier or intents.PhraseRules.from_settings(values)).classify(message.body)
+    reaction = Reaction(intent=intent)
+    timers.schedule_escalation(session, message, values, now)  # until staff reach them
+    alert_fields = {"customer": message.number, "message": message.body}
+    if intent == "emergency":
+        recent = _sent_recently(session, message.number, "templates.emergency_customer",
+                                now - EMERGENCY_REPEAT)
+        if not recent:
+            reaction.messages += _reply(session, message, values, now,
+                                        "templates.emergency_customer", "emergency_reply",
+                                        claim_for)
+            reaction.ring_oncall = values["oncall.target"] or None
+        reaction.messages += _alerts(session, message, values, now, "templates.emergency_alert",
+                                     values["oncall.notify_numbers"], alert_fields, claim_for)
+    elif intent in ("scheduling", "pricing"):
+        key = f"templates.{intent}"
+        if not _sent_recently(session, message.number, key, now - AUTO_REPLY_REPEAT):
+            reaction.messages += _reply(session, message, values, now, key, "auto_reply",
+                                        claim_for)
+    else:
+        reaction.messages += _alerts(
+            session, message, values, now, "templates.reply_alert",
+            inbox.alert_numbers(session, contact, values["staff.notify_numbers"]),
+            alert_fields, claim_for)
+    return reaction
+
+
+def on_inbound(session: Session, message: Message, values: Mapping[str, Any],
+               now: dt.datetime, *, claim_for: str | None = None) -> list[Message]:
+    """Apply the keyword rules to a stored inbound message; returns replies queued."""
+    contact = session.get(Contact, message.contact_id) if message.contact_id else None
+    if contact is None:
+        return []
+    found = keyword(message.body, Keywords.from_settings(values), opted_out=contact.opted_out)
+    if found is None:
+        return []
+    if found == "opt_out":
+        if contact.opted_out:
+            log.info("%s sent %r again: already opted out, nothing sent", contact.number,
+                     message.body)
+            return []
+        contact.opted_out, contact.opted_out_at = True, now
+        timers.cancel(session, contact.id, (timers.FOLLOWUP, *timers.ESCALATION),
+                      "opted out", now)
+        cancelled = _cancel_pending(session, contact.number, now)
+        log.info("%s opted out (%r); %d pending message(s) cancelled", contact.number,
+                 message.body, cancelled)
+        return _reply(session, message, values, now, "templates.optout",
+                      OPT_OUT_CONFIRMATION, claim_for)
+    if found == "opt_in":
+        contact.opted_out, contact.opted_out_at = False, None
+        log.info("%s opted back in (%r)", contact.number, message.body)
+        return _reply(session, message, values, now, "templates.optin", "optin_confirm",
+                      claim_for)
+    return _reply(session, message, values, now, "templates.help", "help", claim_for)
+
+
+def _cancel_pending(session: Session, number: str, now: dt.datetime) -> int:
+    pending = session.scalars(select(Message).where(
+        Message.number == number, Message.direction == "out",
+        Message.status == outbox.QUEUED)).all()
+    for queued in pending:
+        outbox.transition(queued, outbox.CANCELLED, now, "the recipient opted out")
+    return len(pending)
+
+
+def _sent_recently(session: Session, number: str, template_key: str,
+                   since: dt.datetime) -> bool:
+    """One automatic answer of a kind per customer per while: no ping-pong."""
+    return session.scalar(select(Message.id).where(
+        Message.number == number, Message.direction == "out",
+        Message.template == template_key, Message.created_at >= since).limit(1)) is not None
+
+
+def _reply(session: Session, message: Message, values: Mapping[str, Any], now: dt.datetime,
+           template_key: str, kind: str, claim_for: str | None) -> list[Message]:
+    return _send(session, message, values, now, template_key, kind, message.number,
+                 f"reply:{message.id}", {}, claim_for)
+
+
+def _alerts(session: Session, message: Message, values: Mapping[str, Any], now: dt.datetime,
+            template_key: str, staff: list[str], fields: Mapping[str, str],
+            claim_for: str | None) -> list[Message]:
+    """Texts to staff about a customer; the customer's contact stays on the row."""
+    sent: list[Message] = []
+    for number in staff:
+        sent += _send(session, message, values, now, template_key, "alert", number,
+                      f"alert:{message.id}:{number}", fields, claim_for)
+    return sent
+
+
+def _send(session: Session, message: Message, values: Mapping[str, Any], now: dt.datetime,
+          template_key: str, kind: str, to: str, key: str, fields: Mapping[str, str],
+          claim_for: str | None) -> list[Message]:
+    body = templates.render(values[template_key], {
+        "business": values["business.name"], "booking_link": values["business.booking_link"],
+        "did": message.from_number, **fields})
+    info = templates.segments(body)
+    queued = outbox.enqueue(
+        session, now=now, kind=kind, number=to, body=body, idempotency_key=key,
+        from_number=message.from_number, template=template_key, encoding=info.encoding,
+        segments=info.segments, contact_id=message.contact_id, claim_for=claim_for,
+    )
+    return [queued] if queued is not None else []

@@ -1,0 +1,92 @@
+"""Inbound SMS: one path for every transport.
+
+A customer's text — a SIP MESSAGE that the dialplan's `[sms-in]` context turned
+into `UserEvent(SMSIn, …, BodyB64: …)`, or an SMS a GSM modem delivered — becomes
+one `messages` row (direction "in", status "received") attached to the contact.
+What happens next (STOP, intent, the inbox) builds on these rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agent.messages import inbox
+from agent.rules import numbers
+from agent.store.models import Contact, Message, MessageEvent
+
+log = logging.getLogger(__name__)
+
+RECEIVED = "received"
+_SIP_USER = re.compile(r"(?:sips?|pjsip|tel):([^@;>\s]+)")
+
+
+class MalformedSms(ValueError):
+    """An inbound SMS event that cannot be read; logged and skipped, never fatal."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundSms:
+    sender: str  # as the network gave it: "+15557654321", "07700 900123"…
+    to: str | None  # our number (the DID) when known
+    body: str
+    transport: str  # "sip" | "gsm"
+    received_at: dt.datetime
+    # a transport's own reference, unique per message (e.g. the SIM slot and PDU
+    # hash): makes delivery idempotent where a transport may hand the same SMS twice
+    reference: str | None = None
+
+
+def sip_user(uri: str) -> str | None:
+    """The user part of `<sip:+15557654321@host>` / `pjsip:+1555…@host`, or None."""
+    match = _SIP_USER.search(uri)
+    return match.group(1) if match else None
+
+
+def from_user_event(event: Mapping[str, str], received_at: dt.datetime) -> InboundSms:
+    """Read `UserEvent: SMSIn` (see asterisk/extensions_textback.conf)."""
+    sender = sip_user(event.get("From", "")) or ""
+    if not sender:
+        raise MalformedSms(f"SMSIn without a sender: From={event.get('From')!r}")
+    try:
+        raw = base64.b64decode(event.get("BodyB64", ""), validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedSms("SMSIn body is not valid base64") from None
+    to = event.get("DID") or sip_user(event.get("To", ""))
+    return InboundSms(sender=sender, to=to, body=raw.decode("utf-8", errors="replace"),
+                      transport="sip", received_at=received_at)
+
+
+def receive(session: Session, sms: InboundSms, region: str) -> Message | None:
+    """Store one inbound SMS; None when a transport handed the same one twice."""
+    key = f"in:{sms.transport}:{sms.reference}" if sms.reference else None
+    if key and session.scalar(select(Message.id).where(Message.idempotency_key == key)):
+        log.info("inbound SMS %s seen before; stored once", key)
+        return None
+    number = numbers.to_e164(sms.sender, region) or sms.sender
+    own = numbers.to_e164(sms.to, region) if sms.to else None
+    contact = session.scalar(select(Contact).where(Contact.number == number))
+    if contact is None:
+        contact = Contact(number=number, created_at=sms.received_at, tags=[], source="sms")
+        session.add(contact)
+        session.flush()
+    message = Message(
+        direction="in", kind="sms", idempotency_key=key, number=number,
+        from_number=own or sms.to, body=sms.body, status=RECEIVED, transport=sms.transport,
+        attempts=0, created_at=sms.received_at, updated_at=sms.received_at,
+        contact_id=contact.id,
+    )
+    message.history.append(MessageEvent(status=RECEIVED, at=sms.received_at,
+                                        detail=sms.transport))
+    session.add(message)
+    inbox.customer_activity(contact, sms.received_at)  # reopens, marks it waiting
+    session.flush()
+    return message

@@ -1,0 +1,201 @@
+"""Durable timers: follow-ups to quiet leads, reminders when a reply sits unanswered.
+
+Every timer is a `jobs` row with a `due_at`. The agent claims due rows and does
+them in the same transaction as the texts they produce, so a restart loses
+nothing and nothing runs twice.
+
+- A text-back starts the follow-up sequence (`followup.delays`, each step with
+  its template in `followup.templates`). Any reply, an opt-out, or staff reaching
+  the customer cancels what is left of it. A follow-up is a solicitation: it goes
+  out only inside `followup.allowed_hours` in the recipient's local time (the
+  zone comes from the number; where a prefix spans zones the window must hold in
+  all of them) and is moved to the next allowed time, never dropped.
+- A customer's reply that needs a person starts the escalation: a reminder to
+  staff after `escalation.reminder_after`, a supervisor alert after
+  `escalation.supervisor_after`, both cancelled once staff reached the customer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from agent.messages import inbox, outbox
+from agent.rules import numbers, templates
+from agent.rules.schedule import Schedule
+from agent.rules.settings import parse_duration
+from agent.store.models import Contact, Job, Message
+
+log = logging.getLogger(__name__)
+
+PENDING, DONE, CANCELLED = "pending", "done", "cancelled"
+FOLLOWUP, REMINDER, SUPERVISOR = "followup", "reminder", "supervisor"
+ESCALATION = (REMINDER, SUPERVISOR)
+
+
+# -- quiet hours (pure) -------------------------------------------------------------------
+def allowed_at(now: dt.datetime, window: str, zones: list[str]) -> dt.datetime:
+    """The first moment at or after `now` inside `window` (e.g. "08:00-21:00") in every
+    one of `zones`; `now` itself when it is allowed already."""
+    schedules = [Schedule(weekly=f"mon-sun {window}", timezone=zone) for zone in zones]
+    moment = now
+    for _ in range(8):  # zones a few hours apart agree within a couple of rounds
+        later = [s.next_open(moment) for s in schedules if s.state(moment) != "open"]
+        if not later:
+            return moment
+        candidates = [t for t in later if t is not None]
+        if not candidates:
+            return moment  # a window that never opens: better late than never
+        moment = max(candidates)
+    return moment
+
+
+def recipient_zones(number: str, business_zone: str) -> list[str]:
+    return numbers.timezones_for(number) or [business_zone]
+
+
+# -- scheduling ----------------------------------------------------------------------------
+def _add(session: Session, kind: str, step: int, due: dt.datetime, key: str,
+         contact_id: int, message_id: int | None, now: dt.datetime, *,
+         fresh: bool = False) -> None:
+    """`fresh`: the key names a row created in this transaction (a new text-back), so
+    no earlier job can have it and the look-up is skipped (it is on the hot path)."""
+    if fresh or session.scalar(select(Job.id).where(Job.dedupe_key == key)) is None:
+        session.add(Job(kind=kind, step=step, due_at=due, status=PENDING, dedupe_key=key,
+                        contact_id=contact_id, message_id=message_id, created_at=now))
+
+
+def schedule_followups(session: Session, textback: Message, values: Mapping[str, Any],
+                       now: dt.datetime) -> int:
+    """The follow-up sequence of one text-back; returns how many steps were scheduled."""
+    if textback.contact_id is None:
+        return 0
+    delays = values["followup.delays"]
+    for step, delay in enumerate(delays):
+        _add(session, FOLLOWUP, step, textback.created_at + parse_duration(delay),
+             f"{FOLLOWUP}:{textback.id}:{step}", textback.contact_id, textback.id, now,
+             fresh=True)
+    return len(delays)
+
+
+def schedule_escalation(session: Session, reply: Message, values: Mapping[str, Any],
+                        now: dt.datetime) -> None:
+    """Reminder and supervisor alert for a customer's reply nobody has answered yet."""
+    if reply.contact_id is None:
+        return
+    for kind, key in ((REMINDER, "escalation.reminder_after"),
+                      (SUPERVISOR, "escalation.supervisor_after")):
+        _add(session, kind, 0, now + parse_duration(values[key]), f"{kind}:{reply.id}",
+             reply.contact_id, reply.id, now)
+
+
+def cancel(session: Session, contact_id: int, kinds: tuple[str, ...], reason: str,
+           now: dt.datetime) -> int:
+    result = session.execute(
+        update(Job)
+        .where(Job.contact_id == contact_id, Job.kind.in_(kinds), Job.status == PENDING)
+        .values(status=CANCELLED, detail=reason, done_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
+
+
+def contacted(session: Session, contact: Contact, how: str, now: dt.datetime) -> None:
+    """Staff reached the customer: the follow-ups and escalations stop."""
+    contact.contacted_at = now
+    stopped = cancel(session, contact.id, (FOLLOWUP, *ESCALATION), f"contacted: {how}", now)
+    if stopped:
+        log.info("%s contacted (%s): %d timer(s) stopped", contact.number, how, stopped)
+
+
+# -- running --------------------------------------------------------------------------------
+def next_due(session: Session) -> dt.datetime | None:
+    return session.scalar(select(Job.due_at).where(Job.status == PENDING)
+                          .order_by(Job.due_at).limit(1))
+
+
+def run_due(session: Session, values: Mapping[str, Any], now: dt.datetime, worker: str,
+            limit: int = 50) -> list[Message]:
+    """Do the due jobs; returns the texts they queued (claimed for `worker`)."""
+    queued: list[Message] = []
+    due = session.scalars(select(Job.id).where(Job.status == PENDING, Job.due_at <= now)
+                          .order_by(Job.due_at).limit(limit)).all()
+    for job_id in due:
+        claimed = session.execute(
+            update(Job).where(Job.id == job_id, Job.status == PENDING)
+            .values(status=DONE, claimed_by=worker, done_at=now)
+            .execution_options(synchronize_session=False))
+        if claimed.rowcount != 1:
+            continue  # another agent took it
+        job = session.get_one(Job, job_id, populate_existing=True)
+        contact = session.get_one(Contact, job.contact_id)
+        if job.kind == FOLLOWUP:
+            queued += _followup(session, job, contact, values, now, worker)
+        else:
+            queued += _escalate(session, job, contact, values, now, worker)
+    return queued
+
+
+def _followup(session: Session, job: Job, contact: Contact, values: Mapping[str, Any],
+              now: dt.datetime, worker: str) -> list[Message]:
+    if contact.opted_out:
+        job.detail = "skipped: opted out"
+        return []
+    zones = recipient_zones(contact.number, values["business.timezone"])
+    when = allowed_at(now, values["followup.allowed_hours"], zones)
+    if when > now:  # quiet hours where the customer is: later, not never
+        job.status, job.due_at, job.done_at, job.claimed_by = PENDING, when, None, None
+        job.detail = f"moved to {when.isoformat()} (quiet hours in {', '.join(zones)})"
+        log.info("follow-up %d to %s moved to %s: quiet hours", job.id, contact.number,
+                 when.isoformat())
+        return []
+    texts = values["followup.templates"]
+    template = texts[min(job.step, len(texts) - 1)]
+    first = job.message_id and session.get(Message, job.message_id)
+    body = templates.render(template, {
+        "business": values["business.name"], "booking_link": values["business.booking_link"],
+        "first_name": templates.first_name(templates.clean_caller_name(contact.name)),
+        "caller_name": templates.full_name(templates.clean_caller_name(contact.name)),
+    })
+    info = templates.segments(body)
+    message = outbox.enqueue(
+        session, now=now, kind="followup", number=contact.number, body=body,
+        idempotency_key=f"job:{job.id}", from_number=first.from_number if first else None,
+        template=f"followup.templates[{job.step}]", encoding=info.encoding,
+        segments=info.segments, contact_id=contact.id, claim_for=worker,
+    )
+    job.detail = f"sent as message {message.id}" if message else "already sent"
+    return [message] if message else []
+
+
+def _escalate(session: Session, job: Job, contact: Contact, values: Mapping[str, Any],
+              now: dt.datetime, worker: str) -> list[Message]:
+    key, who = (("templates.reminder", "staff.notify_numbers") if job.kind == REMINDER
+                else ("templates.supervisor_alert", "supervisor.notify_numbers"))
+    staff = values[who]
+    if job.kind == REMINDER:  # the owner is reminded; supervisors hear of it regardless
+        staff = inbox.alert_numbers(session, contact, staff)
+    reply = job.message_id and session.get(Message, job.message_id)
+    if not staff:
+        job.detail = f"nobody to tell: {who} is empty"
+        return []
+    body = templates.render(values[key], {
+        "business": values["business.name"], "customer": contact.number,
+        "message": reply.body if reply else ""})
+    info = templates.segments(body)
+    queued = []
+    for number in staff:
+        message = outbox.enqueue(
+            session, now=now, kind="alert", number=number, body=body,
+            idempotency_key=f"job:{job.id}:{number}", template=key,
+            encoding=info.encoding, segments=info.segments, contact_id=contact.id,
+            claim_for=worker, from_number=reply.from_number if reply else None)
+        if message is not None:
+            queued.append(message)
+    job.detail = f"{len(queued)} alert(s) sent"
+    return queued

@@ -1,0 +1,1 @@
+"""Tools for IT staff at the shell: doctor and send-test."""

@@ -1,0 +1,132 @@
+"""`textback send-test` and `textback messages`: IT staff check the SMS path by hand.
+
+A test SMS is an outbox row like any other (kind "test", no idempotency key)
+before a transport sees it, and goes through the dispatcher's own send step, so
+what it proves is what the agent does. The GSM modem is opened exclusively: if the
+agent is running it holds the port, and the message says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import socket
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from agent.config import Config
+from agent.messages import outbox
+from agent.rules import numbers, templates
+from agent.store.db import DbRunner, check_schema, make_engine
+from agent.store.models import Message, MessagePart
+from agent.transports.dispatcher import Dispatcher
+
+log = logging.getLogger(__name__)
+
+
+class SendTestError(Exception):
+    """Worded for the person at the shell."""
+
+
+async def _leave_on_sim(_: object) -> None:
+    # the agent stores incoming SMS; this short-lived process leaves them on the SIM
+    raise RuntimeError("send-test does not store incoming SMS; the agent will")
+
+
+async def _transport(cfg: Config, name: str, db: DbRunner) -> tuple[Any, Any]:
+    """(transport, task keeping it alive) once it is ready to send."""
+    if name == "gsm":
+        from agent.transports.gsm import GsmModemTransport
+        from agent.transports.modem.driver import Modem, find_port
+
+        if find_port(cfg.sms.gsm.port) is None:
+            raise SendTestError(f"no modem at {cfg.sms.gsm.port} ([sms.gsm] port in "
+                                f"{cfg.path}); is it plugged in? run `textback doctor`")
+        modem = Modem(cfg.sms.gsm, on_deliver=_leave_on_sim, on_report=_leave_on_sim)
+        task = asyncio.get_running_loop().create_task(modem.run())
+        try:
+            await asyncio.wait_for(modem.ready.wait(), 20)
+        except TimeoutError:
+            task.cancel()
+            raise SendTestError(
+                f"the modem ({cfg.sms.gsm.port}) is not ready: "
+                f"{modem.problem or 'not found, busy or not answering'}; if the agent is "
+                "running it holds the port (stop it, or let it send); run `textback doctor`"
+            ) from None
+        return GsmModemTransport(cfg.sms.gsm, modem, db), task
+    from agent.pbx.ami import AmiLink
+    from agent.transports.sip import SipTrunk
+
+    ami = AmiLink(cfg.ami, lambda _event: None, config_path=str(cfg.path), events="off")
+    task = asyncio.get_running_loop().create_task(ami.run())
+    if not await ami.wait_up(8):
+        task.cancel()
+        raise SendTestError(f"AMI login failed: {ami.last_error}; run `textback doctor`")
+    return SipTrunk(cfg.sms.sip, ami), task
+
+
+def send_test(cfg: Config, to: str, text: str, transport: str) -> Message:
+    number = numbers.to_e164(to, cfg.pbx.default_region)
+    if number is None:
+        raise SendTestError(f"{to!r} is not a phone number (region {cfg.pbx.default_region})")
+    engine = make_engine(cfg.database.url)
+    check_schema(engine)
+    db = DbRunner(engine)
+    worker = f"{socket.gethostname()}/send-test"
+
+    async def main() -> int:
+        chosen, task = await _transport(cfg, transport, db)
+        info = templates.segments(text)
+
+        def queue(session: Session) -> outbox.OutboundSms:
+            message = outbox.enqueue(
+                session, now=dt.datetime.now(dt.UTC), kind="test", number=number, body=text,
+                idempotency_key=None, encoding=info.encoding, segments=info.segments,
+                claim_for=worker)
+            assert message is not None
+            return outbox.outbound(message)
+
+        try:
+            sms = await db(queue)
+            dispatcher = Dispatcher(db, [chosen], worker=worker, max_attempts=1)
+            dispatcher.submit(sms)
+            await dispatcher.drain(timeout=cfg.sms.gsm.send_timeout + 30)
+            return sms.id
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    try:
+        message_id = asyncio.run(main())
+        return db.run(lambda s: s.get_one(Message, message_id))
+    finally:
+        db.close()
+
+
+def recent(cfg: Config, limit: int) -> list[dict[str, Any]]:
+    """The newest messages, in and out, as plain dicts (for `textback messages`)."""
+    engine = make_engine(cfg.database.url)
+    check_schema(engine)
+    db = DbRunner(engine)
+
+    def read(session: Session) -> list[dict[str, Any]]:
+        rows = session.scalars(select(Message).order_by(Message.id.desc()).limit(limit)).all()
+        parts = dict(session.execute(
+            select(MessagePart.message_id, func.count())
+            .where(MessagePart.message_id.in_([m.id for m in rows]))
+            .group_by(MessagePart.message_id)).all())
+        return [{
+            "id": m.id, "direction": m.direction, "number": m.number, "body": m.body,
+            "status": m.status, "transport": m.transport,
+            "parts": parts.get(m.id) or m.segments, "kind": m.kind,
+            "created_at": m.created_at.isoformat(), "updated_at": m.updated_at.isoformat(),
+            "error": m.error,
+        } for m in rows]
+
+    try:
+        return db.run(read)
+    finally:
+        db.close()

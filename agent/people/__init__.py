@@ -1,0 +1,1 @@
+"""People: staff accounts and the customers' contact book."""

@@ -1,0 +1,1 @@
+"""Business rules read from settings: numbers, opening hours, SMS texts, intents, routing."""

@@ -1,0 +1,1 @@
+"""The database: engine and migrations, the tables, and the audit log."""
