@@ -22,6 +22,8 @@ from agent.cli import main
 from agent.daemon import Agent
 from agent.messages import conversations, inbound, inbox, outbox, timers
 from agent.people import accounts, contacts
+from agent.reports import queries
+from agent.reports.period import Period, parse_period
 from agent.rules import settings
 from agent.store.models import (
     AuditEntry,
@@ -33,7 +35,6 @@ from agent.store.models import (
     SmsFragment,
     TransportStatus,
 )
-from web import dashboard
 
 DATABASES = ("sqlite", "postgresql")
 
@@ -137,8 +138,8 @@ def _world(agent: Agent, session: Session, opted_out: str) -> tuple[Contact, Con
     return person, other
 
 
-def _period(session: Session) -> dashboard.Period:
-    period, errors = dashboard.parse_period({"from": "2026-03-01", "to": "2026-03-31"},
+def _period(session: Session) -> Period:
+    period, errors = parse_period({"from": "2026-03-01", "to": "2026-03-31"},
                                             T0.date(), ZoneInfo("UTC"))
     assert errors == []
     return period
@@ -146,9 +147,9 @@ def _period(session: Session) -> dashboard.Period:
 
 def _figures(session: Session) -> tuple[Any, ...]:
     period = _period(session)
-    rows = dashboard.buckets(session, period)
+    rows = queries.buckets(session, period)
     inbound_calls = sum(calls for _at, calls, _missed in rows)
-    return dashboard.counts(session, period, inbound_calls), sorted(rows)
+    return queries.counts(session, period, inbound_calls), sorted(rows)
 
 
 def _every_text(engine: Engine) -> list[tuple[str, str, Any, str]]:

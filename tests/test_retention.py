@@ -25,10 +25,11 @@ from agent import daemon
 from agent.daemon import Agent
 from agent.messages import inbox, outbox, timers
 from agent.people import accounts, contacts
+from agent.reports import queries
+from agent.reports.period import parse_period
 from agent.rules import settings
 from agent.rules.settings import SettingError
 from agent.store.models import AuditEntry, Call, Contact, Setting
-from web import dashboard
 
 DATABASES = ("sqlite", "postgresql")
 
@@ -78,13 +79,13 @@ def _traces(engine: Engine, person: tuple[str, str, str, str]) -> list[tuple[str
 
 
 def _figures(session: Session) -> tuple[Any, ...]:
-    period, errors = dashboard.parse_period(
+    period, errors = parse_period(
         {"from": (T0 - dt.timedelta(days=1)).date().isoformat(),
          "to": (T0 + dt.timedelta(days=3)).date().isoformat()},
         NOW.date(), ZoneInfo("UTC"))
     assert errors == []
-    rows = dashboard.buckets(session, period)
-    return dashboard.counts(session, period, sum(calls for _at, calls, _ in rows)), sorted(rows)
+    rows = queries.buckets(session, period)
+    return queries.counts(session, period, sum(calls for _at, calls, _ in rows)), sorted(rows)
 
 
 def test_idle_customers_are_erased_and_active_ones_kept(agent: Agent, engine: Engine,

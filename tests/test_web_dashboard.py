@@ -9,21 +9,21 @@ import datetime as dt
 import html
 import re
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import login
+from conftest import Record, login
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from agent.calls import policy
 from agent.calls.tracker import FinishedCall
-from agent.config import parse
-from agent.daemon import Agent
 from agent.messages import outbox
+from agent.reports import abtest, queries
+from agent.reports.period import parse_period
 from agent.rules import settings
 from agent.store.models import Call, Contact, Message, MessageEvent
-from web import dashboard
 
 # Tuesday 1 December 2026; Chicago is UTC-6 then, so that local day is
 # 06:00 UTC on the 1st to 06:00 UTC on the 2nd
@@ -340,7 +340,7 @@ def test_the_ab_table_compares_variants_and_says_when_it_may_be_chance(
     assert page.index(f'data-test="{hours}"') < page.index(f'data-test="{voicemail}"')
 
 
-def test_the_agent_records_each_callers_variant_and_the_table_counts_it(
+def test_the_agent_records_each_callers_variant_and_the_table_counts_it(record: Record,
         owner: FlaskClient, session: Session, engine: Engine, tmp_path: Path) -> None:
     """From the missed call to the A/B table: the agent picks and stores the variant."""
     settings.set(session, "business.timezone", "America/Chicago", NOON_CHICAGO)
@@ -348,16 +348,13 @@ def test_the_agent_records_each_callers_variant_and_the_table_counts_it(
     settings.set(session, "templates.business_hours_b", "Hi {first_name}, reply with a time "
                  "that suits you and {business} will call.", NOON_CHICAGO)
     session.commit()
-    config = parse({"ami": {"secret": "x"}, "database": {"url": str(engine.url)}},
-                   tmp_path / "textback.toml")
-    agent = Agent(config)
     callers = [f"+1312555{n:04d}" for n in range(200, 240)]
     for n, caller in enumerate(callers):
         ended = NOON_CHICAGO + dt.timedelta(minutes=n)
         call = FinishedCall(f"1800000001.{n}", caller, "Dana Fischer", "+15559990000",
                             "inbound", True, "noanswer", False, None, 20.0,
                             ended.timestamp() - 25, ended.timestamp(), "trunk")
-        agent.record(session, call, ended + dt.timedelta(seconds=1))
+        record(session, call, ended + dt.timedelta(seconds=1))
     for message in session.scalars(select(Message).where(Message.kind == "textback")):
         outbox.transition(message, "sent", message.created_at + dt.timedelta(seconds=2))
     session.commit()
@@ -390,36 +387,36 @@ def test_no_ab_table_without_a_test(owner: FlaskClient, session: Session) -> Non
 ])
 def test_two_proportion_p_value_matches_the_normal_table(
         a: tuple[int, int], b: tuple[int, int], p: float) -> None:
-    assert dashboard.two_proportion_p(a[0], a[1], b[0], b[1]) == pytest.approx(p, abs=1e-4)
+    assert abtest.two_proportion_p(a[0], a[1], b[0], b[1]) == pytest.approx(p, abs=1e-4)
     # which side is called B does not change the evidence
-    assert dashboard.two_proportion_p(b[0], b[1], a[0], a[1]) == pytest.approx(p, abs=1e-4)
+    assert abtest.two_proportion_p(b[0], b[1], a[0], a[1]) == pytest.approx(p, abs=1e-4)
 
 
 def test_two_proportion_p_value_edge_cases() -> None:
-    assert dashboard.two_proportion_p(0, 10, 0, 12) == 1.0  # nobody replied to either
-    assert dashboard.two_proportion_p(10, 10, 12, 12) == 1.0  # everybody did
-    assert dashboard.two_proportion_p(0, 1000, 1000, 1000) == pytest.approx(0.0, abs=1e-12)
+    assert abtest.two_proportion_p(0, 10, 0, 12) == 1.0  # nobody replied to either
+    assert abtest.two_proportion_p(10, 10, 12, 12) == 1.0  # everybody did
+    assert abtest.two_proportion_p(0, 1000, 1000, 1000) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError):
-        dashboard.two_proportion_p(0, 0, 1, 5)
+        abtest.two_proportion_p(0, 0, 1, 5)
 
 
 def test_comparison_notes_say_what_a_result_is_worth() -> None:
-    small = dashboard.compare(14, 2, 11, 3)
+    small = abtest.compare(14, 2, 11, 3)
     assert not small.trustworthy
     assert small.note == ("B looks 13 points better, but with 14 and 11 texts this may be "
                           "chance; keep the test running.")
-    worse = dashboard.compare(500, 100, 500, 60)
+    worse = abtest.compare(500, 100, 500, 60)
     assert worse.trustworthy and worse.lift == "-8 points (-40%)"
     assert worse.note == ("B is 8 points worse with 500 and 500 texts (p < 0.001): unlikely "
                           "to be chance; consider ending the test.")
-    assert dashboard.compare(100, 10, 100, 9).lift == "-1 point (-10%)"
+    assert abtest.compare(100, 10, 100, 9).lift == "-1 point (-10%)"
     # bookings are rare: a 1% against 1.4% difference is not rounded away
-    assert dashboard.compare(1000, 10, 1000, 14).lift == "+0.4 points (+40%)"
+    assert abtest.compare(1000, 10, 1000, 14).lift == "+0.4 points (+40%)"
     # enough texts but a p-value over 0.05 is not trusted
-    unsure = dashboard.compare(40, 2, 40, 4)
+    unsure = abtest.compare(40, 2, 40, 4)
     assert not unsure.trustworthy and "(p = 0.40)" in unsure.note
-    assert dashboard.compare(40, 0, 40, 8).lift == "+20 points"  # no relative lift from 0
-    missing = dashboard.compare(0, 0, 5, 1)
+    assert abtest.compare(40, 0, 40, 8).lift == "+20 points"  # no relative lift from 0
+    missing = abtest.compare(0, 0, 5, 1)
     assert (missing.lift, missing.p_value) == ("n/a", None)
     assert missing.note == "No texts with A in this period yet; keep the test running."
 
@@ -487,26 +484,26 @@ def test_front_desk_staff_see_the_dashboard_and_it_is_the_start_page(
 
 
 def test_period_boundaries_follow_the_business_time_zone() -> None:
-    zone = dashboard.ZoneInfo("America/Chicago")
-    period, errors = dashboard.parse_period({"from": "2026-11-01", "to": "2026-11-01"},
+    zone = ZoneInfo("America/Chicago")
+    period, errors = parse_period({"from": "2026-11-01", "to": "2026-11-01"},
                                             dt.date(2026, 12, 1), zone)
     assert errors == []
     # the day DST ends in Chicago has 25 hours
     assert period.start == dt.datetime(2026, 11, 1, 5, 0, tzinfo=dt.UTC)
     assert period.end == dt.datetime(2026, 11, 2, 6, 0, tzinfo=dt.UTC)
-    swapped, errors = dashboard.parse_period({"from": "2026-11-05", "to": "2026-11-01"},
+    swapped, errors = parse_period({"from": "2026-11-05", "to": "2026-11-01"},
                                              dt.date(2026, 12, 1), zone)
     assert (swapped.first, swapped.last) == (dt.date(2026, 11, 1), dt.date(2026, 11, 5))
     assert errors
 
 
-QUERIES = ("_buckets_sql", "_figures_sql")
+QUERIES = ("buckets_sql", "figures_sql")
 
 
 def test_the_queries_read_the_call_indexes(session: Session, database: str) -> None:
     """With a million calls no dashboard query may scan the whole calls table, nor the
     messages, events or contacts it looks up for each missed call."""
-    d = dashboard.Dialect.of(session)
+    d = queries.Dialect.of(session)
     if database == "postgresql":
         # on a tiny table PostgreSQL rightly prefers a scan; forbidding scans shows
         # whether an index could serve each look-up
@@ -517,7 +514,7 @@ def test_the_queries_read_the_call_indexes(session: Session, database: str) -> N
             "yes": True, "take": 1, "skip": 0, "suffix": ":textback"}
         for name in QUERIES:
             plan = " / ".join(row[0] for row in session.execute(
-                text(f"EXPLAIN {getattr(dashboard, name)(d)}"), params))
+                text(f"EXPLAIN {getattr(queries, name)(d)}"), params))
             assert "Index" in plan, (name, plan)
             assert not re.search(r"Seq Scan on (calls|messages|message_events|contacts)",
                                  plan), (name, plan)
@@ -525,7 +522,7 @@ def test_the_queries_read_the_call_indexes(session: Session, database: str) -> N
     params = {"start": "2026-11-01 00:00:00.000000", "end": "2026-12-01 00:00:00.000000",
               "yes": 1, "take": 1, "skip": 0, "suffix": ":textback"}
     for name in QUERIES:
-        sql = getattr(dashboard, name)(d)
+        sql = getattr(queries, name)(d)
         plan = " / ".join(row[-1] for row in session.execute(text(f"EXPLAIN QUERY PLAN {sql}"),
                                                              params))
         assert "USING INDEX ix_calls_" in plan or "USING COVERING INDEX ix_calls_" in plan, (

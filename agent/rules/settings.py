@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -618,6 +619,16 @@ def get(session: Session, key: str) -> Any:
     """The value in force for `key`: the stored one, or the default."""
     spec = _spec(key)
     return _effective(spec, _stored(session, key))
+
+
+def business_zone(session: Session) -> ZoneInfo:
+    """The business time zone (business.timezone), for showing and counting local times;
+    UTC when the stored name is unreadable, so a bad value cannot take a page down."""
+    try:
+        return schedule.load_zone(get(session, "business.timezone"))
+    except Exception:
+        log.exception("business.timezone unreadable; showing UTC")
+        return ZoneInfo("UTC")
 
 
 def set(  # the CLI verb; shadows the builtin inside this module only

@@ -1,0 +1,1 @@
+"""The owner's reports: the dashboard's figures, counted in SQL, and the A/B statistics."""
