@@ -544,6 +544,7 @@ def contacts_erase(config_path: str | None, number: str, yes: bool) -> None:
     import getpass
 
     from agent.people import contacts
+    from agent.privacy import erasure as erasing
     from agent.store.db import sessions
 
     cfg = _load(config_path)
@@ -560,8 +561,8 @@ def contacts_erase(config_path: str | None, number: str, yes: bool) -> None:
                           + (f" ({contact.name})" if contact.name else "")
                           + "? This cannot be undone", abort=True)
         try:
-            erasure = contacts.erase(session, contact, dt.datetime.now(dt.UTC),
-                                     f"cli:{getpass.getuser()}", region=region)
+            erasure = erasing.erase(session, contact, dt.datetime.now(dt.UTC),
+                                    f"cli:{getpass.getuser()}", region=region)
         except contacts.ContactError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(f"erased {shown} (now {contacts.target(erasure.contact_id)}):")

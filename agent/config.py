@@ -126,6 +126,12 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
 
     @property
+    def dial_trunk(self) -> str:
+        """The PJSIP endpoint that calls out to customers (the on-call ring, an inbox
+        "Call back"): the first trunk calls come in on, else the SMS trunk."""
+        return self.pbx.trunk_endpoints[0] if self.pbx.trunk_endpoints else self.sms.sip.endpoint
+
+    @property
     def web_secret_key_file(self) -> Path:
         return self.web.secret_key_file or self.path.with_name("web.secret")
 

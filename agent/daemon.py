@@ -1,8 +1,9 @@
 """The agent: wires the missed-call path together and keeps it running.
 
-AMI events → CallTracker → (per finished call) policy → outbox row → dispatcher →
-transport. The event loop only moves data; database work runs on the DbRunner's
-thread so a slow disk never stalls AMI pings.
+AMI events → CallTracker → (per finished call) agent.calls.missed: policy → outbox
+row → dispatcher → transport. This module holds tasks and wiring only: every
+decision is a domain function run on the DbRunner's thread, so a slow disk never
+stalls AMI pings and the event loop only moves data.
 """
 
 from __future__ import annotations
@@ -16,21 +17,18 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agent.calls import cdr, policy
+from agent.calls import cdr, missed
 from agent.calls.tracker import CallTracker, FinishedCall
 from agent.config import Config
-from agent.messages import conversations, inbound, inbox, outbox, timers
+from agent.messages import inbound, inbox, timers
 from agent.messages.outbox import OutboundSms
 from agent.pbx import originate
 from agent.pbx.ami import AmiError, AmiLink
 from agent.pbx.fastagi import RoutingServer, database_settings
-from agent.people import contacts
-from agent.rules import numbers, settings
+from agent.privacy import erasure
 from agent.store.db import DbRunner, check_schema, make_engine
-from agent.store.models import Call, Contact, Message
 from agent.transports import health
 from agent.transports.dispatcher import Dispatcher
 from agent.transports.gsm import GsmModemTransport
@@ -40,7 +38,6 @@ from agent.transports.sip import SipTrunk
 
 log = logging.getLogger(__name__)
 
-TEXTBACK = "textback"
 TIMER_TICK = 1.0  # seconds between looks at the jobs table
 FRAGMENT_SWEEP = 60.0  # seconds between looks for multipart SMS that will stay incomplete
 HEALTH_TICK = 2.0  # seconds between looks at the transports' state (no I/O: cheap)
@@ -49,10 +46,9 @@ RETENTION_SWEEP = 3600.0  # seconds between looks for customers idle past privac
 # worked off one short batch per timer tick (an erasure reads the whole audit log:
 # about 50 ms with 100,000 entries on SQLite, so a batch stays well under a second)
 RETENTION_BATCH = 10
-# A call learnt from the CDR file this long after it ended is recorded, not texted: a
-# "sorry we missed you" hours later reads oddly. Also how far back the start-up look goes.
-RECONCILE_MAX_AGE = dt.timedelta(minutes=30)
-LIVE, CDR = "live", "cdr"  # Call.source: seen on AMI, or read from the CDR file
+# how far back the look for calls that ended while the agent was stopped goes (older
+# calls would be recorded, not texted, anyway)
+RECONCILE_MAX_AGE = missed.MAX_AGE
 # Asterisk writes a call's CDR rows just after its hangup; wait this long before reading
 CDR_WRITE_DELAY = 2.0
 
@@ -177,7 +173,7 @@ class Agent:
         A database without calls is a fresh install: the PBX's history is not for it
         to text.
         """
-        newest = await self.db(lambda s: s.scalar(select(func.max(Call.ended_at))))
+        newest = await self.db(missed.newest_end)
         if newest is None:
             log.info("no calls recorded yet: not looking for missed calls in the CDR file")
             return
@@ -209,99 +205,28 @@ class Agent:
                         "ended before that are not looked up", cdr.TAIL_BYTES // 2**20,
                         _utc(tail.complete_since).isoformat(timespec="seconds"))
             since = tail.complete_since
-        missed = cdr.missed_calls(tail.rows, since, until, trunk_endpoints=pbx.trunk_endpoints,
+        ended = cdr.missed_calls(tail.rows, since, until, trunk_endpoints=pbx.trunk_endpoints,
                                   inbound_contexts=pbx.inbound_contexts)
 
-        def recorded(session: Session) -> set[str]:
-            linkedids = [call.linkedid for call in missed]
-            return set(session.scalars(select(Call.linkedid).where(
-                Call.linkedid.in_(linkedids)))) if linkedids else set()
-
-        known = await self.db(recorded)
-        unseen = [call for call in missed if call.linkedid not in known]
+        known = await self.db(lambda s: missed.recorded(s, (c.linkedid for c in ended)))
+        unseen = [call for call in ended if call.linkedid not in known]
         log.info("CDR file %s: %d missed inbound call(s) ended between %s and %s, %d not "
-                 "seen on AMI", path, len(missed), _utc(since).isoformat(timespec="seconds"),
+                 "seen on AMI", path, len(ended), _utc(since).isoformat(timespec="seconds"),
                  _utc(until).isoformat(timespec="seconds"), len(unseen))
         for call in unseen:
-            await self.handle(call, source=CDR)
+            await self.handle(call, source=missed.CDR)
 
     # -- the decision ------------------------------------------------------------------
-    async def handle(self, call: FinishedCall, source: str = LIVE) -> None:
-        queued, outcome = await self.db(
-            lambda s: self.record(s, call, dt.datetime.now(dt.UTC), source))
+    async def handle(self, call: FinishedCall, source: str = missed.LIVE) -> None:
+        region, worker = self.config.pbx.default_region, self.dispatcher.worker
+        queued, outcome = await self.db(lambda s: missed.record(
+            s, call, dt.datetime.now(dt.UTC), region=region, worker=worker, source=source))
         if isinstance(queued, OutboundSms):
             self.dispatcher.submit(queued)
         elif queued:
             self.dispatcher.wake()
         log.info("call %s from %s to %s%s: %s", call.linkedid, call.caller or "withheld",
-                 call.did, " (from the CDR file)" if source == CDR else "", outcome)
-
-    def record(self, session: Session, call: FinishedCall,
-               now: dt.datetime, source: str = LIVE) -> tuple[OutboundSms | bool, str]:
-        """Store the call and what was decided; queue the text-back. Idempotent per call.
-
-        Returns the message when it is due now (claimed for this agent's dispatcher),
-        True when it was queued for later, False when nothing was queued; and the
-        decision in words for the log.
-        """
-        if session.scalar(select(Call.id).where(Call.linkedid == call.linkedid)):
-            return False, "seen before, ignored"
-        region = self.config.pbx.default_region
-        number = None
-        if call.caller and not numbers.is_withheld(call.caller):
-            number = numbers.to_e164(call.caller, region)
-        contact = None
-        if number and call.direction == "inbound":
-            contact = session.scalar(select(Contact).where(Contact.number == number))
-            if contact is None:
-                contact = Contact(number=number, name=call.caller_name, created_at=now,
-                                  tags=[], source="call")
-                session.add(contact)
-                session.flush()
-        values = settings.all_values(session)
-        rules = policy.Rules.from_settings(values, region)
-        history = caller_history(session, number, contact)
-        decision = policy.decide(call, number, history, rules, now, max_age=RECONCILE_MAX_AGE)
-        row = Call(
-            linkedid=call.linkedid, caller=number or call.caller, caller_raw=call.caller,
-            caller_name=call.caller_name, did=call.did, direction=call.direction,
-            missed=call.missed, reason=call.reason, voicemail_left=call.voicemail_left,
-            answered_by=call.answered_by, ring_seconds=call.ring_seconds,
-            trunk_endpoint=call.trunk_endpoint, started_at=_utc(call.started_at),
-            ended_at=_utc(call.ended_at), source=source,
-            contact_id=contact.id if contact else None,
-            decision="skip" if isinstance(decision, policy.Skip) else "send",
-            skip_reason=decision.reason if isinstance(decision, policy.Skip) else None,
-        )
-        session.add(row)
-        if contact is not None and call.missed:  # the inbox: reopened, waiting for staff
-            inbox.customer_activity(contact, row.ended_at)
-        session.flush()
-        verdict = "missed" if call.missed else "answered"
-        if call.missed:
-            verdict += f" ({call.reason})"
-        if not call.missed:
-            self._reached(session, call, number, now)
-        if isinstance(decision, policy.Skip):
-            return False, f"{call.direction} {verdict}, not texted: {decision.reason}"
-        assert number is not None
-        message = outbox.enqueue(
-            session, now=now, kind=TEXTBACK, number=number, body=decision.body,
-            idempotency_key=f"{call.linkedid}:{TEXTBACK}", send_at=decision.send_at,
-            from_number=numbers.to_e164(call.did, region) if call.did else None,
-            template=decision.template_key, variant=decision.variant,
-            encoding=decision.encoding,
-            segments=decision.segments, call_id=row.id, contact_id=row.contact_id,
-            claim_for=self.dispatcher.worker,
-        )
-        if message is None:
-            row.decision, row.skip_reason = "skip", "duplicate"
-            return False, f"{call.direction} {verdict}, not texted: already queued"
-        timers.schedule_followups(session, message, values, now)
-        described = f"{call.direction} {verdict}, queued text-back as message {message.id}"
-        if message.status == outbox.SENDING:
-            return outbox.outbound(message), described
-        return True, described
+                 call.did, " (from the CDR file)" if source == missed.CDR else "", outcome)
 
     async def handle_sms(self, event: Mapping[str, str]) -> None:
         try:
@@ -313,41 +238,27 @@ class Agent:
 
     async def deliver_inbound(self, sms: inbound.InboundSms) -> None:
         """The one way in for a customer's text, whatever transport brought it."""
-        region = self.config.pbx.default_region
-        worker = self.dispatcher.worker
-
-        def store(session: Session) -> tuple[Message | None, conversations.Reaction,
-                                             list[OutboundSms | None]]:
-            message = inbound.receive(session, sms, region)
-            if message is None:
-                return None, conversations.Reaction(), []
-            reaction = conversations.react(session, message, settings.all_values(session),
-                                           sms.received_at, claim_for=worker)
-            session.flush()
-            return message, reaction, [
-                outbox.outbound(m) if m.status == outbox.SENDING else None
-                for m in reaction.messages]
-
-        message, reaction, queued = await self.db(store)
-        if message is None:
+        region, worker = self.config.pbx.default_region, self.dispatcher.worker
+        taken = await self.db(lambda s: inbound.take(s, sms, region, worker))
+        if taken is None:
             return
+        message, reaction = taken.message, taken.reaction
         log.info("SMS from %s to %s stored as message %d (%s): %d text(s) queued%s",
                  message.number, sms.to, message.id, reaction.intent or "reply",
-                 len(queued), f", ringing {reaction.ring_oncall}" if reaction.ring_oncall else "")
+                 len(reaction.messages),
+                 f", ringing {reaction.ring_oncall}" if reaction.ring_oncall else "")
         if reaction.ring_oncall:
             self._spawn(self.ring(reaction.ring_oncall, message.number, "EMERGENCY"))
-        for sms_out in queued:
-            if sms_out is None:
-                self.dispatcher.wake()
-            else:
-                self.dispatcher.submit(sms_out)
+        for due in taken.due:
+            self.dispatcher.submit(due)
+        if taken.later:
+            self.dispatcher.wake()
 
     async def ring(self, first: str, customer: str, label: str) -> None:
         """Ring `first` (on-call phone or number), then connect it to the customer."""
-        trunk = self.config.pbx.trunk_endpoints[0] if self.config.pbx.trunk_endpoints \
-            else self.config.sms.sip.endpoint
         try:
-            action = originate.connect_action(first, customer, trunk=trunk, label=label)
+            action = originate.connect_action(first, customer, trunk=self.config.dial_trunk,
+                                              label=label)
             await self.ami.action(action, timeout=5)
         except (ValueError, AmiError) as exc:
             log.error("could not ring %s for %s: %s (the alert texts still go out; does the "
@@ -355,44 +266,14 @@ class Agent:
             return
         log.info("ringing %s to connect %s (%s)", first, customer, label)
 
-    def _reached(self, session: Session, call: FinishedCall, caller: str | None,
-                 now: dt.datetime) -> None:
-        """An answered call between the business and a customer: a text-back still
-        waiting for its delay is cancelled, and follow-ups and reminders stop."""
-        region = self.config.pbx.default_region
-        if call.direction == "inbound":
-            number, how = caller, "called again and was answered"
-        elif call.direction == "outbound" and call.did:
-            number, how = numbers.to_e164(call.did, region), "the business called back"
-        else:
-            return
-        if number is None:
-            return
-        for waiting in session.scalars(select(Message).where(
-                Message.number == number, Message.kind == TEXTBACK,
-                Message.status == outbox.QUEUED)):
-            outbox.transition(waiting, outbox.CANCELLED, now, how)
-            log.info("text-back %d to %s cancelled: %s", waiting.id, number, how)
-        contact = session.scalar(select(Contact).where(Contact.number == number))
-        if contact is not None:
-            timers.contacted(session, contact, how, now)
-
     async def run_timers(self) -> None:
         """Due follow-ups and reminders, once a second (rows, so restarts lose nothing)."""
-        worker = self.dispatcher.worker
-
-        def due(session: Session) -> list[OutboundSms]:
-            queued = timers.run_due(session, settings.all_values(session),
-                                    dt.datetime.now(dt.UTC), worker)
-            session.flush()
-            return [outbox.outbound(m) for m in queued if m.status == outbox.SENDING]
-
-        trunk = self.config.pbx.trunk_endpoints[0] if self.config.pbx.trunk_endpoints \
-            else self.config.sms.sip.endpoint
+        worker, trunk = self.dispatcher.worker, self.config.dial_trunk
         next_expiry = next_purge = 0.0
         while True:
             try:
-                for sms in await self.db(due):
+                due = await self.db(lambda s: timers.due_now(s, dt.datetime.now(dt.UTC), worker))
+                for sms in due:
                     self.dispatcher.submit(sms)
                 # "Call back" clicks from the inbox (the web UI has no AMI link)
                 await inbox.run_pending(self.db, self.ami.action, trunk, worker)
@@ -418,11 +299,9 @@ class Agent:
             await asyncio.sleep(TIMER_TICK)
 
     def purge_expired(self, session: Session) -> int:
-        """One batch of erasures of customers idle for longer than privacy.retention
-        (none while it is 0s); returns how many were erased."""
-        retention = settings.parse_duration(settings.get(session, "privacy.retention"))
-        return contacts.purge(session, dt.datetime.now(dt.UTC), retention,
-                              self.config.pbx.default_region, limit=RETENTION_BATCH)
+        """One batch of erasures past privacy.retention; returns how many were erased."""
+        return erasure.purge_due(session, dt.datetime.now(dt.UTC),
+                                 self.config.pbx.default_region, limit=RETENTION_BATCH)
 
     async def report_health(self) -> None:
         """Publish each transport's state for the web UI: on change, and every heartbeat."""
@@ -435,12 +314,9 @@ class Agent:
             rows = snapshot if beat else {name: seen for name, seen in snapshot.items()
                                           if published.get(name) != seen}
             if rows:
-                def write(session: Session, rows: dict[str, Any] = rows) -> None:
-                    now = dt.datetime.now(dt.UTC)
-                    for state, failure in rows.values():
-                        health.publish(session, state, failure, now)
                 try:
-                    await self.db(write)
+                    await self.db(lambda s, rows=rows: health.publish_all(
+                        s, rows.values(), dt.datetime.now(dt.UTC)))
                     published.update(rows)
                     if beat:
                         written_at = time.monotonic()
@@ -499,28 +375,6 @@ class Agent:
             task.cancel()
         await asyncio.gather(*workers, stopped, return_exceptions=True)
         self.db.close()
-
-
-def caller_history(session: Session, number: str | None,
-                   contact: Contact | None) -> policy.CallerHistory:
-    if number is None:
-        return policy.CallerHistory(opted_out=False, last_textback_at=None,
-                                    permanent_failure=False)
-    last = session.scalar(
-        select(func.max(Message.created_at)).where(
-            Message.number == number, Message.kind == TEXTBACK, Message.direction == "out",
-            Message.status.not_in([outbox.FAILED, outbox.CANCELLED]),
-        )
-    )
-    failed = session.scalar(
-        select(Message.id).where(Message.number == number, Message.direction == "out",
-                                 Message.error_kind == "permanent").limit(1)
-    )
-    return policy.CallerHistory(
-        opted_out=bool(contact and contact.opted_out),
-        last_textback_at=last,
-        permanent_failure=failed is not None,
-    )
 
 
 def run(config: Config) -> None:

@@ -9,6 +9,7 @@ installs Debian's postgresql; without it those cases are skipped with the reason
 
 from __future__ import annotations
 
+import functools
 import glob
 import itertools
 import os
@@ -16,7 +17,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,16 @@ def agent(engine: Engine, tmp_path: Path) -> Any:
                     "database": {"url": engine.url.render_as_string(hide_password=False)}},
                    tmp_path / "textback.toml")
     return Agent(config)
+
+
+Record = Callable[..., tuple[Any, str]]
+
+
+@pytest.fixture
+def record(agent: Any) -> Record:
+    """The decision step for a finished call (agent.calls.missed.record) as the agent
+    runs it: its region, its dispatcher claiming a text due now."""
+    from agent.calls import missed
+
+    return functools.partial(missed.record, region=agent.config.pbx.default_region,
+                             worker=agent.dispatcher.worker)

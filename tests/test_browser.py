@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from agent import config as configuration
 from agent.calls import policy
+from agent.calls.missed import caller_history
 from agent.calls.tracker import FinishedCall
-from agent.daemon import caller_history
 from agent.messages import inbox
 from agent.people import accounts
 from agent.rules import settings

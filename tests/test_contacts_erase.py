@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
+from conftest import Record
 from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.orm import Session
 
@@ -22,9 +23,11 @@ from agent.cli import main
 from agent.daemon import Agent
 from agent.messages import conversations, inbound, inbox, outbox, timers
 from agent.people import accounts, contacts
+from agent.privacy import erasure, optout
 from agent.reports import queries
 from agent.reports.period import Period, parse_period
 from agent.rules import settings
+from agent.store import audit
 from agent.store.models import (
     AuditEntry,
     Call,
@@ -73,23 +76,23 @@ def _reply(session: Session, sender: str, body: str, at: dt.datetime) -> Message
     return message
 
 
-def _world(agent: Agent, session: Session, opted_out: str) -> tuple[Contact, Contact]:
+def _world(record: Record, session: Session, opted_out: str) -> tuple[Contact, Contact]:
     """The person and someone else, each with calls, texts, replies, timers and more."""
     settings.set(session, "staff.notify_numbers", [STAFF], T0)
     settings.set(session, "oncall.notify_numbers", [STAFF], T0)
     # the person: a missed call (the trunk sent the number nationally), the text-back, a
     # reply that alerts staff, a second missed call, a queued follow-up, a call back…
-    agent.record(session, _call("1.1", PERSON_DIGITS, T0, name=NAME), T0)
-    agent.record(session, _call("2.1", OTHER, T0 + dt.timedelta(minutes=3), name="Sam Lee"),
+    record(session, _call("1.1", PERSON_DIGITS, T0, name=NAME), T0)
+    record(session, _call("2.1", OTHER, T0 + dt.timedelta(minutes=3), name="Sam Lee"),
                  T0 + dt.timedelta(minutes=3))
     _left(session, T0 + dt.timedelta(seconds=30))
     _reply(session, PERSON, SECRET_TEXT, T0 + dt.timedelta(minutes=10))
     _reply(session, OTHER, "Thanks, see you Tuesday", T0 + dt.timedelta(minutes=12))
-    agent.record(session, _call("1.2", "+1 212 555 0142", T0 + dt.timedelta(days=2),
+    record(session, _call("1.2", "+1 212 555 0142", T0 + dt.timedelta(days=2),
                                 name=NAME), T0 + dt.timedelta(days=2))
     _left(session, T0 + dt.timedelta(days=2, seconds=30))
     # the business calls them back from a desk phone, dialling 9 for an outside line
-    agent.record(session, _call("1.3", "101", T0 + dt.timedelta(days=2, hours=1),
+    record(session, _call("1.3", "101", T0 + dt.timedelta(days=2, hours=1),
                                 direction="outbound", missed=False, did="912125550142"),
                  T0 + dt.timedelta(days=2, hours=1))
     person = session.scalars(select(Contact).where(Contact.number == PERSON)).one()
@@ -130,7 +133,7 @@ def _world(agent: Agent, session: Session, opted_out: str) -> tuple[Contact, Con
     if opted_out == "by text":
         _reply(session, PERSON, "Stop", now)
     elif opted_out == "by staff":
-        contacts.record_opt_out(session, person, now, "desk",
+        optout.record_opt_out(session, person, now, "desk",
                                 f"{NAME} rang from 212-555-0142 and asked us to stop")
     timers_left = session.scalars(select(Job).where(Job.contact_id == person.id)).all()
     assert timers_left, "the world has follow-ups or reminders to delete"
@@ -208,9 +211,9 @@ def _snapshot(session: Session, contact_id: int, number: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("opted_out", ["never", "by text", "by staff"])
-def test_erase_leaves_no_trace_and_the_same_figures(agent: Agent, engine: Engine,
+def test_erase_leaves_no_trace_and_the_same_figures(record: Record, engine: Engine,
                                                     session: Session, opted_out: str) -> None:
-    person, other = _world(agent, session, opted_out)
+    person, other = _world(record, session, opted_out)
     assert len(_traces(engine, PERSON_DIGITS)) > 20  # the scan does see the person before
     before = _figures(session)
     counted = before[0]
@@ -219,18 +222,18 @@ def test_erase_leaves_no_trace_and_the_same_figures(agent: Agent, engine: Engine
     other_before = _snapshot(session, other.id, OTHER)
     person_id = person.id
 
-    erasure = contacts.erase(session, person, T0 + dt.timedelta(days=5), "owner")
+    erased = erasure.erase(session, person, T0 + dt.timedelta(days=5), "owner")
     session.commit()
 
     traces = _traces(engine, PERSON_DIGITS)
     if opted_out == "never":
         assert traces == []
-        assert erasure.suppression_id is None
+        assert erased.suppression_id is None
     else:
         # the one thing kept: the number, on a row that says only "opted out"
         assert [(table, column) for table, column, _key, _value in traces] == [
             ("contacts", "number")]
-        kept = session.get_one(Contact, erasure.suppression_id)
+        kept = session.get_one(Contact, erased.suppression_id)
         assert (kept.number, kept.opted_out, kept.name, kept.tags, kept.assigned_to,
                 kept.last_message_at, kept.last_inbound_at) == (
             PERSON, True, None, [], None, None, None)
@@ -251,7 +254,7 @@ def test_erase_leaves_no_trace_and_the_same_figures(agent: Agent, engine: Engine
     assert (reply.status, reply.body, reply.number) == ("cancelled", "", f"erased-{person_id}")
     # the audit log names the contact, never the number, and says who erased it
     entry = session.scalars(select(AuditEntry).where(
-        AuditEntry.action == contacts.ERASED)).one()
+        AuditEntry.action == audit.CONTACT_ERASED)).one()
     assert (entry.actor, entry.target) == ("owner", f"contact #{person_id}")
     exclusions = session.scalars(select(AuditEntry).where(
         AuditEntry.target == "textback.exclusions").order_by(AuditEntry.id)).all()
@@ -260,7 +263,7 @@ def test_erase_leaves_no_trace_and_the_same_figures(agent: Agent, engine: Engine
         {"from": [f"contact #{person_id}", STAFF], "to": [STAFF]}]
     if opted_out == "by staff":
         reason = session.scalars(select(AuditEntry).where(
-            AuditEntry.action == contacts.OPTED_OUT)).one().details["reason"]
+            AuditEntry.action == audit.CONTACT_OPTED_OUT)).one().details["reason"]
         assert reason == (f"[name erased] rang from contact #{person_id} and asked us "
                           "to stop")
     # the staff member's own number stays on the alerts they were sent
@@ -270,14 +273,14 @@ def test_erase_leaves_no_trace_and_the_same_figures(agent: Agent, engine: Engine
 
 
 @pytest.mark.parametrize("opted_out", ["by text", "by staff"])
-def test_an_erased_opt_out_is_still_never_texted(agent: Agent, session: Session,
+def test_an_erased_opt_out_is_still_never_texted(agent: Agent, record: Record, session: Session,
                                                  opted_out: str) -> None:
-    person, _other = _world(agent, session, opted_out)
-    contacts.erase(session, person, T0 + dt.timedelta(days=5), "owner")
+    person, _other = _world(record, session, opted_out)
+    erasure.erase(session, person, T0 + dt.timedelta(days=5), "owner")
     session.commit()
     later = T0 + dt.timedelta(days=30)
     assert outbox.opted_out(session, PERSON)  # what the dispatcher asks at send time
-    queued, described = agent.record(session, _call("9.1", PERSON_DIGITS, later, name=NAME),
+    queued, described = record(session, _call("9.1", PERSON_DIGITS, later, name=NAME),
                                      later)
     session.commit()
     assert queued is False and "opted_out" in described
@@ -289,23 +292,23 @@ def test_an_erased_opt_out_is_still_never_texted(agent: Agent, session: Session,
     assert not outbox.opted_out(session, PERSON)
 
 
-def test_someone_erased_who_calls_again_is_a_new_contact(agent: Agent,
+def test_someone_erased_who_calls_again_is_a_new_contact(agent: Agent, record: Record,
                                                          session: Session) -> None:
-    person, _other = _world(agent, session, "never")
-    contacts.erase(session, person, T0 + dt.timedelta(days=5), "owner")
+    person, _other = _world(record, session, "never")
+    erasure.erase(session, person, T0 + dt.timedelta(days=5), "owner")
     session.commit()
     later = T0 + dt.timedelta(days=30)
-    queued, _ = agent.record(session, _call("9.1", PERSON_DIGITS, later), later)
+    queued, _ = record(session, _call("9.1", PERSON_DIGITS, later), later)
     session.commit()
     assert queued  # no cooldown, no opt-out: nothing remembered them
     fresh = session.scalars(select(Contact).where(Contact.number == PERSON)).one()
     assert fresh.id != person.id and fresh.source == "call" and fresh.tags == []
     with pytest.raises(contacts.ContactError, match="erased already"):
-        contacts.erase(session, session.get_one(Contact, person.id), later, "owner")
+        erasure.erase(session, session.get_one(Contact, person.id), later, "owner")
 
 
 def test_spellings_find_the_number_however_it_was_written() -> None:
-    spelled = contacts.Spellings.of(PERSON, ["sip:2125550142@trunk"])
+    spelled = erasure.Spellings.of(PERSON, ["sip:2125550142@trunk"])
     for written in ("+12125550142", "12125550142", "(212) 555-0142", "212.555.0142",
                     "+1 212 555 0142", "0012125550142", "sip:2125550142@trunk"):
         assert spelled.found_in(f"call {written} today"), written
@@ -344,7 +347,7 @@ def test_the_cli_erases_and_says_what_it_kept(config: Path) -> None:
         assert session.scalars(select(Contact).where(Contact.number == OTHER)).one().name == \
             "Sam Lee"
         entry = session.scalars(select(AuditEntry).where(
-            AuditEntry.action == contacts.ERASED)).one()
+            AuditEntry.action == audit.CONTACT_ERASED)).one()
         assert entry.actor.startswith("cli:") and PERSON not in json.dumps(entry.details)
     again = run(main, ["contacts", "erase", "--config", str(config), PERSON, "--yes"])
     assert again.exit_code != 0 and "erased already" in again.output

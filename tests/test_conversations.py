@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent.messages import conversations, inbound, inbox, outbox
+from agent.messages import conversations, inbound, inbox, kinds, outbox
 from agent.messages.conversations import Keywords, keyword, normalise
 from agent.people import accounts
 from agent.rules import settings
@@ -88,7 +88,7 @@ def test_stop_opts_out_cancels_pending_and_confirms_once(session: Session) -> No
     contact = session.scalars(select(Contact)).one()
     assert contact.opted_out and contact.opted_out_at == NOW
     assert followup is not None and followup.status == "cancelled"
-    assert confirmation.kind == conversations.OPT_OUT_CONFIRMATION
+    assert confirmation.kind == kinds.OPT_OUT_CONFIRMATION
     assert "unsubscribed" in confirmation.body and "START" in confirmation.body
     assert reply_to(session, "STOP") == []  # one confirmation per opt-out, nothing more
     assert reply_to(session, "unsubscribe") == []

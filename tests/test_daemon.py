@@ -1,5 +1,6 @@
-"""The agent's decision step (Agent.record) on a real database, with calls as the
-CallTracker hands them over: what is stored, queued, cancelled and stopped."""
+"""The decision step for finished calls (agent.calls.missed.record, as the agent runs
+it) on a real database, with calls as the CallTracker hands them over: what is
+stored, queued, cancelled and stopped; and the agent's CDR look-ups feeding it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import Record
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -35,8 +37,8 @@ def finished(linkedid: str, *, direction: str = "inbound", missed: bool = True,
                         "trunk" if direction == "inbound" else None)
 
 
-def test_missed_call_is_stored_queued_and_followed_up(agent: Agent, session: Session) -> None:
-    sms, described = agent.record(session, finished("1.1"), T0)
+def test_missed_call_is_stored_queued_and_followed_up(record: Record, session: Session) -> None:
+    sms, described = record(session, finished("1.1"), T0)
     session.commit()
     assert isinstance(sms, OutboundSms) and sms.number == CUSTOMER
     assert "queued text-back" in described
@@ -44,17 +46,17 @@ def test_missed_call_is_stored_queued_and_followed_up(agent: Agent, session: Ses
     assert (call.decision, call.caller, call.reason) == ("send", CUSTOMER, "noanswer")
     assert [j.kind for j in session.scalars(select(Job))] == ["followup"] * 3
     # the same call handed over again (a replayed event, a restart) changes nothing
-    again, described = agent.record(session, finished("1.1"), T0)
+    again, described = record(session, finished("1.1"), T0)
     assert again is False and "seen before" in described
 
 
-def test_the_business_calling_back_stops_everything(agent: Agent, session: Session) -> None:
+def test_the_business_calling_back_stops_everything(record: Record, session: Session) -> None:
     settings.set(session, "textback.delay", "2m", T0)
-    queued, _ = agent.record(session, finished("2.1"), T0)
+    queued, _ = record(session, finished("2.1"), T0)
     assert queued is True  # waiting for its delay, not sent yet
     callback = finished("2.2", direction="outbound", missed=False, caller="100",
                         did=CUSTOMER, at=T0 + dt.timedelta(seconds=40))
-    agent.record(session, callback, T0 + dt.timedelta(seconds=40))
+    record(session, callback, T0 + dt.timedelta(seconds=40))
     session.commit()
     textback = session.scalars(select(Message)).one()
     assert textback.status == "cancelled"
@@ -63,9 +65,9 @@ def test_the_business_calling_back_stops_everything(agent: Agent, session: Sessi
     assert {j.status for j in session.scalars(select(Job))} == {"cancelled"}
 
 
-def test_skips_are_recorded_with_their_reason(agent: Agent, session: Session) -> None:
-    agent.record(session, finished("3.1", caller=None), T0)
-    agent.record(session, finished("3.2", direction="internal", caller="101"), T0)
+def test_skips_are_recorded_with_their_reason(record: Record, session: Session) -> None:
+    record(session, finished("3.1", caller=None), T0)
+    record(session, finished("3.2", direction="internal", caller="101"), T0)
     session.commit()
     reasons = [(c.decision, c.skip_reason) for c in session.scalars(select(Call).order_by(Call.id))]
     assert reasons == [("skip", "withheld"), ("skip", "not_inbound")]
@@ -101,15 +103,15 @@ def cdr_agent(engine: Engine, tmp_path: Path, cdr_csv: Path,
                     "pbx": {"cdr_csv": str(cdr_csv)}}, tmp_path / "textback.toml")
     agent = Agent(config)
     submitted: list[OutboundSms] = []
-    monkeypatch.setattr(agent.transports.dispatcher, "submit", submitted.append)
+    monkeypatch.setattr(agent.dispatcher, "submit", submitted.append)
     return agent, submitted
 
 
 def test_a_call_from_the_cdr_is_recorded_as_such_and_never_texted_twice(
-        agent: Agent, session: Session) -> None:
-    sms, _ = agent.record(session, finished("4.1"), T0, source="cdr")
+        record: Record, session: Session) -> None:
+    sms, _ = record(session, finished("4.1"), T0, source="cdr")
     assert isinstance(sms, OutboundSms)
-    again, described = agent.record(session, finished("4.1"), T0)  # then seen live too
+    again, described = record(session, finished("4.1"), T0)  # then seen live too
     session.commit()
     assert again is False and "seen before" in described
     call = session.scalars(select(Call)).one()
@@ -119,10 +121,10 @@ def test_a_call_from_the_cdr_is_recorded_as_such_and_never_texted_twice(
 
 @pytest.mark.parametrize(("minutes_ago", "texted"), [(29, True), (31, False)])
 def test_a_call_learnt_over_30_minutes_late_is_recorded_but_not_texted(
-        agent: Agent, session: Session, minutes_ago: int, texted: bool) -> None:
+        record: Record, session: Session, minutes_ago: int, texted: bool) -> None:
     now = dt.datetime.now(dt.UTC)
     ended = now - dt.timedelta(minutes=minutes_ago)
-    agent.record(session, finished("5.1", at=ended), now, source="cdr")
+    record(session, finished("5.1", at=ended), now, source="cdr")
     session.commit()
     call = session.scalars(select(Call)).one()
     assert (call.missed, call.source) == (True, "cdr")
@@ -131,13 +133,13 @@ def test_a_call_learnt_over_30_minutes_late_is_recorded_but_not_texted(
     assert len(session.scalars(select(Message)).all()) == int(texted)
 
 
-def test_reconciling_texts_each_unseen_missed_call_once(
+def test_reconciling_texts_each_unseen_missed_call_once(record: Record,
         cdr_agent: tuple[Agent, list[OutboundSms]], cdr_csv: Path, session: Session) -> None:
     agent, submitted = cdr_agent
     now = dt.datetime.now(dt.UTC)
     seen_live, unseen, answered = "+12125550101", "+12125550102", "+12125550103"
-    agent.record(session, finished("1800.1", caller=seen_live, at=now - dt.timedelta(minutes=3)),
-                 now)
+    record(session, finished("1800.1", caller=seen_live, at=now - dt.timedelta(minutes=3)),
+           now)
     session.commit()
     cdr_csv.write_text("\n".join([
         cdr_line("1800.1", seen_live, now - dt.timedelta(minutes=3)),
@@ -154,7 +156,7 @@ def test_reconciling_texts_each_unseen_missed_call_once(
     assert sorted(m.number for m in session.scalars(select(Message))) == [seen_live, unseen]
 
 
-def test_start_up_looks_back_to_the_newest_call_at_most_30_minutes(
+def test_start_up_looks_back_to_the_newest_call_at_most_30_minutes(record: Record,
         cdr_agent: tuple[Agent, list[OutboundSms]], cdr_csv: Path, session: Session) -> None:
     agent, submitted = cdr_agent
     now = dt.datetime.now(dt.UTC)
@@ -165,7 +167,7 @@ def test_start_up_looks_back_to_the_newest_call_at_most_30_minutes(
     ]) + "\n")
     asyncio.run(agent.reconcile_after_start())  # a fresh install: the PBX's past is not ours
     assert submitted == [] and session.scalars(select(Call)).all() == []
-    agent.record(session, finished("1900.0", at=now - dt.timedelta(hours=2)), now)
+    record(session, finished("1900.0", at=now - dt.timedelta(hours=2)), now)
     session.commit()
     asyncio.run(agent.reconcile_after_start())
     assert [sms.number for sms in submitted] == [recent]

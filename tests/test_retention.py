@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import csrf_token
+from conftest import Record, csrf_token
 from flask.testing import FlaskClient
 from markupsafe import escape
 from sqlalchemy import Engine, select
@@ -24,11 +24,13 @@ from test_contacts_erase import _call, _every_text, _left, _reply, _snapshot
 from agent import daemon
 from agent.daemon import Agent
 from agent.messages import inbox, outbox, timers
-from agent.people import accounts, contacts
+from agent.people import accounts
+from agent.privacy import erasure
 from agent.reports import queries
 from agent.reports.period import parse_period
 from agent.rules import settings
 from agent.rules.settings import SettingError
+from agent.store import audit
 from agent.store.models import AuditEntry, Call, Contact, Setting
 
 DATABASES = ("sqlite", "postgresql")
@@ -50,14 +52,14 @@ def _customer(session: Session, number: str) -> Contact:
     return session.scalars(select(Contact).where(Contact.number == number)).one()
 
 
-def _world(agent: Agent, session: Session) -> dict[str, Contact]:
+def _world(record: Record, session: Session) -> dict[str, Contact]:
     """Three customers who called 500 days ago, were texted back and replied; one of
     them texted again ten days ago, another texted STOP back then."""
     settings.set(session, "staff.notify_numbers", [STAFF], T0)
     people = {}
     for n, (number, name, tag, text) in enumerate((IDLE, ACTIVE, OPTED)):
         at = T0 + dt.timedelta(minutes=n)
-        agent.record(session, _call(f"{n}.1", number, at, name=name), at)
+        record(session, _call(f"{n}.1", number, at, name=name), at)
         _left(session, at + dt.timedelta(seconds=30))
         _reply(session, number, text, at + dt.timedelta(minutes=10))
         people[number] = _customer(session, number)
@@ -88,9 +90,9 @@ def _figures(session: Session) -> tuple[Any, ...]:
     return queries.counts(session, period, sum(calls for _at, calls, _ in rows)), sorted(rows)
 
 
-def test_idle_customers_are_erased_and_active_ones_kept(agent: Agent, engine: Engine,
+def test_idle_customers_are_erased_and_active_ones_kept(record: Record, engine: Engine,
                                                        session: Session) -> None:
-    people = _world(agent, session)
+    people = _world(record, session)
     for person in (IDLE, ACTIVE, OPTED):
         assert len(_traces(engine, person)) > 5, person  # the scan does see them before
     before = _figures(session)
@@ -98,7 +100,7 @@ def test_idle_customers_are_erased_and_active_ones_kept(agent: Agent, engine: En
     assert (counted.missed, counted.texted, counted.replied, counted.opted_out) == (3, 3, 3, 1)
     active_before = _snapshot(session, people[ACTIVE[0]].id, ACTIVE[0])
 
-    assert contacts.purge(session, NOW, RETENTION, "US") == 2
+    assert erasure.purge(session, NOW, RETENTION, "US") == 2
     session.commit()
 
     assert _traces(engine, IDLE) == []
@@ -113,13 +115,13 @@ def test_idle_customers_are_erased_and_active_ones_kept(agent: Agent, engine: En
     assert _figures(session) == before
     # each erasure is in the audit log, by the retention limit, naming no number
     erasures = session.scalars(select(AuditEntry).where(
-        AuditEntry.action == contacts.ERASED).order_by(AuditEntry.id)).all()
+        AuditEntry.action == audit.CONTACT_ERASED).order_by(AuditEntry.id)).all()
     assert [(e.actor, e.target) for e in erasures] == [
         ("retention", f"contact #{people[IDLE[0]].id}"),
         ("retention", f"contact #{people[OPTED[0]].id}")]
     # over a year on, only the customer who was active goes: the anonymous stand-ins and
     # the kept opt-out are never erased again
-    assert contacts.purge(session, NOW + dt.timedelta(days=400), RETENTION, "US") == 1
+    assert erasure.purge(session, NOW + dt.timedelta(days=400), RETENTION, "US") == 1
     session.commit()
     assert _traces(engine, ACTIVE) == []
     assert outbox.opted_out(session, OPTED[0])
@@ -127,10 +129,10 @@ def test_idle_customers_are_erased_and_active_ones_kept(agent: Agent, engine: En
 
 @pytest.mark.parametrize("activity", ["reply", "call", "text", "contacted", "booked",
                                       "call back"])
-def test_any_recent_activity_keeps_the_customer(agent: Agent, session: Session,
+def test_any_recent_activity_keeps_the_customer(record: Record, session: Session,
                                                 activity: str) -> None:
     number = IDLE[0]
-    agent.record(session, _call("1.1", number, T0), T0)
+    record(session, _call("1.1", number, T0), T0)
     _left(session, T0 + dt.timedelta(seconds=30))
     customer = _customer(session, number)
     if activity == "reply":
@@ -153,21 +155,22 @@ def test_any_recent_activity_keeps_the_customer(agent: Agent, session: Session,
         inbox.request_callback(session, customer, desk.id, "desk", RECENTLY)
     session.commit()
 
-    assert contacts.purge(session, NOW, RETENTION, "US") == 0
+    assert erasure.purge(session, NOW, RETENTION, "US") == 0
     assert _customer(session, number).id == customer.id
     # once that activity is older than the limit too, the customer goes
     later = RECENTLY + RETENTION + dt.timedelta(days=1)
-    assert contacts.purge(session, later, RETENTION, "US") == 1
+    assert erasure.purge(session, later, RETENTION, "US") == 1
     session.commit()
     assert session.get_one(Contact, customer.id).number == f"erased-{customer.id}"
 
 
-def test_zero_keeps_everything(agent: Agent, engine: Engine, session: Session) -> None:
-    _world(agent, session)
+def test_zero_keeps_everything(agent: Agent, record: Record, engine: Engine,
+                               session: Session) -> None:
+    _world(record, session)
     before = _every_text(engine)
     assert settings.get(session, "privacy.retention") == "0s"  # the default
     assert agent.purge_expired(session) == 0
-    assert contacts.purge(session, NOW + dt.timedelta(days=3650), dt.timedelta(0), "US") == 0
+    assert erasure.purge(session, NOW + dt.timedelta(days=3650), dt.timedelta(0), "US") == 0
     session.commit()
     assert _every_text(engine) == before
     # the agent follows the setting: with a limit, the idle customers go
@@ -177,11 +180,11 @@ def test_zero_keeps_everything(agent: Agent, engine: Engine, session: Session) -
     assert _traces(engine, IDLE) == []
 
 
-def test_the_limit_caps_a_batch_and_the_next_one_continues(agent: Agent,
+def test_the_limit_caps_a_batch_and_the_next_one_continues(record: Record,
                                                            session: Session) -> None:
     numbers = [f"+1212555{n:04d}" for n in range(201, 206)]
     for n, number in enumerate(numbers):
-        agent.record(session, _call(f"{n}.1", number, T0), T0)
+        record(session, _call(f"{n}.1", number, T0), T0)
     session.commit()
 
     def left() -> list[str]:
@@ -190,7 +193,7 @@ def test_the_limit_caps_a_batch_and_the_next_one_continues(agent: Agent,
 
     done = []
     for _batch in range(4):
-        done.append(contacts.purge(session, NOW, RETENTION, "US", limit=2))
+        done.append(erasure.purge(session, NOW, RETENTION, "US", limit=2))
         session.commit()
         done.append(len(left()))
     assert done == [2, 3, 2, 1, 1, 0, 0, 0]
@@ -207,7 +210,7 @@ def test_the_agent_works_off_a_backlog_then_waits_an_hour(
     monkeypatch.setattr(daemon, "TIMER_TICK", 0.01)
     monkeypatch.setattr(daemon, "RETENTION_BATCH", 2)
     batches: list[int | str] = []
-    purge = contacts.purge
+    purge = erasure.purge
 
     def counted(*args: Any, **kwargs: Any) -> int:
         if not batches:
@@ -216,7 +219,7 @@ def test_the_agent_works_off_a_backlog_then_waits_an_hour(
         batches.append(purge(*args, **kwargs))
         return int(batches[-1])
 
-    monkeypatch.setattr(contacts, "purge", counted)
+    monkeypatch.setattr(erasure, "purge", counted)
 
     async def run(sweep: float, batches_expected: int) -> None:
         """Run the timer loop until that many batches ran, then 20 ticks more."""

@@ -20,8 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agent.calls import policy
-from agent.people import accounts
 from agent.rules import schedule, settings, templates
+from agent.store import audit
 from agent.store.models import AuditEntry, Contact, Message, Setting, TransportStatus
 
 SECTIONS = {"business": "Business", "hours": "Hours", "textback": "Text-back",
@@ -200,7 +200,7 @@ def test_bad_hours_name_the_key_keep_the_input_and_save_nothing(owner: FlaskClie
     assert "2026-12-25" in dict(form_of(page, "/settings/hours"))["holidays"]
     assert stored(session) == {}  # not even the valid holiday
     assert session.scalars(select(AuditEntry).where(
-        AuditEntry.action == accounts.SETTING_CHANGED)).all() == []
+        AuditEntry.action == audit.SETTING_CHANGED)).all() == []
 
 
 def test_no_day_open_is_refused_rather_than_read_as_open_around_the_clock(
@@ -237,9 +237,9 @@ def test_a_saved_section_is_stored_and_audited_like_the_cli(owner: FlaskClient,
     assert stored(session) == {"business.name": "Rapid Rooter",
                                "business.timezone": "America/Chicago",
                                "business.average_job_value": 350.0}
-    audit = session.scalars(select(AuditEntry).where(
-        AuditEntry.action == accounts.SETTING_CHANGED).order_by(AuditEntry.id)).all()
-    assert [(a.actor, a.target, a.details) for a in audit] == [
+    entries = session.scalars(select(AuditEntry).where(
+        AuditEntry.action == audit.SETTING_CHANGED).order_by(AuditEntry.id)).all()
+    assert [(a.actor, a.target, a.details) for a in entries] == [
         ("owner", "business.name", {"from": "us", "to": "Rapid Rooter"}),
         ("owner", "business.timezone", {"from": "UTC", "to": "America/Chicago"}),
         ("owner", "business.average_job_value", {"from": 0, "to": 350.0})]
@@ -248,7 +248,7 @@ def test_a_saved_section_is_stored_and_audited_like_the_cli(owner: FlaskClient,
     again = post(owner, "/settings/business", form_of(page, "/settings/business"))
     assert "nothing had changed" in again.get_data(as_text=True)
     assert len(session.scalars(select(AuditEntry).where(
-        AuditEntry.action == accounts.SETTING_CHANGED)).all()) == 3
+        AuditEntry.action == audit.SETTING_CHANGED)).all()) == 3
 
 
 def test_reset_to_default_fills_the_default_and_saving_forgets_the_row(

@@ -22,6 +22,7 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from agent.people import accounts
+from agent.store import audit
 from agent.store.models import User
 from web.db import get_session
 
@@ -134,7 +135,7 @@ def login() -> Any:
 @login_required
 def logout() -> Any:
     db = get_session()
-    accounts.audit(db, dt.datetime.now(dt.UTC), current_user.username, accounts.LOGOUT,
+    audit.audit(db, dt.datetime.now(dt.UTC), current_user.username, audit.LOGOUT,
                    current_user.username, request.remote_addr)
     db.commit()
     logout_user()

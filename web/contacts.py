@@ -14,7 +14,6 @@ again; agent.people.contacts does the erasing and says what is kept.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
 from dataclasses import dataclass
@@ -35,10 +34,13 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from agent.people import contacts
+from agent.privacy import erasure, optout
 from agent.rules import numbers, settings
+from agent.rules.settings import business_zone
+from agent.store import audit
 from agent.store.models import AuditEntry, Call, Contact, Message, UTCDateTime
+from web import clock
 from web.auth import admin_required, login_required
-from web.calls import business_zone
 from web.db import get_session
 
 log = logging.getLogger(__name__)
@@ -53,10 +55,6 @@ PHONE_TYPING = re.compile(r"[\d\s()+.\-/]+")
 
 # when the contact last did something (or appeared): what the list is ordered by
 last_activity = func.coalesce(Contact.last_message_at, Contact.created_at, type_=UTCDateTime())
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _region() -> str:
@@ -188,7 +186,7 @@ def _erased_page(session: Session, contact: Contact) -> Any:
     """What is left of an erased contact: the fact that it was erased, and when."""
     entry = session.scalar(select(AuditEntry).where(
         AuditEntry.target == contacts.target(contact.id),
-        AuditEntry.action == contacts.ERASED).order_by(AuditEntry.id.desc()).limit(1))
+        AuditEntry.action == audit.CONTACT_ERASED).order_by(AuditEntry.id.desc()).limit(1))
     return render_template("contacts/erased.html", contact=contact, entry=entry,
                            zone=business_zone(session)), 410
 
@@ -210,13 +208,13 @@ def _page(session: Session, contact: Contact, *, name: str | None = None,
         "contacts/contact.html", contact=contact,
         name=(contact.name or "") if name is None else name,
         tags=", ".join(contact.tags or []) if tags is None else tags,
-        reason=reason, errors=errors or {}, history=contacts.opt_history(session, contact),
+        reason=reason, errors=errors or {}, history=optout.opt_history(session, contact),
         calls=calls, texts_in=counts.get("in", 0), texts_out=counts.get("out", 0),
         opt_in_words=opt_in_words, zone=business_zone(session),
         # the suppression row an erasure keeps; once they text START it is a contact again
         kept_after_erasure=contact.source == contacts.ERASED_SOURCE and contact.opted_out,
         max_tags=contacts.MAX_TAGS, max_tag_length=contacts.MAX_TAG_LENGTH,
-        max_reason=contacts.MAX_REASON), status
+        max_reason=optout.MAX_REASON), status
 
 
 @bp.get("/<int:contact_id>")
@@ -251,7 +249,7 @@ def edit(contact_id: int) -> Any:
     if errors:
         return _page(session, contact, name=raw_name, tags=raw_tags, errors=errors,
                      status=400)
-    changed = contacts.update(session, contact, _now(), current_user.username, name=name,
+    changed = contacts.update(session, contact, clock.now(), current_user.username, name=name,
                               tags=tags, ip=request.remote_addr)
     session.commit()
     flash("Saved." if changed else "Nothing changed.", "info")
@@ -267,7 +265,7 @@ def opt_out(contact_id: int) -> Any:
         return _erased_page(session, contact)
     reason = request.form.get("reason") or ""
     try:
-        cancelled = contacts.record_opt_out(session, contact, _now(), current_user.username,
+        cancelled = optout.record_opt_out(session, contact, clock.now(), current_user.username,
                                             reason, ip=request.remote_addr)
     except contacts.ContactError as exc:
         session.rollback()
@@ -293,7 +291,7 @@ def same_number(typed: str, number: str, region: str) -> bool:
     if digits and digits == stored:
         return True
     # written nationally, without the country code: "(212) 555-0142"
-    national = contacts.national(number)
+    national = erasure.national(number)
     return bool(national) and digits.endswith(national) and stored.endswith(digits)
 
 
@@ -308,13 +306,13 @@ def erase(contact_id: int) -> Any:
     error = ""
     if request.method == "POST" and not already:
         if same_number(request.form.get("confirm") or "", contact.number, _region()):
-            erasure = contacts.erase(session, contact, _now(), current_user.username,
-                                     region=_region(), ip=request.remote_addr)
+            erased = erasure.erase(session, contact, clock.now(), current_user.username,
+                                   region=_region(), ip=request.remote_addr)
             session.commit()
-            flash(f"Erased {contacts.target(erasure.contact_id)}: "
-                  + "; ".join(erasure.summary()) + ".", "info")
-            if erasure.suppression_id is not None:
-                return redirect(url_for("contacts.show", contact_id=erasure.suppression_id))
+            flash(f"Erased {contacts.target(erased.contact_id)}: "
+                  + "; ".join(erased.summary()) + ".", "info")
+            if erased.suppression_id is not None:
+                return redirect(url_for("contacts.show", contact_id=erased.suppression_id))
             return redirect(url_for("contacts.index"))
         error = ("That is not this contact's number; nothing was erased. Type the number "
                  "shown above to confirm.")

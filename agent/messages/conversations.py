@@ -28,7 +28,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent.messages import inbox, outbox, timers
+from agent.messages import inbox, kinds, outbox, timers
 from agent.rules import intents, templates
 from agent.store.models import Contact, Message
 
@@ -38,8 +38,6 @@ Keyword = Literal["opt_out", "opt_in", "help"]
 
 # kinds of outbound message that must reach an opted-out number: the one
 # confirmation of the opt-out itself
-OPT_OUT_CONFIRMATION = "optout_confirm"
-EXEMPT_FROM_OPT_OUT = frozenset({OPT_OUT_CONFIRMATION})
 # a second "water everywhere" within this time alerts staff again but does not ring
 # the technician twice or repeat the reassurance to the customer
 EMERGENCY_REPEAT = dt.timedelta(minutes=15)
@@ -132,7 +130,7 @@ def react(session: Session, message: Message, values: Mapping[str, Any], now: dt
                                 now - EMERGENCY_REPEAT)
         if not recent:
             reaction.messages += _reply(session, message, values, now,
-                                        "templates.emergency_customer", "emergency_reply",
+                                        "templates.emergency_customer", kinds.EMERGENCY_REPLY,
                                         claim_for)
             reaction.ring_oncall = values["oncall.target"] or None
         reaction.messages += _alerts(session, message, values, now, "templates.emergency_alert",
@@ -140,7 +138,7 @@ def react(session: Session, message: Message, values: Mapping[str, Any], now: dt
     elif intent in ("scheduling", "pricing"):
         key = f"templates.{intent}"
         if not _sent_recently(session, message.number, key, now - AUTO_REPLY_REPEAT):
-            reaction.messages += _reply(session, message, values, now, key, "auto_reply",
+            reaction.messages += _reply(session, message, values, now, key, kinds.AUTO_REPLY,
                                         claim_for)
     else:
         reaction.messages += _alerts(
@@ -167,26 +165,18 @@ def on_inbound(session: Session, message: Message, values: Mapping[str, Any],
         contact.opted_out, contact.opted_out_at = True, now
         timers.cancel(session, contact.id, (timers.FOLLOWUP, *timers.ESCALATION),
                       "opted out", now)
-        cancelled = _cancel_pending(session, contact.number, now)
+        cancelled = outbox.cancel_queued(session, contact.number, now,
+                                         "the recipient opted out")
         log.info("%s opted out (%r); %d pending message(s) cancelled", contact.number,
-                 message.body, cancelled)
+                 message.body, len(cancelled))
         return _reply(session, message, values, now, "templates.optout",
-                      OPT_OUT_CONFIRMATION, claim_for)
+                      kinds.OPT_OUT_CONFIRMATION, claim_for)
     if found == "opt_in":
         contact.opted_out, contact.opted_out_at = False, None
         log.info("%s opted back in (%r)", contact.number, message.body)
-        return _reply(session, message, values, now, "templates.optin", "optin_confirm",
+        return _reply(session, message, values, now, "templates.optin", kinds.OPT_IN_CONFIRMATION,
                       claim_for)
-    return _reply(session, message, values, now, "templates.help", "help", claim_for)
-
-
-def _cancel_pending(session: Session, number: str, now: dt.datetime) -> int:
-    pending = session.scalars(select(Message).where(
-        Message.number == number, Message.direction == "out",
-        Message.status == outbox.QUEUED)).all()
-    for queued in pending:
-        outbox.transition(queued, outbox.CANCELLED, now, "the recipient opted out")
-    return len(pending)
+    return _reply(session, message, values, now, "templates.help", kinds.HELP, claim_for)
 
 
 def _sent_recently(session: Session, number: str, template_key: str,
@@ -209,7 +199,7 @@ def _alerts(session: Session, message: Message, values: Mapping[str, Any], now: 
     """Texts to staff about a customer; the customer's contact stays on the row."""
     sent: list[Message] = []
     for number in staff:
-        sent += _send(session, message, values, now, template_key, "alert", number,
+        sent += _send(session, message, values, now, template_key, kinds.ALERT, number,
                       f"alert:{message.id}:{number}", fields, claim_for)
     return sent
 

@@ -3,7 +3,8 @@
 A customer's text — a SIP MESSAGE that the dialplan's `[sms-in]` context turned
 into `UserEvent(SMSIn, …, BodyB64: …)`, or an SMS a GSM modem delivered — becomes
 one `messages` row (direction "in", status "received") attached to the contact.
-What happens next (STOP, intent, the inbox) builds on these rows.
+What happens next (STOP, intent, the inbox) builds on these rows: `take` stores
+the text and lets agent.messages.conversations react to it, in one transaction.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent.messages import inbox
-from agent.rules import numbers
-from agent.store.models import Contact, Message, MessageEvent
+from agent.messages import conversations, inbox, kinds, outbox
+from agent.messages.outbox import OutboundSms
+from agent.people import contacts
+from agent.rules import numbers, settings
+from agent.store.models import Message, MessageEvent
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +76,9 @@ def receive(session: Session, sms: InboundSms, region: str) -> Message | None:
         return None
     number = numbers.to_e164(sms.sender, region) or sms.sender
     own = numbers.to_e164(sms.to, region) if sms.to else None
-    contact = session.scalar(select(Contact).where(Contact.number == number))
-    if contact is None:
-        contact = Contact(number=number, created_at=sms.received_at, tags=[], source="sms")
-        session.add(contact)
-        session.flush()
+    contact = contacts.find_or_create(session, number, sms.received_at, source="sms")
     message = Message(
-        direction="in", kind="sms", idempotency_key=key, number=number,
+        direction="in", kind=kinds.SMS, idempotency_key=key, number=number,
         from_number=own or sms.to, body=sms.body, status=RECEIVED, transport=sms.transport,
         attempts=0, created_at=sms.received_at, updated_at=sms.received_at,
         contact_id=contact.id,
@@ -90,3 +89,26 @@ def receive(session: Session, sms: InboundSms, region: str) -> Message | None:
     inbox.customer_activity(contact, sms.received_at)  # reopens, marks it waiting
     session.flush()
     return message
+
+
+@dataclass
+class Taken:
+    """A customer's text stored, and what it set off."""
+
+    message: Message
+    reaction: conversations.Reaction
+    due: list[OutboundSms] = field(default_factory=list)  # claimed: send now
+    later: int = 0  # texts queued for later (the dispatcher's next look finds them)
+
+
+def take(session: Session, sms: InboundSms, region: str, worker: str | None) -> Taken | None:
+    """The one way in for a customer's text, whatever transport brought it: store it
+    and react (keywords, intent, alerts). None when it was stored before."""
+    message = receive(session, sms, region)
+    if message is None:
+        return None
+    reaction = conversations.react(session, message, settings.all_values(session),
+                                   sms.received_at, claim_for=worker)
+    session.flush()
+    due = [outbox.outbound(m) for m in reaction.messages if m.status == outbox.SENDING]
+    return Taken(message, reaction, due, len(reaction.messages) - len(due))

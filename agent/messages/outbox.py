@@ -106,6 +106,21 @@ def transition(message: Message, status: str, now: dt.datetime, detail: str | No
     message.history.append(MessageEvent(status=status, at=now, detail=detail))
 
 
+def cancel_queued(session: Session, number: str, now: dt.datetime, why: str, *,
+                  kind: str | None = None) -> list[Message]:
+    """Cancel the texts to `number` still waiting in the queue (of one kind, if given):
+    the recipient opted out, was reached, or was erased. Texts a transport already
+    holds are past stopping."""
+    query = select(Message).where(Message.number == number, Message.direction == "out",
+                                  Message.status == QUEUED)
+    if kind is not None:
+        query = query.where(Message.kind == kind)
+    waiting = list(session.scalars(query))
+    for message in waiting:
+        transition(message, CANCELLED, now, why)
+    return waiting
+
+
 def claim_due(session: Session, now: dt.datetime, worker: str, limit: int = 20) -> list[Message]:
     """Move due queued messages to `sending` for this worker.
 

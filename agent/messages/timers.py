@@ -25,8 +25,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from agent.messages import inbox, outbox
-from agent.rules import numbers, templates
+from agent.messages import inbox, kinds, outbox
+from agent.messages.outbox import OutboundSms
+from agent.rules import numbers, settings, templates
 from agent.rules.schedule import Schedule
 from agent.rules.settings import parse_duration
 from agent.store.models import Contact, Job, Message
@@ -141,6 +142,14 @@ def run_due(session: Session, values: Mapping[str, Any], now: dt.datetime, worke
     return queued
 
 
+def due_now(session: Session, now: dt.datetime, worker: str) -> list[OutboundSms]:
+    """Do the due jobs with the settings in force; returns the texts to send now
+    (claimed for `worker`; the rest wait in the queue)."""
+    queued = run_due(session, settings.all_values(session), now, worker)
+    session.flush()
+    return [outbox.outbound(m) for m in queued if m.status == outbox.SENDING]
+
+
 def _followup(session: Session, job: Job, contact: Contact, values: Mapping[str, Any],
               now: dt.datetime, worker: str) -> list[Message]:
     if contact.opted_out:
@@ -164,7 +173,7 @@ def _followup(session: Session, job: Job, contact: Contact, values: Mapping[str,
     })
     info = templates.segments(body)
     message = outbox.enqueue(
-        session, now=now, kind="followup", number=contact.number, body=body,
+        session, now=now, kind=kinds.FOLLOWUP, number=contact.number, body=body,
         idempotency_key=f"job:{job.id}", from_number=first.from_number if first else None,
         template=f"followup.templates[{job.step}]", encoding=info.encoding,
         segments=info.segments, contact_id=contact.id, claim_for=worker,
@@ -191,7 +200,7 @@ def _escalate(session: Session, job: Job, contact: Contact, values: Mapping[str,
     queued = []
     for number in staff:
         message = outbox.enqueue(
-            session, now=now, kind="alert", number=number, body=body,
+            session, now=now, kind=kinds.ALERT, number=number, body=body,
             idempotency_key=f"job:{job.id}:{number}", template=key,
             encoding=info.encoding, segments=info.segments, contact_id=contact.id,
             claim_for=worker, from_number=reply.from_number if reply else None)

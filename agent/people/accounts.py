@@ -20,6 +20,17 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from agent.store.audit import (
+    LOGIN,
+    LOGIN_FAILED,
+    LOGIN_LOCKED,
+    PASSWORD_CHANGED,
+    USER_ADDED,
+    USER_CHANGED,
+    USER_DISABLED,
+    USER_ENABLED,
+    audit,
+)
 from agent.store.models import AuditEntry, User
 
 log = logging.getLogger(__name__)
@@ -35,12 +46,6 @@ MAX_LOGIN_FAILURES = 5
 # …within this window lock that pair until the oldest failure ages out of it
 LOGIN_WINDOW = dt.timedelta(minutes=15)
 
-# the actions the audit log records
-LOGIN, LOGIN_FAILED, LOGIN_LOCKED, LOGOUT = "login", "login_failed", "login_locked", "logout"
-USER_ADDED, USER_CHANGED, PASSWORD_CHANGED, USER_DISABLED = (
-    "user_added", "user_changed", "password_changed", "user_disabled")
-USER_ENABLED = "user_enabled"
-SETTING_CHANGED = "setting_changed"
 
 
 class AccountError(Exception):
@@ -64,17 +69,6 @@ class _Keep(enum.Enum):
 
 # "leave this field as it is" for update_user: None already means "clear it"
 KEEP = _Keep.KEEP
-
-
-def audit(session: Session, now: dt.datetime, actor: str | None, action: str,
-          target: str | None = None, ip: str | None = None,
-          details: dict[str, Any] | None = None) -> AuditEntry:
-    entry = AuditEntry(at=now, actor=actor, action=action, target=target, ip=ip,
-                       details=details or {})
-    session.add(entry)
-    log.info("audit: %s %s %s%s", actor or "-", action, target or "",
-             f" from {ip}" if ip else "")
-    return entry
 
 
 def check_password(password: str) -> None:

@@ -29,8 +29,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent.people import accounts
 from agent.rules import numbers, routing, schedule, templates
+from agent.store import audit
 from agent.store.models import Setting
 
 log = logging.getLogger(__name__)
@@ -667,7 +667,7 @@ def change(session: Session, key: str, value: Any, now: dt.datetime, *, actor: s
         reset(session, key)
     else:
         set(session, key, stored, now, region=region)
-    accounts.audit(session, now, actor, accounts.SETTING_CHANGED, key, ip,
+    audit.audit(session, now, actor, audit.SETTING_CHANGED, key, ip,
                    {"from": before, "to": stored})
     return stored, True
 

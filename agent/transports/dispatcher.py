@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from agent.messages import outbox
-from agent.messages.conversations import EXEMPT_FROM_OPT_OUT
+from agent.messages.kinds import EXEMPT_FROM_OPT_OUT
 from agent.messages.outbox import OutboundSms
 from agent.store.db import DbRunner
 from agent.store.models import Message, MessageEvent

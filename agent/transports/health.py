@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -55,6 +56,13 @@ def publish(session: Session, health: Health, failure: SendFailure | None,
     if failure is not None:
         row.last_error, row.last_error_at = failure.error, failure.at
     row.updated_at = now
+
+
+def publish_all(session: Session, states: Iterable[tuple[Health, SendFailure | None]],
+                now: dt.datetime) -> None:
+    """Upsert several transports' rows at once (the caller commits)."""
+    for health, failure in states:
+        publish(session, health, failure, now)
 
 
 def is_stale(row: TransportStatus, now: dt.datetime) -> bool:

@@ -1,0 +1,1 @@
+"""Privacy: opting out by staff, erasure on request and after privacy.retention."""
