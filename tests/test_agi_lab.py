@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from agent.lab.pbx import LabPbx, TrunkPeer
+from agent.lab.pbx import LabPbx
+from agent.lab.trunk import TrunkPeer
 from agent.rules import settings
 from agent.rules.schedule import DAY_NAMES
 from agent.store.db import make_engine, sessions

@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 
 from agent import config as configuration
-from agent.lab.pbx import AgentProcess, LabPbx, TrunkMessage, TrunkPeer, wait_until
+from agent.lab.agentproc import AgentProcess, wait_until
+from agent.lab.pbx import LabPbx
+from agent.lab.trunk import TrunkMessage, TrunkPeer
 from agent.people import accounts
 from agent.store.db import make_engine, sessions
 

@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from agent.lab.pbx import AgentProcess, LabPbx, TrunkMessage, TrunkPeer, wait_until
+from agent.lab.agentproc import AgentProcess, wait_until
+from agent.lab.pbx import LabPbx
+from agent.lab.trunk import TrunkMessage, TrunkPeer
 from agent.messages import outbox
 from agent.store.db import make_engine, sessions
 from agent.store.models import Call, Message, TransportStatus

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.lab.pbx import CONF_TEMPLATE_DIR, LabPbx, TrunkPeer, render_template
+from agent.lab.files import CONF_TEMPLATE_DIR
+from agent.lab.pbx import LabPbx
+from agent.lab.render import render_template
+from agent.lab.trunk import TrunkPeer
 
 PORT_BASE = int(os.environ.get("TEXTBACK_LABPBX_TEST_PORT_BASE", "28000"))
 DID = "+15550000100"

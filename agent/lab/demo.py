@@ -24,7 +24,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from agent.lab.modem_emulator import ModemEmulator
-from agent.lab.pbx import LabPbx, TrunkPeer
+from agent.lab.pbx import LabPbx
+from agent.lab.trunk import TrunkPeer
 from agent.store.db import make_engine, sessions
 from agent.store.models import Call, Message
 from agent.transports.modem import pdu
@@ -170,7 +171,7 @@ def _show_rows(db: Path, caller: str) -> None:
 
 def run_demo(*, calls: int = 1, once: bool = False, modem: str | None = None) -> int:
     """`modem="emulated"`: texts leave through the GSM modem path (an emulated modem)."""
-    logging.getLogger("agent.lab.pbx").setLevel(logging.WARNING)  # the story, not the plumbing
+    logging.getLogger("agent.lab").setLevel(logging.WARNING)  # the story, not the plumbing
     work = Path(tempfile.mkdtemp(prefix="textback-demo-"))
     _say(f"textback demo — working in {work}")
     _say("starting the lab Asterisk 22 (trunk, a desk phone, voicemail)…")
