@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ import time
 import tomllib
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from asterisk.agi import AGI
 
@@ -58,6 +60,39 @@ def database_url(config_path: Path) -> str:
     return url
 
 
+ROUTING_SETTINGS_SQL = (
+    "SELECT key, value FROM settings WHERE key LIKE 'routing.%' OR key IN ("
+    + ", ".join(f"'{key}'" for key in routing.SCHEDULE_KEYS) + ")"
+)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLAlchemy SQLite URL (sqlite:////abs/path.db); None otherwise."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.split("+", 1)[0] != "sqlite" or not rest.startswith("/"):
+        return None
+    path = rest[1:].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def read_settings_sqlite(path: Path, *, timeout: float = 0.05) -> dict[str, Any]:
+    """The hours and routing rows, read-only, waiting at most `timeout` for a lock.
+
+    Straight from the sqlite3 module: importing SQLAlchemy alone would cost more
+    than the whole decision. Read-only (`mode=ro`) so a missing database is an
+    error rather than a new empty file, and a locked one fails fast instead of
+    holding the caller in silence: the caller's fallback is ringing, not waiting.
+    """
+    uri = Path(path).absolute().as_uri() + "?mode=ro"
+    connection = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+    try:
+        rows = connection.execute(ROUTING_SETTINGS_SQL).fetchall()
+    finally:
+        connection.close()
+    return {key: json.loads(value) if isinstance(value, str | bytes) else value
+            for key, value in rows}
+
+
 def decide(did: str, now: dt.datetime, defaults: routing.DialplanDefaults,
            config_path: Path | None = None) -> routing.Route:
     """The route for a call to `did` at `now`; a fallback route (with why) on any failure."""
@@ -69,12 +104,12 @@ def decide(did: str, now: dt.datetime, defaults: routing.DialplanDefaults,
                                 "environment of Asterisk, or run textback init)")
     except (OSError, ValueError) as error:  # TOMLDecodeError is a ValueError
         return routing.fallback(f"config {path} unusable: {error}")
-    database = routing.sqlite_path(url)
+    database = sqlite_path(url)
     if database is None:
         return routing.fallback("the database is not SQLite; the AGI reads SQLite only, "
                                 "use the agent's FastAGI server ([agi] enabled = true)")
     try:
-        values = routing.read_settings_sqlite(database, timeout=LOCK_WAIT_SECONDS)
+        values = read_settings_sqlite(database, timeout=LOCK_WAIT_SECONDS)
     except sqlite3.Error as error:
         detail = str(error)
         if "unable to open" in detail:

@@ -8,7 +8,8 @@ disagreement between what the caller heard and what they are texted.
 The routing hook sits in front of every call, so this module is the standard
 library only (no SQLAlchemy, no phonenumbers): a fresh AGI process must decide
 in well under 100 ms. The decision itself is pure (`decide(rules, schedule, now,
-defaults)`); `read_settings_sqlite` is the one thin edge that reads the rows.
+defaults)`); the callers read the rows (agent.pbx.agi straight from SQLite,
+agent.pbx.fastagi through the agent's engine).
 
 Settings (validated here, stored by agent.rules.settings; per DID as
 `routing.did.<DID>.<key>`):
@@ -34,10 +35,8 @@ import datetime as dt
 import json
 import logging
 import re
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Literal
 
 from agent.rules import schedule as hours
@@ -382,42 +381,13 @@ def safe_text(text: str, limit: int = 200) -> str:
     return cleaned[:limit]
 
 
-# ----------------------------------------------------------------- reading the rows
+# ----------------------------------------------------------------- the rows it reads
 
-ROUTING_SETTINGS_SQL = (
-    "SELECT key, value FROM settings WHERE key LIKE 'routing.%' "
-    "OR key IN ('hours.weekly', 'hours.holidays', 'business.timezone')"
-)
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file of a SQLAlchemy SQLite URL (sqlite:////abs/path.db); None otherwise."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme.split("+", 1)[0] != "sqlite" or not rest.startswith("/"):
-        return None
-    path = rest[1:].split("?", 1)[0]
-    return Path(path) if path and path != ":memory:" else None
-
-
-def read_settings_sqlite(path: Path, *, timeout: float = 0.05) -> dict[str, Any]:
-    """The hours and routing rows, read-only, waiting at most `timeout` for a lock.
-
-    Read-only (`mode=ro`) so a missing database is an error rather than a new
-    empty file, and a locked one fails fast instead of holding the caller in
-    silence: the caller's fallback is ringing, not waiting.
-    """
-    uri = Path(path).absolute().as_uri() + "?mode=ro"
-    connection = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
-    try:
-        rows = connection.execute(ROUTING_SETTINGS_SQL).fetchall()
-    finally:
-        connection.close()
-    return {key: json.loads(value) if isinstance(value, str | bytes) else value
-            for key, value in rows}
+# besides every routing.* key: the hours and the zone they are in
+SCHEDULE_KEYS = ("hours.weekly", "hours.holidays", "business.timezone")
 
 
 def settings_from_rows(rows: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     """Rows already decoded (e.g. by SQLAlchemy) → the mapping `route_call` reads."""
     return {key: value for key, value in rows
-            if key.startswith("routing.") or key in ("hours.weekly", "hours.holidays",
-                                                    "business.timezone")}
+            if key.startswith("routing.") or key in SCHEDULE_KEYS}

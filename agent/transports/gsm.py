@@ -20,7 +20,7 @@ from agent.messages.outbox import OutboundSms
 from agent.store.db import DbRunner
 from agent.transports import SendError, SendResult
 from agent.transports.health import DOWN, UP, Health
-from agent.transports.modem import store as inbox
+from agent.transports.modem import store
 from agent.transports.modem.at import AtError, AtTimeout
 from agent.transports.modem.driver import Modem, ModemUnavailable
 
@@ -92,7 +92,7 @@ class GsmModemTransport:
 
     async def send(self, sms: OutboundSms) -> SendResult:
         parts = self.modem.encode(sms.number, sms.body, reference=sms.id & 0xFF)
-        done = await self.db(lambda s: inbox.sent_parts(s, sms.id))
+        done = await self.db(lambda s: store.sent_parts(s, sms.id))
         references: list[str] = []
         unconfirmed = False
         for part in parts:
@@ -115,7 +115,7 @@ class GsmModemTransport:
                             "unconfirmed", sms.id, part.number)
                 tp_mr, unconfirmed = None, True
             now = dt.datetime.now(dt.UTC)
-            await self.db(lambda s, p=part, mr=tp_mr, at=now: inbox.record_part(s, sms.id, p, mr,
+            await self.db(lambda s, p=part, mr=tp_mr, at=now: store.record_part(s, sms.id, p, mr,
                                                                           at))
             references.append(str(tp_mr) if tp_mr is not None else "?")
         self._failures = 0
