@@ -7,9 +7,9 @@ from typing import Any
 from flask import Blueprint, render_template
 from sqlalchemy import select
 
+from agent.rules.settings import business_zone
 from agent.store.models import AuditEntry
 from web.auth import admin_required
-from web.calls import business_zone
 from web.db import get_session
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")

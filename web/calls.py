@@ -21,7 +21,7 @@ from flask import Blueprint, Response, render_template, request, stream_with_con
 from sqlalchemy import Select, and_, not_, or_, select
 from sqlalchemy.orm import Session
 
-from agent.rules import schedule, settings
+from agent.rules.settings import business_zone
 from agent.store.models import Call, Message, MessageEvent
 from web.auth import login_required
 from web.db import get_session
@@ -98,14 +98,6 @@ def parse_filters(args: Any) -> tuple[Filters, list[str]]:
     return Filters(missed_only=args.get("missed") == "1", direction=direction,
                    date_from=dates["from"], date_to=dates["to"],
                    search=(args.get("q") or "").strip()[:100]), errors
-
-
-def business_zone(session: Session) -> ZoneInfo:
-    try:
-        return schedule.load_zone(settings.get(session, "business.timezone"))
-    except Exception:  # a bad stored value must not take the call log down
-        log.exception("business.timezone unreadable; showing UTC")
-        return ZoneInfo("UTC")
 
 
 def filtered(filters: Filters, zone: ZoneInfo) -> Select[tuple[Call]]:

@@ -41,9 +41,11 @@ from sqlalchemy.orm import Session
 from agent.messages import inbox, outbox, timers
 from agent.people import accounts, contacts
 from agent.rules import templates
+from agent.rules.settings import business_zone
 from agent.store.models import Call, CallbackRequest, Contact, Message, User
+from web import clock
 from web.auth import login_required
-from web.calls import MISS_REASONS, business_zone
+from web.calls import MISS_REASONS
 from web.db import get_session
 
 log = logging.getLogger(__name__)
@@ -62,10 +64,6 @@ OUT_LABELS = {
     "optin_confirm": "Opt-in confirmation", "help": "Help answer",
 }
 BOOKED, BOOKING_CLEARED = "booked", "booking_cleared"  # audit log actions
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def listed(view: str, user_id: int) -> Select[tuple[Contact]]:
@@ -274,7 +272,7 @@ def reply(contact_id: int) -> Any:
     if len(body) > MAX_REPLY:
         flash(f"Not sent: a reply can be at most {MAX_REPLY} characters.", "error")
         return back
-    now = _now()
+    now = clock.now()
     # answer from the number the customer last reached us on
     from_number = session.scalar(
         select(Message.from_number).where(Message.number == contact.number,
@@ -321,7 +319,7 @@ def assign(contact_id: int) -> Any:
 def mark_contacted(contact_id: int) -> Any:
     session = get_session()
     contact = _contact(session, contact_id)
-    now = _now()
+    now = clock.now()
     inbox.staff_activity(contact, current_user.user_id, now)
     timers.contacted(session, contact, f"marked by {current_user.username}", now)
     session.commit()
@@ -356,7 +354,7 @@ def booking(contact_id: int) -> Any:
     booked = request.form.get("booked")
     if booked not in ("yes", "no"):
         abort(400)
-    now = _now()
+    now = clock.now()
     back = redirect(url_for("inbox.thread", contact_id=contact.id))
     if booked == "no":
         if contact.booked_at is None:
@@ -400,7 +398,7 @@ def callback(contact_id: int) -> Any:
     if not contact.number.startswith("+"):
         flash(f"Cannot call {contact.number}: not a full international number.", "error")
         return back
-    now = _now()
+    now = clock.now()
     inbox.request_callback(session, contact, me.id, me.extension, now)
     inbox.staff_activity(contact, me.id, now)
     session.commit()

@@ -48,10 +48,11 @@ from agent.calls import policy
 from agent.calls.tracker import FinishedCall
 from agent.messages import outbox
 from agent.rules import numbers, schedule, settings, templates
+from agent.rules.settings import business_zone
 from agent.store.models import Call, Message, TransportStatus
 from agent.transports import health
+from web import clock
 from web.auth import admin_required
-from web.calls import business_zone
 from web.db import get_session
 
 log = logging.getLogger(__name__)
@@ -391,10 +392,6 @@ def _region() -> str:
     return str(current_app.config["REGION"] or "US")
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def _example(region: str, kind_: int) -> str | None:
     example = phonenumbers.example_number_for_type(region, kind_)
     return phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164) \
@@ -512,7 +509,7 @@ def build_fields(session: Session, keys: Iterable[str], values: Mapping[str, Any
                  errors: Mapping[str, str] | None = None,
                  reset: str | None = None) -> dict[str, Field]:
     """Fields with the stored values, or with what was typed when `form` is given."""
-    region, now, errors = _region(), _now(), errors or {}
+    region, now, errors = _region(), clock.now(), errors or {}
     fields: dict[str, Field] = {}
     for key in keys:
         spec = settings.SPECS[key]
@@ -551,7 +548,7 @@ def save(session: Session, inputs: Mapping[str, Any]) -> tuple[dict[str, str], l
             errors[key] = str(exc)
     if errors:
         return errors, []
-    now = _now()
+    now = clock.now()
     changed: list[str] = []
     try:
         for key, value in checked.items():
@@ -662,7 +659,7 @@ def _render_section(page: Section, fields: dict[str, Field], status: int = 200,
               if any(key in fields for key in keys)]
     merge_help = None
     if any(item.kind in ("template", "templates") for item in fields.values()):
-        merge_help = field_help(session, settings.all_values(session), _region(), _now())
+        merge_help = field_help(session, settings.all_values(session), _region(), clock.now())
     if page.slug == "routing":
         extra.setdefault("overrides", stored_overrides(settings.all_values(session)))
     template = "settings/hours.html" if page.slug == "hours" else "settings/section.html"
@@ -749,7 +746,7 @@ def _render_hours(page: Section, values: Mapping[str, Any], days: list[Day], hol
                   fields: dict[str, Field], errors: Mapping[str, str] | None = None,
                   status: int = 200) -> Any:
     errors = errors or {}
-    state, sentence = hours_status(values, _now())
+    state, sentence = hours_status(values, clock.now())
     weekly, holiday_spec = settings.SPECS["hours.weekly"], settings.SPECS["hours.holidays"]
     return _render_section(
         page, fields, status, failed=bool(errors), days=days,
@@ -791,7 +788,7 @@ def preview() -> Any:
         step = 0
     session = get_session()
     region = _region()
-    fields = sample_fields(session, key, settings.all_values(session), region, _now())
+    fields = sample_fields(session, key, settings.all_values(session), region, clock.now())
     result = render_preview(key, text, fields, region, step)
     return jsonify(text=result.text, encoding=result.encoding, segments=result.segments,
                    units=result.units, per_segment=result.per_segment,
@@ -890,7 +887,7 @@ def recent_tests(session: Session) -> list[Message]:
 
 
 def _panel(session: Session) -> dict[str, Any]:
-    now = _now()
+    now = clock.now()
     zone = business_zone(session)
     return {"transports": transports(session, now, zone), "queue": queue(session, now),
             "tests": recent_tests(session), "zone": zone}
@@ -950,7 +947,7 @@ def send_test() -> Any:
     if errors or number is None:
         return _render_transports(request.form, errors, 400)
     info = templates.segments(text)
-    message = outbox.enqueue(session, now=_now(), kind="test", number=number, body=text,
+    message = outbox.enqueue(session, now=clock.now(), kind="test", number=number, body=text,
                              idempotency_key=None, encoding=info.encoding,
                              segments=info.segments, transport=chosen)
     assert message is not None  # no idempotency key: never a duplicate
