@@ -35,7 +35,7 @@ sipp:
 	@command -v sipp >/dev/null || $(MAKE) --no-print-directory _apt PKG=sip-tester
 
 lab:
-	@asterisk/lab/fetch-asterisk >/dev/null
+	@agent/lab/fetch-asterisk >/dev/null
 
 # a PostgreSQL server for the tests that run on both databases (no service is
 # started: the tests run a private cluster of their own)

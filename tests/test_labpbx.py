@@ -1,6 +1,6 @@
 """The lab harness itself: a real Asterisk, SIPp calls, the trunk peer and AMI rights.
 
-The ``lab`` tests start a real Asterisk 22 (see ``asterisk/lab/fetch-asterisk``) and
+The ``lab`` tests start a real Asterisk 22 (see ``agent/lab/fetch-asterisk``) and
 SIPp; the others check the harness pieces that need neither.
 """
 

@@ -16,7 +16,7 @@ def find_asterisk(*, env: Mapping[str, str] | None = None) -> Path:
     """Locate the unpacked Asterisk tree.
 
     ``TEXTBACK_LAB_ASTERISK`` wins (CI can point at a prepared tree); otherwise
-    ``asterisk/lab/fetch-asterisk`` is run, which is instant when the cache is warm and
+    ``agent/lab/fetch-asterisk`` is run, which is instant when the cache is warm and
     downloads Debian's packages once otherwise.  Its last stdout line is the tree.
     """
     env = os.environ if env is None else env
@@ -26,8 +26,10 @@ def find_asterisk(*, env: Mapping[str, str] | None = None) -> Path:
     else:
         if not FETCH_SCRIPT.exists():
             raise LabError(f"{FETCH_SCRIPT} is missing")
+        # through bash: an installed copy need not have kept its executable bit
         proc = subprocess.run(
-            [str(FETCH_SCRIPT)], capture_output=True, text=True, timeout=900, check=False
+            ["bash", str(FETCH_SCRIPT)], capture_output=True, text=True, timeout=900,
+            check=False,
         )
         if proc.returncode != 0:
             raise LabError(

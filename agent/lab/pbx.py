@@ -6,7 +6,7 @@ Mocks of AMI would only encode our own assumptions, so the tests drive an actual
 Asterisk 22 with SIPp phones instead.  :class:`LabPbx` renders the configuration
 (:mod:`agent.lab.render`) into a run directory (own ports, own secrets, own spool), starts
 the Asterisk that :mod:`agent.lab.fetch` unpacked, without root, places calls with SIPp
-(:mod:`agent.lab.sipp`), and hands out the trunk peer (:mod:`agent.lab.trunk`) and AMI
+(:mod:`agent.lab.phones`), and hands out the trunk peer (:mod:`agent.lab.trunk`) and AMI
 clients (:mod:`agent.lab.ami`).  The lab is standard library only, so it works before
 the project's dependencies are installed.
 """
@@ -32,9 +32,7 @@ from agent.lab.ami import AmiClient, AmiRecorder
 from agent.lab.children import die_with_parent
 from agent.lab.errors import LabError
 from agent.lab.fetch import asterisk_argv, find_asterisk
-from agent.lab.ports import LOCALHOST, PortLayout, check_ports_free, ensure_ports_valid
-from agent.lab.render import render_config, routing_agi
-from agent.lab.sipp import (
+from agent.lab.phones import (
     LabCall,
     PhoneBehaviour,
     Scenario,
@@ -44,6 +42,8 @@ from agent.lab.sipp import (
     spawn_sipp,
     write_scenario,
 )
+from agent.lab.ports import LOCALHOST, PortLayout, check_ports_free, ensure_ports_valid
+from agent.lab.render import render_config, routing_agi
 from agent.lab.trunk import TrunkPeer
 
 log = logging.getLogger(__name__)

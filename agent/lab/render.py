@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from agent.lab.errors import LabError
-from agent.lab.files import CONF_TEMPLATE_DIR, SHIPPED_DIALPLAN
+from agent.lab.files import CONF_TEMPLATE_DIR, shipped_asterisk_file
 
 
 class _LabTemplate(string.Template):
@@ -44,7 +44,8 @@ def render_config(etc_dir: Path, values: Mapping[str, object]) -> None:
         target.write_text(text)
         if template.name == "manager.conf":
             target.chmod(0o600)
-    shutil.copyfile(SHIPPED_DIALPLAN, etc_dir / SHIPPED_DIALPLAN.name)
+    dialplan = shipped_asterisk_file()
+    shutil.copyfile(dialplan, etc_dir / dialplan.name)
 
 
 def routing_agi(run_dir: Path) -> Path:
