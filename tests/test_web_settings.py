@@ -453,7 +453,7 @@ def test_the_page_shows_the_same_preview_before_any_typing(owner: FlaskClient,
 
 def test_an_ab_variant_gets_its_own_field_and_preview(owner: FlaskClient, session: Session,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from web import settings as pages
+    from web.settings import fields as pages
 
     if "templates.voicemail_b" not in settings.SPECS:
         base = settings.SPECS["templates.voicemail"]
