@@ -33,7 +33,7 @@ from agent.transports import health
 from agent.transports.dispatcher import Dispatcher
 from agent.transports.gsm import GsmModemTransport
 from agent.transports.modem.driver import Modem
-from agent.transports.modem.store import ModemInbox
+from agent.transports.modem.store import ModemStore
 from agent.transports.sip import SipTrunk
 
 log = logging.getLogger(__name__)
@@ -69,11 +69,11 @@ class Agent:
                            on_up=self.on_up, on_down=self.on_down)
         # the modem's one owner task starts in run(); its SMS take the same way in as SIP's
         self.modem: Modem | None = None
-        self.modem_inbox: ModemInbox | None = None
+        self.modem_store: ModemStore | None = None
         if "gsm" in config.sms.transports:
-            self.modem_inbox = modem_inbox = ModemInbox(self.db, self.deliver_inbound)
-            self.modem = Modem(config.sms.gsm, on_deliver=modem_inbox.deliver,
-                               on_report=modem_inbox.report)
+            self.modem_store = modem_store = ModemStore(self.db, self.deliver_inbound)
+            self.modem = Modem(config.sms.gsm, on_deliver=modem_store.deliver,
+                               on_report=modem_store.report)
         transports = {"sip": lambda: SipTrunk(config.sms.sip, self.ami),
                       "gsm": lambda: GsmModemTransport(config.sms.gsm, self.modem, self.db)}
         self.dispatcher = Dispatcher(
@@ -277,9 +277,9 @@ class Agent:
                     self.dispatcher.submit(sms)
                 # "Call back" clicks from the inbox (the web UI has no AMI link)
                 await inbox.run_pending(self.db, self.ami.action, trunk, worker)
-                if self.modem_inbox is not None and time.monotonic() >= next_expiry:
+                if self.modem_store is not None and time.monotonic() >= next_expiry:
                     next_expiry = time.monotonic() + FRAGMENT_SWEEP
-                    await self.modem_inbox.expire()
+                    await self.modem_store.expire()
             except Exception:  # a bad row must not stop every later timer
                 log.exception("running due timers failed; trying again shortly")
             if time.monotonic() >= next_purge:

@@ -27,7 +27,7 @@ from agent.transports.dispatcher import Dispatcher
 from agent.transports.gsm import GsmModemTransport
 from agent.transports.health import Health
 from agent.transports.modem.driver import Modem
-from agent.transports.modem.store import ModemInbox
+from agent.transports.modem.store import ModemStore
 
 NOW = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
 FAST = GsmTransportConfig(heartbeat=0.3, reconnect_delay=0.05, command_timeout=0.6,
@@ -60,9 +60,9 @@ class Site:
         self.db = DbRunner(engine)
         self.emulator = ModemEmulator(tmp / link)
         self.config = dataclasses.replace(config, port=str(tmp / "ttyUSB*"))
-        modem_inbox = ModemInbox(self.db, self._store)
-        self.modem = Modem(self.config, on_deliver=modem_inbox.deliver,
-                           on_report=modem_inbox.report)
+        modem_store = ModemStore(self.db, self._store)
+        self.modem = Modem(self.config, on_deliver=modem_store.deliver,
+                           on_report=modem_store.report)
         self.gsm = GsmModemTransport(self.config, self.modem, self.db)
         self.trunk = Trunk()
         transports = [self.gsm, self.trunk] if with_trunk else [self.gsm]

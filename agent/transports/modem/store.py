@@ -184,7 +184,7 @@ def apply_report(session: Session, report: pdu.StatusReport,
     return message.id, False
 
 
-class ModemInbox:
+class ModemStore:
     """The driver's `on_deliver` / `on_report`, on the agent's DB thread.
 
     `deliver` is the agent's one way in for a customer's text (the same as for SIP
