@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from agent.config import Config
-from agent.messages import outbox
+from agent.messages import kinds, outbox
 from agent.rules import numbers, templates
 from agent.store.db import DbRunner, check_schema, make_engine
 from agent.store.models import Message, MessagePart
@@ -68,6 +68,24 @@ async def _transport(cfg: Config, name: str, db: DbRunner) -> tuple[Any, Any]:
     return SipTrunk(cfg.sms.sip, ami), task
 
 
+def queue_test(session: Session, now: dt.datetime, number: str, text: str, *,
+               transport: str | None = None, claim_for: str | None = None) -> Message:
+    """Queue one test text: an outbox row like any other (kind "test", no idempotency
+    key), its encoding and SMS parts counted as for any text. The caller checks the
+    number and commits.
+
+    `transport` pins it to that transport, with no failover: the transports page tests one
+    route through the running agent. `claim_for` claims it at once for that worker:
+    `textback send-test` sends it itself, through the one transport it opened.
+    """
+    info = templates.segments(text)
+    message = outbox.enqueue(session, now=now, kind=kinds.TEST, number=number, body=text,
+                             idempotency_key=None, encoding=info.encoding,
+                             segments=info.segments, claim_for=claim_for, transport=transport)
+    assert message is not None  # no idempotency key: never a duplicate
+    return message
+
+
 def send_test(cfg: Config, to: str, text: str, transport: str) -> Message:
     number = numbers.to_e164(to, cfg.pbx.default_region)
     if number is None:
@@ -79,15 +97,10 @@ def send_test(cfg: Config, to: str, text: str, transport: str) -> Message:
 
     async def main() -> int:
         chosen, task = await _transport(cfg, transport, db)
-        info = templates.segments(text)
 
         def queue(session: Session) -> outbox.OutboundSms:
-            message = outbox.enqueue(
-                session, now=dt.datetime.now(dt.UTC), kind="test", number=number, body=text,
-                idempotency_key=None, encoding=info.encoding, segments=info.segments,
-                claim_for=worker)
-            assert message is not None
-            return outbox.outbound(message)
+            return outbox.outbound(queue_test(session, dt.datetime.now(dt.UTC), number, text,
+                                              claim_for=worker))
 
         try:
             sms = await db(queue)

@@ -17,8 +17,9 @@ from flask_login import current_user
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agent.messages import outbox
-from agent.rules import numbers, templates
+from agent.messages import kinds, outbox
+from agent.ops.sendtest import queue_test
+from agent.rules import numbers
 from agent.rules.settings import business_zone
 from agent.store.models import Message, TransportStatus
 from agent.transports import health
@@ -118,7 +119,7 @@ def queue(session: Session, now: dt.datetime) -> Queue:
 
 
 def recent_tests(session: Session) -> list[Message]:
-    return list(session.scalars(select(Message).where(Message.kind == "test")
+    return list(session.scalars(select(Message).where(Message.kind == kinds.TEST)
                                 .order_by(Message.id.desc()).limit(RECENT_TESTS)))
 
 
@@ -180,15 +181,11 @@ def send_test() -> Any:
         errors["text"] = f"A test text is at most {MAX_TEST_TEXT} characters."
     if errors or number is None:
         return _render_transports(request.form, errors, 400)
-    info = templates.segments(text)
-    message = outbox.enqueue(session, now=clock.now(), kind="test", number=number, body=text,
-                             idempotency_key=None, encoding=info.encoding,
-                             segments=info.segments, transport=chosen)
-    assert message is not None  # no idempotency key: never a duplicate
+    message = queue_test(session, clock.now(), number, text, transport=chosen)
     session.commit()
     log.info("%s queued test message %d to %s through %s", current_user.username, message.id,
              number, chosen)
     flash(f"Test text queued for {number} through the {TRANSPORT_LABELS.get(chosen, chosen)} "
-          f"({info.segments} SMS, {info.encoding}). The agent sends it within a few seconds; "
+          f"({message.segments} SMS, {message.encoding}). The agent sends it within a few seconds; "
           "its status shows below.", "info")
     return redirect(url_for("settings.transports_page"))
