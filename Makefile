@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: all venv sipp lab postgres gammu chromium test lint demo bench bench-agi bench-modem bench-web clean
+.PHONY: all venv sipp lab postgres gammu chromium test lint demo bench bench-agi bench-modem bench-web wheel clean
 
 all: test
 
@@ -75,6 +75,11 @@ bench-modem: venv
 # the dashboard and call log with 1,000,000 calls and 2,000,000 messages in SQLite
 bench-web: venv
 	$(BIN)/python bench/web
+
+# a wheel of textback in dist/ (the lab and `textback demo` included)
+wheel: venv
+	rm -rf build dist/textback-*.whl
+	$(BIN)/pip wheel -q --no-deps -w dist .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -8,6 +8,7 @@ the rows in the database. Then it waits, so more calls can be placed.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -23,8 +24,10 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from agent.lab.errors import LabError
 from agent.lab.modem_emulator import ModemEmulator
 from agent.lab.pbx import LabPbx
+from agent.lab.phones import find_sipp
 from agent.lab.trunk import TrunkPeer
 from agent.store.db import make_engine, sessions
 from agent.store.models import Call, Message
@@ -170,8 +173,30 @@ def _show_rows(db: Path, caller: str) -> None:
 
 
 def run_demo(*, calls: int = 1, once: bool = False, modem: str | None = None) -> int:
-    """`modem="emulated"`: texts leave through the GSM modem path (an emulated modem)."""
+    """`modem="emulated"`: texts leave through the GSM modem path (an emulated modem).
+
+    What the lab cannot do here (no SIPp, no Asterisk tree, ports in use…) is said in
+    one sentence on stderr, exit status 1."""
     logging.getLogger("agent.lab").setLevel(logging.WARNING)  # the story, not the plumbing
+    try:
+        find_sipp()  # before anything starts
+        return _run(calls=calls, once=once, modem=modem)
+    except LabError as exc:
+        print(f"textback demo: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _textback_script() -> str:
+    """How to run `textback` from here (for the hints the demo prints)."""
+    script = Path(sys.executable).parent / "textback"
+    if not script.exists():
+        return "textback"
+    with contextlib.suppress(ValueError):
+        return str(script.relative_to(Path.cwd()))
+    return str(script)
+
+
+def _run(*, calls: int, once: bool, modem: str | None) -> int:
     work = Path(tempfile.mkdtemp(prefix="textback-demo-"))
     _say(f"textback demo — working in {work}")
     _say("starting the lab Asterisk 22 (trunk, a desk phone, voicemail)…")
@@ -192,42 +217,48 @@ def run_demo(*, calls: int = 1, once: bool = False, modem: str | None = None) ->
                            ("routing.ring_seconds", "3"), ("routing.voicemail", "none")):
             subprocess.run(_textback("settings", "set", "--config", str(config), key, value),
                            check=True, capture_output=True)
-        web, login = _start_web(work, config)
-        agent = subprocess.Popen(_textback("agent", "--config", str(config)),
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        threading.Thread(target=_pump, args=(agent.stdout,), daemon=True).start()
-        time.sleep(1.0)
-        if agent.poll() is not None:
-            _say("!! the agent did not start")
-            return 1
-        ok = True
-        numbers = (f"+1212555{n:04d}" for n in itertools.count(100))
-        names = itertools.cycle(["Alice Caller", "Bob Byrne", "Chloé Martin", "Dev Patel"])
-        for n in range(calls):
-            caller, name = next(numbers), next(names)
-            ok = _place_call(lab, trunk, work / "textback.db", caller, name, emulated) and ok
-            if n == 0 and emulated is None:
-                ok = _conversation(trunk, work / "textback.db", caller, name) and ok
-        _say(f"\n   Admin UI: {login}")
-        if not once:
-            _say("\n" + "=" * 72)
-            _say(" The lab PBX, the agent and the admin UI keep running.")
-            _say(f" Admin UI: {login}")
-            _say(" Press Enter to place another unanswered call (a new caller each time).")
-            _say(f" Rules: .venv/bin/textback settings list --config {config}")
-            _say(" Ctrl-C stops everything.")
-            _say("=" * 72)
-            try:
-                while sys.stdin.readline():
-                    ok = _place_call(lab, trunk, work / "textback.db", next(numbers),
-                                     next(names), emulated) and ok
-                while True:  # no terminal (stdin closed): keep running until Ctrl-C
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                _say("\nstopping…")
-        for process in (agent, web):
-            process.terminate()
-            process.wait(10)
-        if emulated is not None:
-            emulated.close()
+        processes: list[subprocess.Popen[bytes]] = []
+        try:
+            web, login = _start_web(work, config)
+            processes.append(web)
+            agent = subprocess.Popen(_textback("agent", "--config", str(config)),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            processes.append(agent)
+            threading.Thread(target=_pump, args=(agent.stdout,), daemon=True).start()
+            time.sleep(1.0)
+            if agent.poll() is not None:
+                _say("!! the agent did not start")
+                return 1
+            ok = True
+            numbers = (f"+1212555{n:04d}" for n in itertools.count(100))
+            names = itertools.cycle(["Alice Caller", "Bob Byrne", "Chloé Martin", "Dev Patel"])
+            for n in range(calls):
+                caller, name = next(numbers), next(names)
+                ok = _place_call(lab, trunk, work / "textback.db", caller, name,
+                                 emulated) and ok
+                if n == 0 and emulated is None:
+                    ok = _conversation(trunk, work / "textback.db", caller, name) and ok
+            _say(f"\n   Admin UI: {login}")
+            if not once:
+                _say("\n" + "=" * 72)
+                _say(" The lab PBX, the agent and the admin UI keep running.")
+                _say(f" Admin UI: {login}")
+                _say(" Press Enter to place another unanswered call (a new caller each time).")
+                _say(f" Rules: {_textback_script()} settings list --config {config}")
+                _say(" Ctrl-C stops everything.")
+                _say("=" * 72)
+                try:
+                    while sys.stdin.readline():
+                        ok = _place_call(lab, trunk, work / "textback.db", next(numbers),
+                                         next(names), emulated) and ok
+                    while True:  # no terminal (stdin closed): keep running until Ctrl-C
+                        time.sleep(3600)
+                except KeyboardInterrupt:
+                    _say("\nstopping…")
+        finally:  # the agent and the admin UI never outlive the demo's lab
+            for process in reversed(processes):
+                process.terminate()
+                process.wait(10)
+            if emulated is not None:
+                emulated.close()
     return 0 if ok else 1
