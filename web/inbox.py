@@ -10,9 +10,10 @@ to call the customer back through their desk phone, or record that the
 conversation booked a job (the dashboard's bookings and A/B comparison count
 these; "Not booked" undoes a mistaken click, and both are in the audit log).
 
-The web process only writes rows (messages, callback_requests); the agent sends
-and dials. Pages poll small JSON endpoints every few seconds, so new texts show
-up without a reload and without a framework.
+Each action is one call to agent.messages.desk, which writes the rows (messages,
+callback_requests) for the view to commit; the agent sends and dials. Pages poll
+small JSON endpoints every few seconds, so new texts show up without a reload and
+without a framework.
 """
 
 from __future__ import annotations
@@ -38,9 +39,8 @@ from flask_login import current_user
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from agent.messages import inbox, outbox, timers
-from agent.people import accounts, contacts
-from agent.rules import templates
+from agent.messages import desk, inbox
+from agent.people import contacts
 from agent.rules.settings import business_zone
 from agent.store.models import Call, CallbackRequest, Contact, Message, User
 from web import clock
@@ -56,14 +56,12 @@ VIEWS = {"all": "All", "unassigned": "Unassigned", "mine": "Mine", "open": "Open
          "closed": "Closed"}
 PAGE_SIZE = 100
 TIMELINE_LIMIT = 300  # the newest items of a thread; older ones are in the call log
-MAX_REPLY = 1000  # characters: a reply is a text message, not a letter
 # what the timeline calls each kind of outbound message
 OUT_LABELS = {
     "textback": "Text-back", "followup": "Follow-up", "alert": "Alert to staff",
     "staff_reply": "Reply", "optout_confirm": "Opt-out confirmation",
     "optin_confirm": "Opt-in confirmation", "help": "Help answer",
 }
-BOOKED, BOOKING_CLEARED = "booked", "booking_cleared"  # audit log actions
 
 
 def listed(view: str, user_id: int) -> Select[tuple[Contact]]:
@@ -233,7 +231,7 @@ def thread(contact_id: int) -> Any:
                            token=_timeline_token(items),
                            names=_names(session), waiting=inbox.waiting(contact),
                            extension=me.extension if me else None, callback=callback,
-                           max_reply=MAX_REPLY, zone=zone.key,
+                           max_reply=desk.MAX_REPLY, zone=zone.key,
                            booked_at=contact.booked_at.astimezone(zone)
                            if contact.booked_at else None)
 
@@ -262,35 +260,14 @@ def reply(contact_id: int) -> Any:
     contact = _contact(session, contact_id)
     body = (request.form.get("body") or "").strip()
     back = redirect(url_for("inbox.thread", contact_id=contact.id))
-    if contact.opted_out:
-        flash(f"Not sent: {contact.number} has opted out of texts (they replied STOP). "
-              "Call them instead, or wait until they text START.", "error")
+    try:
+        message = desk.reply(session, contact, body, current_user.user_id,
+                             current_user.username, clock.now())
+    except desk.Refused as exc:
+        flash(f"Not sent: {exc}", "error")
         return back
-    if not body:
-        flash("Not sent: the reply is empty.", "error")
-        return back
-    if len(body) > MAX_REPLY:
-        flash(f"Not sent: a reply can be at most {MAX_REPLY} characters.", "error")
-        return back
-    now = clock.now()
-    # answer from the number the customer last reached us on
-    from_number = session.scalar(
-        select(Message.from_number).where(Message.number == contact.number,
-                                          Message.from_number.is_not(None))
-        .order_by(Message.created_at.desc(), Message.id.desc()).limit(1))
-    info = templates.segments(body)
-    message = outbox.enqueue(session, now=now, kind="staff_reply", number=contact.number,
-                             body=body, idempotency_key=None, from_number=from_number,
-                             encoding=info.encoding, segments=info.segments,
-                             contact_id=contact.id)
-    assert message is not None  # no idempotency key: never a duplicate
-    message.sent_by = current_user.username
-    inbox.staff_activity(contact, current_user.user_id, now)
-    timers.contacted(session, contact, f"reply from {current_user.username}", now)
     session.commit()
-    log.info("%s replied to %s (message %d, %d segment(s))", current_user.username,
-             contact.number, message.id, info.segments)
-    flash(f"Reply queued ({info.segments} SMS). It goes out within a few seconds.", "info")
+    flash(f"Reply queued ({message.segments} SMS). It goes out within a few seconds.", "info")
     return back
 
 
@@ -300,18 +277,18 @@ def assign(contact_id: int) -> Any:
     session = get_session()
     contact = _contact(session, contact_id)
     raw = request.form.get("user_id") or ""
-    if raw == "":
-        contact.assigned_to = None
-        flash("The conversation is unassigned.", "info")
-    else:
-        user = session.get(User, int(raw)) if raw.isdigit() else None
-        if user is None or not user.active:
-            flash("No such active user.", "error")
-            return redirect(url_for("inbox.thread", contact_id=contact.id))
-        contact.assigned_to = user.id
-        flash(f"Assigned to {user.username}.", "info")
+    back = redirect(url_for("inbox.thread", contact_id=contact.id))
+    try:
+        if raw and not raw.isdigit():
+            raise desk.Refused("No such active user.")
+        user = desk.assign(session, contact, int(raw) if raw else None)
+    except desk.Refused as exc:
+        flash(str(exc), "error")
+        return back
     session.commit()
-    return redirect(url_for("inbox.thread", contact_id=contact.id))
+    flash(f"Assigned to {user.username}." if user else "The conversation is unassigned.",
+          "info")
+    return back
 
 
 @bp.post("/<int:contact_id>/contacted")
@@ -319,9 +296,8 @@ def assign(contact_id: int) -> Any:
 def mark_contacted(contact_id: int) -> Any:
     session = get_session()
     contact = _contact(session, contact_id)
-    now = clock.now()
-    inbox.staff_activity(contact, current_user.user_id, now)
-    timers.contacted(session, contact, f"marked by {current_user.username}", now)
+    desk.mark_contacted(session, contact, current_user.user_id, current_user.username,
+                        clock.now())
     session.commit()
     flash("Marked as contacted: follow-ups and reminders stop.", "info")
     return redirect(url_for("inbox.thread", contact_id=contact.id))
@@ -332,12 +308,11 @@ def mark_contacted(contact_id: int) -> Any:
 def set_status(contact_id: int) -> Any:
     session = get_session()
     contact = _contact(session, contact_id)
-    status = request.form.get("status")
-    if status not in (inbox.OPEN, inbox.CLOSED):
+    status = request.form.get("status") or ""
+    try:
+        desk.set_status(contact, status, current_user.user_id)
+    except desk.Refused:
         abort(400)
-    if contact.assigned_to is None:
-        contact.assigned_to = current_user.user_id
-    contact.conversation_status = status
     session.commit()
     flash("Conversation closed." if status == inbox.CLOSED else "Conversation reopened.",
           "info")
@@ -357,28 +332,17 @@ def booking(contact_id: int) -> Any:
     now = clock.now()
     back = redirect(url_for("inbox.thread", contact_id=contact.id))
     if booked == "no":
-        if contact.booked_at is None:
+        if not desk.clear_booking(session, contact, current_user.username, now,
+                                  request.remote_addr):
             flash("This conversation was not marked as booked.", "info")
             return back
-        # contacted_at stays: whoever clicked did talk to the customer
-        accounts.audit(session, now, current_user.username, BOOKING_CLEARED, contact.number,
-                       request.remote_addr, {"booked_at": contact.booked_at.isoformat()})
-        contact.booked_at = None
         session.commit()
         flash("Booking removed: this conversation no longer counts as a booked job.", "info")
         return back
-    if contact.booked_at is not None:
+    if not desk.book(session, contact, current_user.user_id, current_user.username, now,
+                     request.remote_addr):
         flash("Already marked as booked.", "info")
         return back
-    contact.booked_at = now
-    inbox.staff_activity(contact, current_user.user_id, now)
-    # booking a job means staff reached them: follow-ups and reminders stop, unless
-    # staff already reached them after their latest call or text
-    if contact.contacted_at is None or (contact.last_inbound_at is not None
-                                        and contact.contacted_at < contact.last_inbound_at):
-        timers.contacted(session, contact, f"job booked by {current_user.username}", now)
-    accounts.audit(session, now, current_user.username, BOOKED, contact.number,
-                   request.remote_addr)
     session.commit()
     flash("Marked as a booked job. It counts on the dashboard.", "info")
     return back
@@ -389,19 +353,14 @@ def booking(contact_id: int) -> Any:
 def callback(contact_id: int) -> Any:
     session = get_session()
     contact = _contact(session, contact_id)
-    me = session.get(User, current_user.user_id)
     back = redirect(url_for("inbox.thread", contact_id=contact.id))
-    if me is None or not me.extension:
-        flash("Call back needs your desk extension on your user profile; ask an admin "
-              "to add it.", "error")
+    try:
+        _request, extension = desk.call_back(session, contact, current_user.user_id,
+                                             clock.now())
+    except desk.Refused as exc:
+        flash(str(exc), "error")
         return back
-    if not contact.number.startswith("+"):
-        flash(f"Cannot call {contact.number}: not a full international number.", "error")
-        return back
-    now = clock.now()
-    inbox.request_callback(session, contact, me.id, me.extension, now)
-    inbox.staff_activity(contact, me.id, now)
     session.commit()
-    flash(f"Calling: your desk phone ({me.extension}) rings in a few seconds; pick up "
+    flash(f"Calling: your desk phone ({extension}) rings in a few seconds; pick up "
           f"and it dials {contact.number}.", "info")
     return back
