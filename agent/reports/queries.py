@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
+from agent.messages.kinds import STAFF_REPLY  # the inbox's replies (agent.messages.desk)
 from agent.reports.abtest import TESTED_TEMPLATES, VARIANTS
 from agent.reports.period import Period
 from agent.store.models import UTCDateTime
@@ -38,7 +39,6 @@ REPLY_WINDOW_DAYS = 7
 UNCONTACTABLE = ("withheld", "invalid_number", "fixed_line")
 LEFT = ("submitted", "sent", "delivered")  # the text left textback
 REPORTED = ("sent", "delivered")  # accepted by a network that reports delivery
-STAFF_REPLY = "staff_reply"  # the inbox's replies (agent.messages.inbox.reply)
 
 
 @dataclass(frozen=True)
