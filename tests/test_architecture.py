@@ -117,7 +117,7 @@ def test_no_import_circles() -> None:
 
     def visit(module: str, path: list[str]) -> None:
         if module in path:
-            cycle = path[path.index(module):] + [module]
+            cycle = [*path[path.index(module):], module]
             pytest.fail("import circle: " + " → ".join(cycle))
         if module in done:
             return

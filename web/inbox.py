@@ -39,7 +39,7 @@ from flask_login import current_user
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from agent.messages import desk, inbox
+from agent.messages import desk, inbox, kinds
 from agent.people import contacts
 from agent.rules.settings import business_zone
 from agent.store.models import Call, CallbackRequest, Contact, Message, User
@@ -58,9 +58,9 @@ PAGE_SIZE = 100
 TIMELINE_LIMIT = 300  # the newest items of a thread; older ones are in the call log
 # what the timeline calls each kind of outbound message
 OUT_LABELS = {
-    "textback": "Text-back", "followup": "Follow-up", "alert": "Alert to staff",
-    "staff_reply": "Reply", "optout_confirm": "Opt-out confirmation",
-    "optin_confirm": "Opt-in confirmation", "help": "Help answer",
+    kinds.TEXTBACK: "Text-back", kinds.FOLLOWUP: "Follow-up", kinds.ALERT: "Alert to staff",
+    kinds.STAFF_REPLY: "Reply", kinds.OPT_OUT_CONFIRMATION: "Opt-out confirmation",
+    kinds.OPT_IN_CONFIRMATION: "Opt-in confirmation", kinds.HELP: "Help answer",
 }
 
 
@@ -118,7 +118,7 @@ def timeline(session: Session, contact: Contact, zone: Any) -> list[Item]:
         else:
             side, status = "out", message.status
             label = OUT_LABELS.get(message.kind, "Automatic answer")
-            if message.kind == "staff_reply" and message.sent_by:
+            if message.kind == kinds.STAFF_REPLY and message.sent_by:
                 label += f" from {message.sent_by}"
             if message.number != contact.number:
                 label += f" to {message.number}"
@@ -162,7 +162,7 @@ def previews(session: Session, shown: Sequence[Contact]) -> dict[int, str]:
         if len(text) > PREVIEW_CHARS:
             text = text[:PREVIEW_CHARS - 1].rstrip() + "…"
         if message.direction == "out":
-            who = (message.sent_by if message.kind == "staff_reply" and message.sent_by
+            who = (message.sent_by if message.kind == kinds.STAFF_REPLY and message.sent_by
                    else OUT_LABELS.get(message.kind, "Automatic answer"))
             text = f"{who}: {text}"
         lines[by_number[message.number]] = text
