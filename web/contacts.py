@@ -9,7 +9,7 @@ an opt-out the customer asked for by phone. Only the customer can opt back in,
 by texting START: staff are not offered that.
 
 Admins can erase a person's data (a GDPR request) after typing the number
-again; agent.people.contacts does the erasing and says what is kept.
+again; agent.privacy.erasure does the erasing and says what is kept.
 """
 
 from __future__ import annotations
