@@ -35,7 +35,9 @@ WORDS = Keywords.from_settings(settings.defaults())
         ("STOPALL", False, "opt_out"),
         ("cancel", False, "opt_out"),
         ("Quit", False, "opt_out"),
-        ("ｓｔｏｐ", False, None),  # full-width letters are not the keyword
+        ("ｓｔｏｐ", False, "opt_out"),  # full-width letters: the same word to whoever typed it
+        ("ＳＴＯＰ", False, "opt_out"),
+        ("𝐒𝐓𝐎𝐏", False, "opt_out"),  # styled letters a phone keyboard offers
         ("Please stop calling me about the boiler", False, None),  # not the whole message
         ("Don't stop!", False, None),
         ("stop by tomorrow?", False, None),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import logging
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,17 @@ def test_malformed_sms_event_is_refused_clearly(change: dict[str, str], message:
     event = {**recorded_sms_event(), **change}
     with pytest.raises(inbound.MalformedSms, match=message):
         inbound.from_user_event(event, NOW)
+
+
+@pytest.mark.parametrize(("length", "empty_is_a_note"),
+                         [("2000", True), ("", False), ("0", False), ("2k", False)])
+def test_a_body_asterisk_dropped_is_stored_as_a_note_not_as_nothing(
+        length: str, empty_is_a_note: bool, caplog: pytest.LogCaptureFixture) -> None:
+    event = {**recorded_sms_event(), "BodyB64": "", "Length": length}
+    with caplog.at_level(logging.WARNING, "agent.messages.inbound"):
+        sms = inbound.from_user_event(event, NOW)
+    assert sms.body == (inbound.too_long_note(2000) if empty_is_a_note else "")
+    assert ("2000-byte body was dropped" in caplog.text) is empty_is_a_note
 
 
 def test_stored_as_an_inbound_message_of_the_contact(session: Session) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy import Engine, select
 from agent.lab.agentproc import AgentProcess, wait_until
 from agent.lab.pbx import LabPbx
 from agent.lab.trunk import TrunkMessage, TrunkPeer
-from agent.messages import outbox
+from agent.messages import inbound, outbox
 from agent.store.db import make_engine, sessions
 from agent.store.models import Call, Message, TransportStatus
 
@@ -421,6 +421,37 @@ def test_reply_from_the_trunk_is_stored_for_the_contact(
     (message,) = wait_until("the reply in the database", stored)  # type: ignore[misc]
     assert (message.body, message.status, message.transport) == (body, "received", "sip")
     assert message.from_number == "+15550000100"
+
+
+GSM7_7_PARTS = ("Leak under the sink again, " * 42)[:1071]  # 7 × 153 characters
+UCS2_7_PARTS = ("Течёт кран на кухне, " * 23)[:469]  # 7 × 67 characters, 827 bytes
+
+
+@pytest.mark.parametrize(("body", "intact"), [
+    ("ß" * 511 + "x", True),  # 1,023 bytes: the most Asterisk passes
+    (UCS2_7_PARTS, True),
+    (GSM7_7_PARTS, False),  # 1,071 bytes
+    ("Long story. " * 417, False),  # 5,004 bytes
+])
+def test_a_long_text_arrives_whole_or_as_a_note_never_empty(
+        lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess, db: Engine, body: str,
+        intact: bool) -> None:
+    customer = new_caller()
+    status = trunk.send_message("+15550000100", customer, body)
+    assert status.split()[1].startswith("2"), status
+
+    def stored() -> list[Message]:
+        with sessions(db)() as s:
+            return list(s.scalars(select(Message).where(Message.number == customer,
+                                                        Message.direction == "in")))
+
+    (message,) = wait_until("the text in the database", stored)  # type: ignore[misc]
+    size = len(body.encode())
+    if intact:
+        assert message.body == body
+    else:  # Asterisk drops bodies of 1,024 bytes or more: the desk sees that it came
+        assert message.body == inbound.too_long_note(size)
+        assert f"{size:,} bytes" in message.body
 
 
 def test_stop_is_honoured_and_start_reverses_it(

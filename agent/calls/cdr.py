@@ -43,7 +43,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agent.calls.tracker import FinishedCall, MissReason, parse_channel
+from agent.calls.tracker import FinishedCall, MissReason, parse_channel, sip_display_name
 from agent.rules import numbers
 
 log = logging.getLogger(__name__)
@@ -228,10 +228,11 @@ def _when(text: str, zone: dt.tzinfo | None) -> float:
 
 
 def caller_name(clid: str) -> str | None:
-    """The name in a CDR caller ID (``"Name" <number>``), unescaped; None when absent."""
+    """The name in a CDR caller ID (``"Name" <number>``), unescaped (the CDR's quoting,
+    then the SIP display name's, as on AMI); None when absent."""
     quoted = _CLID_QUOTED_RE.match(clid)
     if quoted:
-        name = _ESCAPE_RE.sub(r"\1", quoted.group(1))
+        name = sip_display_name(_ESCAPE_RE.sub(r"\1", quoted.group(1)))
     else:
         plain = _CLID_PLAIN_RE.match(clid)
         name = plain.group(1) if plain else ""

@@ -60,8 +60,8 @@ class TrunkPeer:
     Answers every out-of-dialog ``MESSAGE`` with ``200 OK`` and records it once (a
     retransmission — same Call-ID and CSeq — is answered again but not recorded).  It can
     also send an inbound ``MESSAGE`` to Asterisk from the same port, which Asterisk
-    identifies as the ``trunk`` endpoint (inbound SMS into ``[sms-in]``).  Other
-    requests get ``200 OK`` for OPTIONS and ``405`` otherwise.
+    identifies as the ``trunk`` endpoint (inbound SMS into the shipped
+    ``[textback-sms-in]``).  Other requests get ``200 OK`` for OPTIONS and ``405`` otherwise.
     """
 
     def __init__(self, host: str, port: int, asterisk: tuple[str, int]) -> None:

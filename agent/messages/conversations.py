@@ -46,8 +46,11 @@ AUTO_REPLY_REPEAT = dt.timedelta(hours=1)
 
 def normalise(text: str) -> str:
     """Case-folded, inner whitespace and dashes collapsed, edges stripped of
-    whitespace, punctuation, symbols and emoji: "  Opt-Out! 🙏" → "opt out"."""
-    folded = unicodedata.normalize("NFC", text).casefold()
+    whitespace, punctuation, symbols and emoji: "  Opt-Out! 🙏" → "opt out".
+
+    NFKC first: a phone's fullwidth or styled letters ("ＳＴＯＰ", "𝐒𝐓𝐎𝐏") are the
+    same word to the person who typed them, so they are to STOP handling."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
     words = "".join(" " if ch in "-_" or ch.isspace() else ch for ch in folded).split()
     joined = " ".join(words)
     start, end = 0, len(joined)

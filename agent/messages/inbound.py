@@ -1,6 +1,6 @@
 """Inbound SMS: one path for every transport.
 
-A customer's text — a SIP MESSAGE that the dialplan's `[sms-in]` context turned
+A customer's text — a SIP MESSAGE that the dialplan's `[textback-sms-in]` context turned
 into `UserEvent(SMSIn, …, BodyB64: …)`, or an SMS a GSM modem delivered — becomes
 one `messages` row (direction "in", status "received") attached to the contact.
 What happens next (STOP, intent, the inbox) builds on these rows: `take` stores
@@ -29,6 +29,8 @@ from agent.store.models import Message, MessageEvent
 log = logging.getLogger(__name__)
 
 RECEIVED = "received"
+# Asterisk's res_pjsip_messaging keeps a MESSAGE body only below 1024 bytes (MAX_BODY_SIZE)
+SIP_BODY_LIMIT = 1023
 _SIP_USER = re.compile(r"(?:sips?|pjsip|tel):([^@;>\s]+)")
 
 
@@ -64,8 +66,24 @@ def from_user_event(event: Mapping[str, str], received_at: dt.datetime) -> Inbou
     except (binascii.Error, ValueError):
         raise MalformedSms("SMSIn body is not valid base64") from None
     to = event.get("DID") or sip_user(event.get("To", ""))
-    return InboundSms(sender=sender, to=to, body=raw.decode("utf-8", errors="replace"),
-                      transport="sip", received_at=received_at)
+    body = raw.decode("utf-8", errors="replace")
+    declared = event.get("Length", "")
+    if not body and declared.isdigit() and int(declared) > 0:
+        # the words are gone before AMI: store that a text came and why it is empty,
+        # so the front desk sees it and asks again, rather than an empty message
+        log.warning("SMS from %s: its %s-byte body was dropped by Asterisk, which passes "
+                    "at most %d bytes of a SIP MESSAGE; stored with a note instead",
+                    sender, declared, SIP_BODY_LIMIT)
+        body = too_long_note(int(declared))
+    return InboundSms(sender=sender, to=to, body=body, transport="sip",
+                      received_at=received_at)
+
+
+def too_long_note(size: int) -> str:
+    """What is stored for a text whose body the PBX could not pass on."""
+    return (f"[A text of {size:,} bytes arrived, but the phone system passes at most "
+            f"{SIP_BODY_LIMIT:,} bytes of a text message, so its words were lost. Ask the "
+            "customer to send it again in shorter texts.]")
 
 
 def receive(session: Session, sms: InboundSms, region: str) -> Message | None:
