@@ -155,10 +155,21 @@ def _password(path: str | None, prompt: str) -> str:
 @config_option
 def migrate(config_path: str | None) -> None:
     """Apply database migrations (safe to run on every upgrade)."""
-    from agent.store.db import migrate as run_migrations
+    from agent.ops.access import unwritable_database
 
     cfg = _load(config_path)
-    click.echo(f"database at revision {run_migrations(_engine(cfg, migrated=False))}")
+    problem = unwritable_database(cfg.database.url)
+    if problem:
+        raise click.ClickException(problem)
+    from agent.store.db import migrate as run_migrations
+
+    try:
+        revision = run_migrations(_engine(cfg, migrated=False))
+    except Exception as exc:  # one line for IT staff, not Alembic's traceback
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise click.ClickException(f"cannot migrate the database {cfg.database.url}: "
+                                   f"{reason}") from None
+    click.echo(f"database at revision {revision}")
 
 
 @main.command()
@@ -435,12 +446,15 @@ def settings_set(config_path: str | None, key: str, value: str) -> None:
 
 @main.command()
 @config_option
-def doctor(config_path: str | None) -> None:
+@click.option("--user", default=None,
+              help="Check files, the database and the modem as this user (as root, the "
+                   "default is the User= of the installed agent unit, else textback).")
+def doctor(config_path: str | None, user: str | None) -> None:
     """Check AMI, permissions, the trunk and the database; say how to fix each problem."""
     from agent.ops.doctor import run_checks
 
     cfg = _load(config_path)
-    if not run_checks(cfg):
+    if not run_checks(cfg, user=user):
         sys.exit(1)
 
 

@@ -28,6 +28,8 @@ class AmiConfig:
     port: int = 5038
     username: str = "textback"
     secret: str = ""
+    # where the secret was read from ([ami] secret_file); None: given inline as secret
+    secret_file: Path | None = None
     # how often the link is pinged, and how long a reply may take before the link
     # is declared dead and reconnected (the issue asks for detection within 30 s)
     ping_interval: float = 10.0
@@ -183,6 +185,7 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         port=reader.port(ami_t, "ami.port", AmiConfig.port),
         username=reader.string(ami_t, "ami.username", AmiConfig.username, required=True),
         secret=secret,
+        secret_file=Path(secret_file) if secret_file else None,
         ping_interval=reader.number(ami_t, "ami.ping_interval", AmiConfig.ping_interval, 1, 30),
         ping_timeout=reader.number(ami_t, "ami.ping_timeout", AmiConfig.ping_timeout, 0.5, 20),
     )
@@ -337,8 +340,12 @@ def _read_secret_file(reader: _Reader, key: str, path: Path) -> str:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise reader.error(key, f"cannot read {path}: {exc.strerror}") from None
-    if mode & 0o077:
-        raise reader.error(key, f"{path} is readable by others; run: chmod 600 {path}")
+    # 0600, or 0640 with the service's group (root:textback): group write or any
+    # access for others is refused
+    if mode & 0o027:
+        raise reader.error(key, f"{path} is readable by others; run: chmod 600 {path} "
+                           "(or chmod 640 when its group is the service's, e.g. "
+                           "root:textback)")
     return text
 
 

@@ -305,7 +305,11 @@ def test_doctor_names_the_fix_for_a_wrong_secret(workdir: Path, tmp_path: Path) 
     done = doctor(config)
     assert done.returncode == 1
     assert "FAIL AMI login as 'textback'" in done.stdout
-    assert "manager.conf" in done.stdout and "fix:" in done.stdout
+    # the fix names the file the secret came from and the line of manager.conf to match
+    fix = done.stdout.split("FAIL AMI login", 1)[1].split("\n")[1]
+    assert f"fix: textback logs in with the secret in {secret} (ami.secret_file in " \
+        f"{config})" in fix
+    assert "`secret =` of the [textback] user in Asterisk's manager.conf" in fix
 
 
 def test_doctor_when_asterisk_is_unreachable(workdir: Path, tmp_path: Path) -> None:
@@ -354,7 +358,8 @@ def test_wrong_ami_secret_is_reported_and_retried(lab: LabPbx, tmp_path: Path) -
 
 
 def _reported_and_retried(process: AgentProcess, config: Path, tmp_path: Path) -> None:
-    process.wait_log("check [ami] username and secret in " + str(config))
+    process.wait_log(f"the secret sent is the one in {tmp_path / 'ami.secret'} "
+                     "([ami] secret_file): it must match secret= of the [textback] user")
     process.wait_log("reconnecting to AMI in")
     assert process.proc.poll() is None  # still running, still trying
     # the web UI's transports panel says why the trunk cannot send

@@ -9,8 +9,10 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from agent.config import Config
+from agent.ops import access
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +27,18 @@ class Check:
     fix: str = ""
 
 
-def run_checks(cfg: Config, echo: Callable[[str], None] = print) -> bool:
+def run_checks(cfg: Config, echo: Callable[[str], None] = print,
+               user: str | None = None) -> bool:
+    """Run every check and print it; False when one failed. Files, the database and the
+    modem's port are checked as `user`, by default (when run as root) the user the
+    installed agent unit runs as, else as whoever runs this."""
     from agent.transports.modem.checks import modem_checks
 
-    results = [*asyncio.run(_ami_checks(cfg)), _database_check(cfg), *_cdr_checks(cfg),
-               *(Check(c.ok, c.what, c.fix) for c in modem_checks(cfg))]
+    account, about_user = _account(user)
+    results = [*asyncio.run(_ami_checks(cfg)), *about_user, *_file_checks(cfg, account),
+               _database_check(cfg, account), *_cdr_checks(cfg, account),
+               *(Check(c.ok, c.what, c.fix) for c in modem_checks(cfg)),
+               *_port_checks(cfg, account)]
     for check in results:
         mark = {True: "ok  ", False: "FAIL", None: "??  "}[check.ok]
         echo(f"{mark} {check.what}")
@@ -61,11 +70,15 @@ async def _ami_checks(cfg: Config) -> list[Check]:
     link = AmiLink(ami, lambda _event: None, config_path=str(cfg.path), events="off")
     runner = asyncio.create_task(link.run())
     try:
-        if not await link.wait_up(8):
-            checks.append(Check(False, f"AMI login as {ami.username!r}: {link.last_error}",
-                                f"make [{ami.username}] in manager.conf use the secret from "
-                                f"{cfg.path}, with permit = {ami.host}/255.255.255.255; "
-                                "then `asterisk -rx 'manager reload'`"))
+        # the first attempt's answer, not the retries: a refused login is retried with
+        # backoff, which would keep doctor waiting for nothing
+        deadline = asyncio.get_running_loop().time() + 12
+        while not link.connected and link.last_error is None \
+                and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        if not link.connected:
+            checks.append(Check(False, f"AMI login as {ami.username!r}: "
+                                f"{link.last_error or 'no answer'}", _secret_fix(cfg)))
             return checks
         checks.append(Check(True, f"AMI login as {ami.username!r}"))
         response = await link.action(Action({"Action": "ListCommands"}))
@@ -86,6 +99,18 @@ async def _ami_checks(cfg: Config) -> list[Check]:
         link.close()
         runner.cancel()
     return checks
+
+
+def _secret_fix(cfg: Config) -> str:
+    ami = cfg.ami
+    if ami.secret_file is not None:
+        source = f"{ami.secret_file} (ami.secret_file in {cfg.path})"
+    else:
+        source = f"ami.secret in {cfg.path}"
+    return (f"textback logs in with the secret in {source}: make `secret =` of the "
+            f"[{ami.username}] user in Asterisk's manager.conf (FreePBX: "
+            f"manager_custom.conf) the same, with permit = {ami.host}/255.255.255.255; "
+            "then `asterisk -rx 'manager reload'`")
 
 
 async def _trunk_check(cfg: Config, link: object, allowed: set[str]) -> Check:
@@ -120,16 +145,86 @@ async def _trunk_check(cfg: Config, link: object, allowed: set[str]) -> Check:
                  f"run `asterisk -rx 'pjsip show endpoint {endpoint}'` as root to confirm")
 
 
-def _cdr_checks(cfg: Config) -> list[Check]:
-    """[pbx] cdr_csv: can this user read the file, and do its rows name their call?"""
-    import getpass
+def _account(name: str | None) -> tuple[access.Account, list[Check]]:
+    """Whom files are checked for, and what doctor has to say about that user."""
+    me = access.current()
+    unit = access.installed_unit()
+    if name is None and me.uid != 0:
+        return me, []
+    wanted = name or unit.user
+    found = access.account(wanted, unit.supplementary_groups if wanted == unit.user else ())
+    if found is not None:
+        if found.uid == me.uid:
+            return me, []
+        why = "as asked" if name else "the user the agent runs as"
+        return found, [Check(True, f"files checked as {wanted}, {why} (doctor runs as "
+                             f"{me.name})")]
+    where = f"{unit.path} runs as" if unit.path and wanted == unit.user else \
+        "the textback units run as"
+    fix = (f"useradd --system --home /var/lib/textback --groups dialout {wanted}; then "
+           f"chown root:{wanted} the secrets (chmod 640) and {wanted}:{wanted} the "
+           "database directory, as the checks below say once it exists")
+    # no unit installed (a lab, a test run): the user may never be needed
+    ok = False if name or unit.path else None
+    return me, [Check(ok, f"user {wanted} does not exist ({where} {wanted}); files "
+                      f"checked as {me.name} instead", fix)]
 
+
+def _file_checks(cfg: Config, user: access.Account) -> list[Check]:
+    """The config file and the secrets the services read at start-up."""
+    paths = [cfg.path, cfg.ami.secret_file]
+    if cfg.web_secret_key_file.exists():
+        paths.append(cfg.web_secret_key_file)
+    checks = []
+    for path in (p for p in paths if p is not None):
+        problem = access.as_user(user, lambda path=path: access.read_problem(path))
+        if problem is None:
+            checks.append(Check(True, f"{path} readable by {user.name}"))
+        else:
+            checks.append(Check(False, f"{path} not readable by {user.name}: {problem}",
+                                access.secret_fix(path, user)))
+    return checks
+
+
+def _port_checks(cfg: Config, user: access.Account) -> list[Check]:
+    """The modem's port as the service's user (the modem checks ran as this process)."""
+    import grp
+    import os
+
+    from agent.transports.modem.driver import find_port
+
+    found = find_port(cfg.sms.gsm.port) if "gsm" in cfg.sms.transports else None
+    if found is None or user.uid == os.geteuid():
+        return []
+    device = os.path.realpath(found)
+    if access.as_user(user, lambda: access.device_problem(Path(device))) is None:
+        return [Check(True, f"{device} readable and writable by {user.name}")]
+    try:
+        group = grp.getgrgid(os.stat(device).st_gid).gr_name
+    except (KeyError, OSError):
+        group = "dialout"
+    unit = access.installed_unit()
+    also = f" (or add it to SupplementaryGroups= in {unit.path})" if unit.path else ""
+    return [Check(False, f"{device} is not readable and writable by {user.name}",
+                  f"usermod -aG {group} {user.name}{also}, then "
+                  "systemctl restart textback-agent")]
+
+
+def _cdr_checks(cfg: Config, account: access.Account) -> list[Check]:
+    """[pbx] cdr_csv: can the service's user read the file, and do its rows name their
+    call?"""
     from agent.calls import cdr
 
     path = cfg.pbx.cdr_csv
     if path is None:
         return []
-    user = getpass.getuser()
+    user = account.name
+    denied = (f"Asterisk's logs belong to group asterisk: usermod -aG asterisk {user} "
+              f"&& chmod g+r {path}, then systemctl restart textback-agent")
+    problem = access.as_user(account, lambda: access.read_problem(path)) \
+        if path.exists() else None
+    if problem is not None:
+        return [Check(False, f"CDR file {path} not readable by {user}: {problem}", denied)]
     try:
         tail = cdr.read(path, max_bytes=64 * 1024)
     except FileNotFoundError:
@@ -139,8 +234,7 @@ def _cdr_checks(cfg: Config) -> list[Check]:
                       f"first call ends. Or set [pbx] cdr_csv = \"\" in {cfg.path}")]
     except OSError as exc:
         return [Check(False, f"CDR file {path} not readable by {user}: {exc.strerror}",
-                      f"Asterisk's logs belong to group asterisk: usermod -aG asterisk {user} "
-                      f"&& chmod g+r {path}, then systemctl restart textback-agent")]
+                      denied)]
     if tail.rows and not any(row.call_key for row in tail.rows):
         return [Check(False, f"CDR file {path}: rows have no uniqueid or linkedid column",
                       "in cdr.conf [csv] set loguniqueid = yes and newcdrcolumns = yes, then "
@@ -148,13 +242,31 @@ def _cdr_checks(cfg: Config) -> list[Check]:
     return [Check(True, f"CDR file {path} readable by {user}")]
 
 
-def _database_check(cfg: Config) -> Check:
+def _database_check(cfg: Config, user: access.Account) -> Check:
+    """Writable by the service's user (as that user, for SQLite), migrated, usable."""
+    import os
+
     from sqlalchemy import select
 
     from agent.store.db import DatabaseError, check_schema, make_engine, sessions
     from agent.store.models import Setting
 
     url = cfg.database.url
+    migrate = f"textback migrate --config {cfg.path}"
+    if user.uid != os.geteuid():  # as root: the files must be the service user's
+        migrate = f"runuser -u {user.name} -- {migrate}"
+    path = access.sqlite_file(url)
+    if path is not None:
+        problem = access.as_user(user, lambda: access.database_problem(path))
+        if problem and (problem["paths"] or problem.get("missing")):
+            where = ", ".join(problem["paths"]) or problem["missing"]
+            return Check(False, f"database {path} not writable by {user.name} ({where}: "
+                         f"{problem['error']})", access.database_fix(path, user, problem))
+        if problem:
+            return Check(False, f"database {path}: {problem['error']}",
+                         f"see what holds it: fuser -v {path}")
+        if not path.exists():  # not created here: as root it would belong to root
+            return Check(False, f"database {path} does not exist", migrate)
     try:
         engine = make_engine(url)
         check_schema(engine)
@@ -165,9 +277,10 @@ def _database_check(cfg: Config) -> Check:
             session.scalar(select(Setting).where(Setting.key == "doctor.probe"))
             session.rollback()
     except DatabaseError as exc:
-        return Check(False, f"database: {exc}", f"textback migrate --config {cfg.path}")
+        return Check(False, f"database: {exc}", migrate)
     except Exception as exc:
-        return Check(False, f"database {url} not writable: {exc}",
-                     "make the database file and its directory writable by the user "
-                     "textback runs as (WAL needs to create -wal and -shm files beside it)")
-    return Check(True, f"database writable ({engine.url.render_as_string(hide_password=True)})")
+        return Check(False, f"database {url} not usable: {exc}",
+                     "see the error above; PostgreSQL: can the URL's user connect and "
+                     "create tables?")
+    shown = engine.url.render_as_string(hide_password=True)
+    return Check(True, f"database writable by {user.name} ({shown})")

@@ -202,9 +202,11 @@ class AmiLink:
         if not response.success:
             self.last_error = (f"AMI login as {cfg.username!r} refused by {where}: "
                                f"{response.get('Message', 'no reason given')}")
-            log.error("%s; check [ami] username and secret in %s against the user in "
-                      "Asterisk's manager.conf (and its permit= lines)",
-                      self.last_error, self.config_path)
+            source = (f"{cfg.secret_file} ([ami] secret_file)" if cfg.secret_file
+                      else f"[ami] secret in {self.config_path}")
+            log.error("%s; the secret sent is the one in %s: it must match secret= of the "
+                      "[%s] user in Asterisk's manager.conf (and its permit= lines)",
+                      self.last_error, source, cfg.username)
             protocol.close()
             return True
         self.connected = True
