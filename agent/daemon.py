@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from agent.calls import cdr, missed
@@ -28,6 +29,7 @@ from agent.pbx import originate
 from agent.pbx.ami import AmiError, AmiLink
 from agent.pbx.fastagi import RoutingServer, database_settings
 from agent.privacy import erasure
+from agent.store import status
 from agent.store.db import DbRunner, check_schema, make_engine
 from agent.transports import health
 from agent.transports.dispatcher import Dispatcher
@@ -51,10 +53,28 @@ RETENTION_BATCH = 10
 RECONCILE_MAX_AGE = missed.MAX_AGE
 # Asterisk writes a call's CDR rows just after its hangup; wait this long before reading
 CDR_WRITE_DELAY = 2.0
+# a call in progress when the AMI link dropped is looked for in the CDR file, less and less
+# often, until its rows are there (a long call may last this long)
+OPEN_CALL_WATCH = 4 * 3600.0
+CDR_LOOK_MAX_INTERVAL = 60.0
+# a decision the database could not take is retried, oldest call first, after this
+# (doubling up to the maximum): a lock held by a backup, a long query, a restarting server
+DECISION_RETRY = 0.5
+DECISION_RETRY_MAX = 15.0
+DATABASE_NAG = 30.0  # seconds between log lines while calls wait for the database
 
 
 def _utc(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+# the database is locked past its busy timeout, or the server is away: worth waiting for
+DB_UNAVAILABLE = (OperationalError, InterfaceError)
+
+
+def _reason(exc: Exception) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig or exc).splitlines()[0]
 
 
 class Agent:
@@ -84,6 +104,17 @@ class Agent:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._down_since: float | None = None
         self._cdr_lookup_since: float | None = None  # a CDR look-up is scheduled from then
+        self._cdr_looking = False
+        # Linkedid → first seen, of calls in progress when AMI dropped, until the CDR
+        # file (or the database) accounts for them
+        self._unaccounted: dict[str, float] = {}
+        # decisions are taken one at a time, oldest call first; the calls waiting for
+        # the database stay in memory meanwhile
+        self._decisions = asyncio.Lock()
+        self._waiting = 0
+        self._db_trouble_since: float | None = None
+        self._db_nagged = 0.0
+        self._status_file = status.path_for(config.database.url)
 
     # -- AMI side --------------------------------------------------------------------
     def on_event(self, event: Mapping[str, str]) -> None:
@@ -125,7 +156,7 @@ class Agent:
         cdr_csv = self.config.pbx.cdr_csv
         if first:
             if cdr_csv is not None:  # calls that ended while the agent was stopped
-                self._spawn(self.reconcile_after_start())
+                self._spawn(self.look_up_after_start())
             return
         down = self._down_since
         self._down_since = None
@@ -140,16 +171,18 @@ class Agent:
         blind = self.config.ami.ping_interval + self.config.ami.ping_timeout
         since = down - blind if down else now - RECONCILE_MAX_AGE.total_seconds()
         log.warning("AMI link restored after %s: looking in %s for calls that ended while "
-                    "it was down", gap, cdr_csv)
-        self._spawn(self.reconcile(since, now))
+                    "it was down, once Asterisk has written them", gap, cdr_csv)
+        self._look_up_soon(since)
 
     def on_down(self) -> None:
         self._down_since = time.time()
         lost = self.tracker.reset()
-        later = ("its outcome is read from the CDR file when the link is back"
+        later = ("its outcome is read from the CDR file once it ended"
                  if self.config.pbx.cdr_csv is not None else "outcome unknown, not texted")
-        for linkedid in lost:
-            log.warning("call %s: in progress when the AMI link dropped; %s", linkedid, later)
+        for unknown in lost:
+            log.warning("call %s: in progress when the AMI link dropped; %s", unknown, later)
+            if self.config.pbx.cdr_csv is not None:
+                self._unaccounted[unknown.linkedid] = unknown.first_seen
 
     # -- calls the AMI link did not see: Asterisk's CDR file -----------------------------
     def _look_up_soon(self, since: float) -> None:
@@ -157,18 +190,49 @@ class Agent:
         written; calls ending meanwhile join it rather than each reading the file."""
         pending = self._cdr_lookup_since
         self._cdr_lookup_since = since if pending is None else min(pending, since)
-        if pending is None:
+        if not self._cdr_looking:
+            self._cdr_looking = True
             self._spawn(self._look_up_later())
 
     async def _look_up_later(self) -> None:
-        await asyncio.sleep(CDR_WRITE_DELAY)
-        since, self._cdr_lookup_since = self._cdr_lookup_since, None
-        if since is not None:
-            await self.reconcile(since, time.time())
+        """Read the CDR file after Asterisk had time to write it; then again, less and
+        less often, while calls left open by an AMI drop are not in it yet."""
+        delay = CDR_WRITE_DELAY
+        try:
+            while True:
+                await asyncio.sleep(delay)
+                now = time.time()
+                since, self._cdr_lookup_since = self._cdr_lookup_since, None
+                if self._unaccounted:
+                    oldest = min(self._unaccounted.values())
+                    since = oldest if since is None else min(since, oldest)
+                if since is None:
+                    return
+                found = await self.reconcile(since, now)
+                self._account_for(found, now)
+                if self._cdr_lookup_since is not None:
+                    delay = CDR_WRITE_DELAY  # calls ended meanwhile: their turn soon
+                elif self._unaccounted:
+                    delay = min(delay * 2, CDR_LOOK_MAX_INTERVAL)
+                else:
+                    return
+        finally:
+            self._cdr_looking = False
 
-    async def reconcile_after_start(self) -> None:
-        """Look up calls that ended since the newest call recorded (at most
-        RECONCILE_MAX_AGE back): the agent was stopped, or not yet running.
+    def _account_for(self, found: set[str], now: float) -> None:
+        for linkedid in found & self._unaccounted.keys():
+            del self._unaccounted[linkedid]
+        for linkedid, first_seen in list(self._unaccounted.items()):
+            if now - first_seen > OPEN_CALL_WATCH:
+                del self._unaccounted[linkedid]
+                log.warning("call %s: in progress when the AMI link dropped and still not in "
+                            "the CDR file %.0f h later; no longer looked for", linkedid,
+                            OPEN_CALL_WATCH / 3600)
+
+    async def look_up_after_start(self) -> None:
+        """Look up the calls that ended in the last RECONCILE_MAX_AGE: the agent was
+        stopped, or not yet running (calls already recorded are skipped by Linkedid,
+        so a call the last run lost to a database fault is found too).
 
         A database without calls is a fresh install: the PBX's history is not for it
         to text.
@@ -177,13 +241,12 @@ class Agent:
         if newest is None:
             log.info("no calls recorded yet: not looking for missed calls in the CDR file")
             return
-        now = time.time()
-        await self.reconcile(max(newest.timestamp(), now - RECONCILE_MAX_AGE.total_seconds()),
-                             now)
+        self._look_up_soon(time.time() - RECONCILE_MAX_AGE.total_seconds())
 
-    async def reconcile(self, since: float, until: float) -> None:
+    async def reconcile(self, since: float, until: float) -> set[str]:
         """Hand the missed inbound calls the CDR file shows ending in [since, until], and
-        not recorded yet, to the normal decision step (source "cdr").
+        not recorded yet, to the normal decision step (source "cdr"). Returns the
+        Linkedids of every call the file has rows of, missed or not.
 
         The Call.linkedid unique constraint and the text-back's idempotency key make this
         safe to repeat: a call is never texted twice, however often it is looked up.
@@ -199,7 +262,7 @@ class Agent:
                       "watched are not texted. Let the agent's user read it (e.g. usermod "
                       "-aG asterisk textback, then restart the agent); `textback doctor` "
                       "checks it", path, exc.strerror or exc)
-            return
+            return set()
         if since < tail.complete_since:
             log.warning("the last %d MB of the CDR file reach back to %s only: calls that "
                         "ended before that are not looked up", cdr.TAIL_BYTES // 2**20,
@@ -215,18 +278,74 @@ class Agent:
                  _utc(until).isoformat(timespec="seconds"), len(unseen))
         for call in unseen:
             await self.handle(call, source=missed.CDR)
+        return cdr.call_keys(tail.rows)
 
     # -- the decision ------------------------------------------------------------------
     async def handle(self, call: FinishedCall, source: str = missed.LIVE) -> None:
-        region, worker = self.config.pbx.default_region, self.dispatcher.worker
-        queued, outcome = await self.db(lambda s: missed.record(
-            s, call, dt.datetime.now(dt.UTC), region=region, worker=worker, source=source))
+        self._waiting += 1
+        try:
+            async with self._decisions:  # asyncio.Lock wakes its waiters oldest first
+                queued, outcome = await self._record(call, source)
+        finally:
+            self._waiting -= 1
         if isinstance(queued, OutboundSms):
             self.dispatcher.submit(queued)
         elif queued:
             self.dispatcher.wake()
         log.info("call %s from %s to %s%s: %s", call.linkedid, call.caller or "withheld",
                  call.did, " (from the CDR file)" if source == missed.CDR else "", outcome)
+
+    async def _record(self, call: FinishedCall,
+                      source: str) -> tuple[OutboundSms | bool, str]:
+        """The decision for one call, retried until the database takes it: a finished
+        call is never dropped because the database was locked or away."""
+        region, worker = self.config.pbx.default_region, self.dispatcher.worker
+        delay = DECISION_RETRY
+        while True:
+            try:
+                result = await self.db(lambda s: missed.record(
+                    s, call, dt.datetime.now(dt.UTC), region=region, worker=worker,
+                    source=source))
+            except DB_UNAVAILABLE as exc:
+                self._database_trouble(call, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DECISION_RETRY_MAX)
+                continue
+            if self._db_trouble_since is not None:
+                self._database_back()
+            return result
+
+    def _database_trouble(self, call: FinishedCall, exc: Exception) -> None:
+        now = time.time()
+        first = self._db_trouble_since is None
+        if first:
+            self._db_trouble_since = now
+        if first or now - self._db_nagged >= DATABASE_NAG:
+            self._db_nagged = now
+            log.warning("the database cannot take call %s (%s): %d finished call(s) kept in "
+                        "memory, recorded in order as soon as it can", call.linkedid,
+                        _reason(exc), self._waiting)
+        self._publish_status()
+
+    def _database_back(self) -> None:
+        assert self._db_trouble_since is not None
+        log.warning("the database is back after %.1f s: recording the %d finished call(s) "
+                    "kept in memory", time.time() - self._db_trouble_since, self._waiting)
+        self._db_trouble_since = None
+        self._publish_status()
+
+    def _publish_status(self) -> None:
+        """What /healthz shows about the agent while the database cannot."""
+        if self._status_file is None:
+            return
+        trouble = self._db_trouble_since
+        try:
+            status.write(self._status_file, {
+                "calls_waiting": self._waiting if trouble is not None else 0,
+                "database_unavailable_since": _utc(trouble).isoformat() if trouble else None,
+                "at": _utc(time.time()).isoformat()})
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self._status_file, exc.strerror or exc)
 
     async def handle_sms(self, event: Mapping[str, str]) -> None:
         try:
@@ -342,6 +461,7 @@ class Agent:
             loop.add_signal_handler(sig, stop.set)
         log.info("textback agent starting: AMI %s:%s, transports %s",
                  self.config.ami.host, self.config.ami.port, ", ".join(self.config.sms.transports))
+        self._publish_status()  # whatever a previous run left there is over
         workers = [loop.create_task(self.ami.run(), name="ami"),
                    loop.create_task(self.dispatcher.run(), name="dispatcher"),
                    loop.create_task(self.run_timers(), name="timers"),
@@ -367,6 +487,10 @@ class Agent:
         log.info("textback agent stopping")
         if self._tasks:  # calls being decided: their rows land, their sends fail over
             await asyncio.wait(self._tasks, timeout=5)
+        if self._waiting:
+            log.error("stopping with %d finished call(s) the database did not take; %s",
+                      self._waiting, "the next start reads them from the CDR file"
+                      if self.config.pbx.cdr_csv else "they are lost (set [pbx] cdr_csv)")
         await self.dispatcher.drain(timeout=5)
         if routing_server is not None:
             await routing_server.close()

@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Record
+from flask.testing import FlaskClient
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -21,6 +24,8 @@ from agent.config import parse
 from agent.daemon import Agent
 from agent.messages.outbox import OutboundSms
 from agent.rules import settings
+from agent.store import db as store_db
+from agent.store import status
 from agent.store.models import Call, Contact, Job, Message
 
 T0 = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
@@ -156,20 +161,27 @@ def test_reconciling_texts_each_unseen_missed_call_once(record: Record,
     assert sorted(m.number for m in session.scalars(select(Message))) == [seen_live, unseen]
 
 
-def test_start_up_looks_back_to_the_newest_call_at_most_30_minutes(record: Record,
-        cdr_agent: tuple[Agent, list[OutboundSms]], cdr_csv: Path, session: Session) -> None:
+def test_start_up_looks_back_30_minutes_once_calls_were_recorded(record: Record,
+        cdr_agent: tuple[Agent, list[OutboundSms]], cdr_csv: Path, session: Session,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     agent, submitted = cdr_agent
+    monkeypatch.setattr(daemon, "CDR_WRITE_DELAY", 0.0)
     now = dt.datetime.now(dt.UTC)
     recent, old = "+12125550104", "+12125550105"
     cdr_csv.write_text("\n".join([
         cdr_line("1900.1", old, now - dt.timedelta(minutes=40)),
         cdr_line("1900.2", recent, now - dt.timedelta(minutes=10)),
     ]) + "\n")
-    asyncio.run(agent.reconcile_after_start())  # a fresh install: the PBX's past is not ours
+
+    async def start() -> None:
+        await agent.look_up_after_start()
+        await until_submitted(submitted, timeout=0.5)
+
+    asyncio.run(start())  # a fresh install: the PBX's past is not ours
     assert submitted == [] and session.scalars(select(Call)).all() == []
     record(session, finished("1900.0", at=now - dt.timedelta(hours=2)), now)
     session.commit()
-    asyncio.run(agent.reconcile_after_start())
+    asyncio.run(start())
     assert [sms.number for sms in submitted] == [recent]
     session.expire_all()
     assert old not in {c.caller for c in session.scalars(select(Call))}
@@ -226,3 +238,110 @@ def test_a_call_that_began_before_ami_was_watched_is_read_from_the_cdr(
     asyncio.run(joined_mid_call())
     assert [sms.number for sms in submitted] == [CUSTOMER]
     assert [(c.source, c.reason) for c in session.scalars(select(Call))] == [("cdr", "busy")]
+
+
+def test_a_call_whose_rows_come_late_is_looked_for_until_they_do(
+        cdr_agent: tuple[Agent, list[OutboundSms]], cdr_csv: Path, session: Session,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # it hung up just as the link came back: the first look at the file is too early
+    agent, submitted = cdr_agent
+    monkeypatch.setattr(daemon, "CDR_WRITE_DELAY", 0.05)
+    monkeypatch.setattr(daemon, "CDR_LOOK_MAX_INTERVAL", 0.2)
+    cdr_csv.write_text("")
+
+    async def outage() -> None:
+        agent.on_event({"Event": "Newchannel", "Channel": "PJSIP/trunk-00000001",
+                        "Uniqueid": "2300.1", "Linkedid": "2300.1", "CallerIDNum": CUSTOMER,
+                        "Exten": "+15550000100", "Context": "from-trunk"})
+        agent.on_down()
+        agent.on_up(False)
+        await asyncio.sleep(0.5)  # looked, found nothing, looks again later
+        assert submitted == []
+        cdr_csv.write_text(cdr_line("2300.1", CUSTOMER, dt.datetime.now(dt.UTC)) + "\n")
+        await until_submitted(submitted)
+        await asyncio.sleep(0.5)  # accounted for: no more looks, nothing texted twice
+
+    asyncio.run(outage())
+    assert [sms.number for sms in submitted] == [CUSTOMER]
+    assert [c.source for c in session.scalars(select(Call))] == ["cdr"]
+    assert not agent._cdr_looking
+
+
+def test_start_up_looks_at_the_whole_window_not_only_after_the_newest_call(
+        record: Record, cdr_agent: tuple[Agent, list[OutboundSms]], cdr_csv: Path,
+        session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a call the last run lost (a database fault) ended before the newest one it recorded
+    agent, submitted = cdr_agent
+    monkeypatch.setattr(daemon, "CDR_WRITE_DELAY", 0.0)
+    now = dt.datetime.now(dt.UTC)
+    lost, later = "+12125550106", "+12125550107"
+    record(session, finished("2400.2", caller=later, at=now - dt.timedelta(minutes=2)), now)
+    session.commit()
+    cdr_csv.write_text("\n".join([
+        cdr_line("2400.1", lost, now - dt.timedelta(minutes=5)),
+        cdr_line("2400.2", later, now - dt.timedelta(minutes=2)),
+    ]) + "\n")
+
+    async def start() -> None:
+        await agent.look_up_after_start()
+        await until_submitted(submitted)
+
+    asyncio.run(start())
+    assert [sms.number for sms in submitted] == [lost]
+
+
+def test_a_database_locked_past_its_timeout_loses_no_call_and_keeps_the_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(store_db, "BUSY_TIMEOUT", 0.1)
+    path = tmp_path / "textback.db"
+    url = f"sqlite:///{path}"
+    engine = store_db.make_engine(url)
+    store_db.migrate(engine)
+    agent = Agent(parse({"ami": {"secret": "x"}, "database": {"url": url}},
+                        tmp_path / "textback.toml"))
+    submitted: list[OutboundSms] = []
+    monkeypatch.setattr(agent.dispatcher, "submit", submitted.append)
+    callers = [f"+1212555030{n}" for n in range(5)]
+    # a backup or a long transaction holds the write lock far longer than the timeout
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN IMMEDIATE")
+
+    async def locked() -> dict[str, Any] | None:
+        now = dt.datetime.now(dt.UTC)
+        tasks = [asyncio.create_task(agent.handle(finished(f"2500.{n}", caller=caller, at=now)))
+                 for n, caller in enumerate(callers)]
+        await asyncio.sleep(1.0)  # several attempts fail meanwhile
+        seen = status.read(status.path_for(url))  # type: ignore[arg-type]
+        holder.rollback()
+        await asyncio.wait(tasks, timeout=30)
+        return seen
+
+    with caplog.at_level(logging.WARNING, "agent.daemon"):
+        during = asyncio.run(locked())
+    holder.close()
+    agent.db.close()
+    assert during is not None and during["calls_waiting"] == len(callers)
+    assert "kept in memory" in caplog.text and "the database is back" in caplog.text
+    with store_db.sessions(engine)() as session:
+        calls = session.scalars(select(Call).order_by(Call.id)).all()
+        assert [c.caller for c in calls] == callers  # each once, in the order they ended
+        assert len(session.scalars(select(Message)).all()) == len(callers)
+    assert sorted(sms.number for sms in submitted) == callers
+    after = status.read(status.path_for(url))  # type: ignore[arg-type]
+    assert after is not None and after["calls_waiting"] == 0
+    engine.dispose()
+
+
+def test_healthz_says_when_the_agent_holds_calls_the_database_did_not_take(
+        client: FlaskClient, engine: Engine) -> None:
+    assert client.get("/healthz").status_code == 200
+    path = status.path_for(engine.url.render_as_string(hide_password=False))
+    assert path is not None
+    status.write(path, {"calls_waiting": 3, "database_unavailable_since": "2026-01-05T10:00"})
+    answer = client.get("/healthz")
+    assert answer.status_code == 503
+    assert answer.get_json()["status"] == "degraded"
+    assert answer.get_json()["agent"]["calls_waiting"] == 3
+    status.write(path, {"calls_waiting": 0})
+    assert client.get("/healthz").status_code == 200

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, redirect, url_for
+from flask import Blueprint, current_app, jsonify, redirect, url_for
 from sqlalchemy import text
 
+from agent.store import status
 from web.db import get_session
 
 bp = Blueprint("home", __name__)
@@ -24,9 +25,14 @@ def index() -> Any:
 
 @bp.get("/healthz")
 def healthz() -> Any:
-    """For monitoring: 200 when the UI can read the database, 503 when it cannot."""
+    """For monitoring: 200 when the UI can read the database and the agent has no
+    finished calls waiting for it; 503 otherwise, saying which."""
     try:
         get_session().execute(text("SELECT 1"))
     except Exception as exc:
         return jsonify(status="error", database=str(exc.__class__.__name__)), 503
+    path = status.path_for(current_app.config["DATABASE_URL"])
+    agent = status.read(path) if path is not None else None
+    if agent and agent.get("calls_waiting"):
+        return jsonify(status="degraded", agent=agent), 503
     return jsonify(status="ok")

@@ -43,7 +43,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agent.calls.tracker import FinishedCall, MissReason, parse_channel, sip_display_name
+from agent.calls.tracker import FinishedCall, MissReason, parse_channel
+from agent.pbx.callerid import sip_display_name
 from agent.rules import numbers
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,11 @@ def caller_name(clid: str) -> str | None:
         name = plain.group(1) if plain else ""
     name = name.strip()
     return name if name and name != "<unknown>" else None
+
+
+def call_keys(rows: Iterable[CdrRow]) -> set[str]:
+    """The Linkedids of the calls these rows belong to: the calls the file accounts for."""
+    return {key for row in rows if (key := row.call_key) is not None}
 
 
 def missed_calls(rows: Iterable[CdrRow], since: float, until: float, *,

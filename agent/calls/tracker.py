@@ -59,6 +59,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from agent.pbx.callerid import ami_unescape, sip_display_name
+
 log = logging.getLogger(__name__)
 
 Direction = Literal["inbound", "internal", "outbound"]
@@ -266,24 +268,6 @@ def _caller_id(value: str | None) -> str | None:
     if value is None or value.strip().casefold() in _WITHHELD:
         return None
     return value
-
-
-# AMI writes a caller ID name through Asterisk's ast_escape_c (\\ \" \' \n …)
-_AMI_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
-                "v": "\v", "\\": "\\", "'": "'", '"': '"', "?": "?"}
-_BACKSLASH_PAIR = re.compile(r"\\(.)", re.DOTALL)
-
-
-def ami_unescape(value: str) -> str:
-    """A header value as Asterisk had it before AMI escaped it ("O\\'Brien" → "O'Brien");
-    a backslash before anything else is left as it came."""
-    return _BACKSLASH_PAIR.sub(lambda pair: _AMI_ESCAPES.get(pair[1], pair[0]), value)
-
-
-def sip_display_name(value: str) -> str:
-    """A SIP display name without its quoted-pair escapes (RFC 3261: \\" → ", \\\\ → \\),
-    which chan_pjsip keeps in the caller ID name."""
-    return _BACKSLASH_PAIR.sub(r"\1", value)
 
 
 def _caller_name(value: str | None) -> str | None:
