@@ -29,7 +29,7 @@ from agent.pbx import originate
 from agent.pbx.ami import AmiError, AmiLink
 from agent.pbx.fastagi import RoutingServer, database_settings
 from agent.privacy import erasure
-from agent.store import status
+from agent.store import lock, status
 from agent.store.db import DbRunner, check_schema, make_engine
 from agent.transports import health
 from agent.transports.dispatcher import Dispatcher
@@ -502,4 +502,6 @@ class Agent:
 
 
 def run(config: Config) -> None:
-    asyncio.run(Agent(config).run())
+    # one agent per database, checked before AMI or the modem is touched; held until exit
+    with lock.acquire(config.database.url, "agent"):
+        asyncio.run(Agent(config).run())
