@@ -508,6 +508,49 @@ def messages(config_path: str | None, as_json: bool, limit: int) -> None:
 
 
 @main.command()
+@config_option
+@click.option("--keep", type=click.IntRange(min=1), default=None,
+              help="Keep only the newest N backups in the directory OUT.")
+@click.argument("out", type=click.Path())
+def backup(config_path: str | None, keep: int | None, out: str) -> None:
+    """Copy the database to OUT while the agent runs (a file, or a directory where the
+    copy is named textback-YYYYmmdd-HHMMSS.db; PostgreSQL: pg_dump, .dump)."""
+    from agent.ops.backup import BackupError
+    from agent.ops.backup import backup as run_backup
+
+    cfg = _load(config_path)
+    try:
+        made = run_backup(cfg.database.url, out, keep=keep)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"backed up the database to {made.path}")
+    for path in made.pruned:
+        click.echo(f"removed the older backup {path}")
+
+
+@main.command()
+@config_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+def restore(config_path: str | None, file: str) -> None:
+    """Replace the database with the backup FILE; stop the agent first. The database
+    replaced is kept beside it (PostgreSQL: beside FILE)."""
+    from agent.ops.backup import BackupError
+    from agent.ops.backup import restore as run_restore
+    from agent.store.db import DatabaseError
+
+    cfg = _load(config_path)
+    try:
+        restored = run_restore(cfg.database.url, file)
+    except (BackupError, DatabaseError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if restored.kept is not None:
+        click.echo(f"kept the database it replaced as {restored.kept}")
+    click.echo(f"restored {file} (schema revision {restored.revision}"
+               + (f", migrated to {restored.now}" if restored.now != restored.revision
+                  else "") + "); start the agent again")
+
+
+@main.command()
 @click.option("--calls", default=1, show_default=True, help="Sample missed calls to place.")
 @click.option("--once", is_flag=True, help="Exit after the sample call instead of waiting.")
 @click.option("--modem", type=click.Choice(["emulated"]), default=None,

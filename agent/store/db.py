@@ -85,6 +85,14 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(cfg).get_current_head()
 
 
+def known_revisions() -> set[str]:
+    """Every schema revision this textback knows (an unknown one is from a newer one)."""
+    from alembic.script import ScriptDirectory
+
+    cfg = _alembic_config(create_engine("sqlite://"))
+    return {script.revision for script in ScriptDirectory.from_config(cfg).walk_revisions()}
+
+
 def check_schema(engine: Engine) -> None:
     """Refuse to run on a database that was never migrated or is behind the code."""
     try:
