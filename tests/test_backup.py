@@ -171,7 +171,8 @@ def test_restore_refuses_what_is_not_a_textback_database(sqlite_config: Path,
     connection.close()
     for path, why in ((text, "is not a textback database"),
                       (other, "is not a textback database (no schema version)"),
-                      (future, "at schema revision 9999, which this textback does not know")):
+                      (future, "at schema revision 9999, which this textback does not know"),
+                      (tmp_path / "t.db", "is the database itself")):
         refused = textback(sqlite_config, "restore", str(path))
         assert refused.exit_code == 1 and why in refused.output, refused.output
     assert setting(sqlite_config, "business.name") == "Kept"

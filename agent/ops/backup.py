@@ -228,6 +228,8 @@ def restore(url: str, file: str | Path, *, now: dt.datetime | None = None) -> Re
     parsed = make_url(url)
     file = Path(file)
     database = _sqlite_path(parsed)
+    if database is not None and database.exists() and file.resolve() == database.resolve():
+        raise BackupError(f"{file} is the database itself: give a backup of it")
     with lock.acquire(url, "restore"):
         if database is not None:
             revision = sqlite_revision(file)
