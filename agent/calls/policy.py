@@ -70,6 +70,12 @@ _MONTHS = (
 )  # fmt: skip
 
 
+# the last rules built per region, with the settings they came from: every call reads
+# the settings, which change rarely, and validating all of them is most of a decision's
+# work otherwise
+_RULES: dict[str, tuple[dict[str, Any], Rules]] = {}
+
+
 @dataclass(frozen=True)
 class Rules:
     """The business rules policy needs, parsed once from the settings."""
@@ -97,9 +103,12 @@ class Rules:
         Values are validated again, so a hand-built dict cannot smuggle in
         hours or templates the settings screen would have refused.
         """
+        cached = _RULES.get(region)
+        if cached is not None and cached[0] == values:
+            return cached[1]  # the settings did not change since the last call
         merged = settings.defaults() | dict(values)
         checked = {key: settings.validate(key, merged[key], region) for key in settings.SPECS}
-        return cls(
+        rules = cls(
             business=checked["business.name"],
             booking_link=checked["business.booking_link"],
             schedule=Schedule.from_settings(checked),
@@ -115,6 +124,8 @@ class Rules:
             text_fixed_lines=checked["textback.text_fixed_lines"],
             region=region.upper(),
         )
+        _RULES[region] = (dict(values), rules)
+        return rules
 
     def template(self, key: str) -> str:
         return {
