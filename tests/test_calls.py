@@ -18,7 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.calls.tracker import CallTracker, FinishedCall, endpoint_of
+from agent.calls.tracker import CallTracker, FinishedCall
+from agent.pbx.channels import endpoint_of
 from agent.pbx.transcript import read_events
 
 AMI = Path(__file__).parent / "fixtures" / "ami"

@@ -43,8 +43,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agent.calls.tracker import FinishedCall, MissReason, parse_channel
+from agent.calls.tracker import FinishedCall, MissReason
 from agent.pbx.callerid import sip_display_name
+from agent.pbx.channels import parse_channel
 from agent.rules import numbers
 
 log = logging.getLogger(__name__)

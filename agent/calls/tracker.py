@@ -53,13 +53,13 @@ then invisible (``MessageWaiting`` only fires for a left message).
 from __future__ import annotations
 
 import logging
-import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from agent.pbx.callerid import ami_unescape, sip_display_name
+from agent.pbx.channels import endpoint_of, parse_channel
 
 log = logging.getLogger(__name__)
 
@@ -118,30 +118,8 @@ class UnknownCall:
         return self.linkedid
 
 
-# Channel technologies that never put a person on the line: Local halves are
-# plumbing (follow the chain), the rest are the PBX's own machinery.
-_MACHINE_TECHS = frozenset(
-    {
-        "local",
-        "message",
-        "announcer",
-        "cbann",
-        "cbrec",
-        "snoop",
-        "recorder",
-        "unicastrtp",
-        "multicastrtp",
-        "audiosocket",
-        "websocket",
-        "bridge",
-        "surrogate",
-    }
-)
 _WITHHELD = frozenset(
     {"", "<unknown>", "unknown", "anonymous", "restricted", "private", "withheld", "unavailable"}
-)
-_CHANNEL_RE = re.compile(
-    r"^(?P<tech>[^/]+)/(?P<resource>.+?)(?:-(?P<seq>[0-9A-Fa-f]+))?(?P<half>;[12])?$", re.DOTALL
 )
 _DIAL_REASON: dict[str, MissReason] = {
     "CANCEL": "cancel",
@@ -173,45 +151,6 @@ _CAUSE_REASON: dict[str, MissReason] = {
     "27": "chanunavail",
 }
 _FACT_CAP = 256  # per list/dict of one call: a looping queue must not grow without end
-
-
-@dataclass(frozen=True, slots=True)
-class _Channel:
-    """What a channel name says: ``PJSIP/desk-0000001a`` -> tech PJSIP, endpoint desk."""
-
-    tech: str
-    resource: str
-    local_half: str | None  # "1"/"2" for Local channels
-    base: str  # the name without ";1"/";2", shared by both Local halves
-
-    @property
-    def endpoint(self) -> str:
-        return f"{self.tech}/{self.resource}"
-
-    @property
-    def is_person(self) -> bool:
-        return self.tech.casefold() not in _MACHINE_TECHS
-
-    @property
-    def is_local(self) -> bool:
-        return self.tech.casefold() == "local"
-
-
-def parse_channel(name: str) -> _Channel:
-    """Split an Asterisk channel name into technology, endpoint and Local half."""
-    clean = name.split("<", 1)[0]  # "<ZOMBIE>", "<MASQ>" after a masquerade
-    match = _CHANNEL_RE.match(clean)
-    if match is None:
-        return _Channel(tech=clean, resource="", local_half=None, base=clean)
-    half = match["half"][1:] if match["half"] else None
-    base = clean[: -len(match["half"])] if match["half"] else clean
-    return _Channel(match["tech"], match["resource"], half, base)
-
-
-def endpoint_of(name: str) -> str:
-    """``PJSIP/desk-0000001a`` -> ``PJSIP/desk``: a stable name for a phone or trunk."""
-    channel = parse_channel(name)
-    return channel.endpoint if channel.resource else channel.tech
 
 
 @dataclass(slots=True)
@@ -467,7 +406,8 @@ class CallTracker:
         channel = event.get("Channel", "")
         if not uniqueid or not linkedid or channel.startswith("Message/"):
             return
-        if uniqueid == linkedid and linkedid not in self._calls and linkedid not in self._done:
+        if (uniqueid == linkedid and linkedid not in self._calls and linkedid not in self._done
+                and uniqueid not in self._leg_call):  # not a leg already serving a call
             self._start_call(event, now)
             return
         found = self._leg(event, now)
@@ -710,7 +650,37 @@ class CallTracker:
         call = self._call_for(target, linkedid, now)
         if call is not None and picker:
             call.pickups[target] = (now, picker)
+            self._absorb(call, event, now)
             self._recheck(call, out)
+
+    def _absorb(self, call: _Call, pickup: Mapping[str, str], now: float) -> None:
+        """The call of a phone that picked `call` up (desk2 dialling **desk) is how that
+        call was answered, not a call of its own: its legs join the picked-up call (and
+        so do its events still to come, even when AMI delivers them late)."""
+        picker = pickup.get("Uniqueid", "")
+        if not picker:
+            return
+        for own in {self._leg_call.get(picker), pickup.get("Linkedid")} - {None, "",
+                                                                          call.linkedid}:
+            assert own is not None
+            other = self._calls.pop(own, None)
+            if other is not None:
+                self._merge(call, other)
+            self._orphans.pop(own, None)
+            self._settling.pop(own, None)
+            self._done[own] = now  # its late events belong to the picked-up call now
+        self._leg_call[picker] = call.linkedid
+        call.legs.add(picker)
+
+    def _merge(self, call: _Call, other: _Call) -> None:
+        for leg in other.legs:
+            self._leg_call[leg] = call.linkedid
+            call.legs.add(leg)
+            if leg in other.names:
+                _learn_name(call, leg, other.names[leg])
+            if leg in other.up_at:
+                call.up_at.setdefault(leg, other.up_at[leg])
+        call.hung_up |= other.hung_up
 
     # -- decision --------------------------------------------------------------------
     def _adopt(self, call: _Call, uniqueid: str, channel: str) -> None:
