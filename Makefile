@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: all venv sipp lab postgres gammu chromium test lint demo bench bench-agi bench-modem bench-web wheel clean
+.PHONY: all venv sipp lab postgres gammu chromium test lint demo bench bench-agi bench-burst bench-modem bench-web wheel clean
 
 all: test
 
@@ -51,7 +51,7 @@ chromium:
 	@test -x /usr/bin/chromium || $(MAKE) --no-print-directory _apt PKG=chromium
 
 lint: venv
-	$(BIN)/ruff check agent web tests bench bench/latency bench/agi bench/modem bench/web
+	$(BIN)/ruff check agent web tests bench bench/latency bench/agi bench/modem bench/web bench/burst bench/reference_agent.py
 
 test: venv sipp lab postgres gammu chromium lint
 	$(BIN)/pytest -q
@@ -67,6 +67,11 @@ bench: venv sipp lab
 # the routing AGI: decision time and call set-up with/without it (200 routed calls)
 bench-agi: venv sipp lab
 	$(BIN)/python bench/agi
+
+# 1,000 missed calls at 17/s and at 50/s: hangup → SIP MESSAGE p50/p99, agent CPU per
+# call and RSS, against a minimal reference that stores nothing (bench/reference_agent.py)
+bench-burst: venv sipp lab
+	$(BIN)/python bench/burst
 
 # the GSM modem path: throughput, rate limit, time in queue, RSS; driver overhead per part
 bench-modem: venv

@@ -23,7 +23,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -487,6 +487,57 @@ class LabPbx:
         if wait:
             lab_call.wait(timeout + 5)
         return lab_call
+
+    def burst(
+        self,
+        exten: str,
+        caller_ids: Sequence[str],
+        rate: float,
+        *,
+        phone: PhoneBehaviour | None = "busy",
+        answer_after_ms: int = 500,
+        hold_ms: int = 2000,
+        timeout: float | None = None,
+    ) -> LabCall:
+        """Place ``len(caller_ids)`` calls to ``exten`` from the trunk at ``rate`` calls/s,
+        each with its own caller ID, from one SIPp UAC (``-r``/``-m`` and an injection
+        file), for load benchmarks.
+
+        ``phone`` starts ``desk`` as one UAS for all the calls (``"busy"``: each is
+        rejected at once, so the calls are short).  No limit on simultaneous calls is
+        put on SIPp.  ``timeout`` (default: the burst's length plus 60 s) bounds each
+        SIPp process.  Returns at once; ``.wait()`` the :class:`LabCall`.
+        """
+        if not caller_ids:
+            raise LabError("a burst needs at least one caller ID")
+        if rate <= 0:
+            raise LabError(f"call rate must be positive, not {rate}")
+        check_sipp_safe(exten, "extension")
+        for caller_id in caller_ids:
+            check_sipp_safe(caller_id, "caller ID")
+            if ";" in caller_id:
+                raise LabError(f"caller ID {caller_id!r} contains ';' (the injection "
+                               "file's separator)")
+        calls = len(caller_ids)
+        budget = timeout if timeout is not None else calls / rate + 60
+        port = next(self._trunk_slots)
+        phones: list[SippProcess] = []
+        if phone is not None:
+            phones.append(self.phone("desk", phone, answer_after_ms=answer_after_ms,
+                                     calls=calls, timeout=budget + 5))
+            time.sleep(0.25)  # let the UAS bind its socket before the first INVITE
+        injection = self.run_dir / "sipp" / f"{next(self._seq):04d}-callers.csv"
+        injection.write_text("SEQUENTIAL\n" + "".join(f"{c};\n" for c in caller_ids))
+        uac = self._sipp_file("uac_call", {"LAB_FROM": f"<sip:[field0]@{LOCALHOST}:{port}>",
+                                           "LAB_CONTACT_USER": "[field0]",
+                                           "LAB_HOLD_MS": hold_ms})
+        args = [f"{LOCALHOST}:{self.ports.sip}", "-s", exten, "-i", LOCALHOST, "-p", str(port),
+                "-mp", str(next(self._media_slots)), "-m", str(calls), "-l", str(calls),
+                "-r", f"{rate:g}", "-rp", "1000", "-inf", str(injection), "-nostdin",
+                "-timeout", f"{int(budget)}s", "-timeout_error"]
+        log.info("burst of %d calls to %s at %g/s from trunk port %d", calls, exten, rate,
+                 port)
+        return LabCall(exten, self._spawn_sipp("trunk-burst", uac, args), phones)
 
 
 @contextlib.contextmanager
