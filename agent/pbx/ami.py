@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 # The event classes the agent needs: call (Newchannel, Dial*, Bridge*, Hangup, Queue*),
 # dialplan (VarSet DIALSTATUS / VM_MESSAGEFILE), user (UserEvent SMSIn), cdr, agent
-# (AgentConnect for queues). Everything else stays in Asterisk.
-EVENT_CLASSES = "call,dialplan,user,cdr,agent"
+# (AgentConnect for queues), system (Shutdown: Asterisk is leaving, not broken).
+# Everything else stays in Asterisk.
+EVENT_CLASSES = "call,dialplan,user,cdr,agent,system"
 
 EventHandler = Callable[[dict[str, str]], None]
 
@@ -104,6 +105,8 @@ class AmiLink:
         self.on_down = on_down
         self.connected = False
         self.last_error: str | None = None
+        # "restarting" / "shutting down" once Asterisk announced it, until the next login
+        self.asterisk_leaving: str | None = None
         self._protocol: _Protocol | None = None
         self._lost: asyncio.Future[None] | None = None
         self._up = asyncio.Event()
@@ -117,6 +120,11 @@ class AmiLink:
     # -- panoramisk factory interface -------------------------------------------------
     def dispatch(self, message: Message) -> None:
         event = {k: (v[0] if isinstance(v, list) else v) for k, v in message.items()}
+        if event.get("Event") == "Shutdown":
+            self.asterisk_leaving = ("restarting" if event.get("Restart") == "True"
+                                     else "shutting down")
+            log.warning("Asterisk is %s (%s)", self.asterisk_leaving,
+                        event.get("Shutdown", "").lower() or "no reason given")
         try:
             self.on_event(event)
         except Exception:  # one bad event must never take the agent down
@@ -211,6 +219,7 @@ class AmiLink:
             return True
         self.connected = True
         self.last_error = None
+        self.asterisk_leaving = None
         self._logins += 1
         delay.reset()
         self._up.set()

@@ -34,6 +34,9 @@ class SipTrunk:
 
     def health(self) -> Health:
         where = f"{self.ami.config.host}:{self.ami.config.port}"
+        if self.ami.asterisk_leaving:
+            return Health(self.name, DOWN, f"Asterisk is {self.ami.asterisk_leaving}; texts "
+                          "wait until it is back")
         if self.ami.connected:
             return Health(self.name, UP, f"AMI connected at {where}; texts leave by the "
                           f"PJSIP endpoint {self.config.endpoint!r}")
@@ -61,6 +64,9 @@ class SipTrunk:
             # MessageSend never judges the number (the carrier does, later); a refusal
             # here is local (endpoint missing, PJSIP not ready), so it is temporary and
             # must not mark the customer's number undeliverable
+            if self.ami.asterisk_leaving:
+                raise SendError(f"Asterisk is {self.ami.asterisk_leaving} ({exc}); the text "
+                                "is sent when it is back", permanent=False) from None
             raise SendError(f"Asterisk refused MessageSend ({exc}); is the PJSIP endpoint "
                             f"{self.config.endpoint!r} defined? run `textback doctor`",
                             permanent=False) from None
