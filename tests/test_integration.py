@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -388,6 +389,22 @@ def test_the_agent_publishes_the_trunk_as_up(agent: AgentProcess, db: Engine) ->
     assert "AMI connected" in (row.detail or "")
     age = dt.datetime.now(dt.UTC) - row.updated_at
     assert age < dt.timedelta(seconds=40), age  # refreshed at least every 30 s
+
+
+def test_send_test_while_the_agent_runs_goes_through_the_agent(
+        trunk: TrunkPeer, agent: AgentProcess, workdir: Path) -> None:
+    # the agent holds the AMI link (and, with a modem, the port): the CLI queues the
+    # text pinned to the transport and waits for the agent's outcome
+    customer = new_caller()
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "agent.cli", "send-test", "--config",
+                           str(workdir / "textback.toml"), "--to", customer, "--text",
+                           "path check", "--transport", "sip"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert re.match(r"message \d+: submitted via sip", done.stdout), done.stdout
+    assert expect_one_text(trunk, customer).body == "path check"
+    print(f"send-test through the running agent: {time.monotonic() - started:.1f} s")
 
 
 def test_a_send_test_queued_by_another_process_leaves_by_its_transport(

@@ -2,8 +2,10 @@
 
 A test SMS is an outbox row like any other (kind "test", no idempotency key)
 before a transport sees it, and goes through the dispatcher's own send step, so
-what it proves is what the agent does. The GSM modem is opened exclusively: if the
-agent is running it holds the port, and the message says so.
+what it proves is what the agent does. While an agent runs on the database, the
+row is queued pinned to the chosen transport and the running agent sends it (it
+holds the modem's port and the AMI link); only when no agent runs does send-test
+open the transport itself.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import datetime as dt
 import logging
 import socket
+import time
 from typing import Any
 
 from sqlalchemy import func, select
@@ -20,6 +23,7 @@ from sqlalchemy.orm import Session
 from agent.config import Config
 from agent.messages import kinds, outbox
 from agent.rules import numbers, templates
+from agent.store import lock
 from agent.store.db import DbRunner, check_schema, make_engine
 from agent.store.models import Message, MessagePart
 from agent.transports.dispatcher import Dispatcher
@@ -86,6 +90,10 @@ def queue_test(session: Session, now: dt.datetime, number: str, text: str, *,
     return message
 
 
+# how often send-test looks whether the running agent has sent its text
+POLL = 0.2
+
+
 def send_test(cfg: Config, to: str, text: str, transport: str) -> Message:
     number = numbers.to_e164(to, cfg.pbx.default_region)
     if number is None:
@@ -93,6 +101,40 @@ def send_test(cfg: Config, to: str, text: str, transport: str) -> Message:
     engine = make_engine(cfg.database.url)
     check_schema(engine)
     db = DbRunner(engine)
+    timeout = (cfg.sms.gsm.send_timeout if transport == "gsm" else 10) + 30
+    try:
+        held = lock.acquire(cfg.database.url, "send-test")
+    except lock.LockHeld as running:
+        log.info("an agent runs (%s): it sends the test text",
+                 running.holder.describe() if running.holder else "starting")
+        try:
+            return _through_the_agent(db, number, text, transport, timeout)
+        finally:
+            db.close()
+    with held:  # no agent may start and open the port meanwhile
+        return _by_itself(cfg, db, number, text, transport, timeout)
+
+
+def _through_the_agent(db: DbRunner, number: str, text: str, transport: str,
+                       timeout: float) -> Message:
+    """Queue the text pinned to `transport`; the running agent sends it. Waits for the
+    outcome, as the person at the shell wants to know it."""
+    queued = db.run(lambda s: queue_test(s, dt.datetime.now(dt.UTC), number, text,
+                                         transport=transport))
+    deadline = time.monotonic() + timeout
+    while True:
+        message = db.run(lambda s: s.get_one(Message, queued.id))
+        if message.status in (*outbox.LEFT, *outbox.FINAL):
+            return message
+        if time.monotonic() >= deadline:
+            raise SendTestError(
+                f"the running agent has not sent message {queued.id} within {timeout:g} s "
+                f"(it is {message.status}); see `textback messages` and the transports page")
+        time.sleep(POLL)
+
+
+def _by_itself(cfg: Config, db: DbRunner, number: str, text: str, transport: str,
+               timeout: float) -> Message:
     worker = f"{socket.gethostname()}/send-test"
 
     async def main() -> int:
@@ -106,7 +148,7 @@ def send_test(cfg: Config, to: str, text: str, transport: str) -> Message:
             sms = await db(queue)
             dispatcher = Dispatcher(db, [chosen], worker=worker, max_attempts=1)
             dispatcher.submit(sms)
-            await dispatcher.drain(timeout=cfg.sms.gsm.send_timeout + 30)
+            await dispatcher.drain(timeout=timeout)
             return sms.id
         finally:
             task.cancel()
