@@ -51,7 +51,7 @@ chromium:
 	@test -x /usr/bin/chromium || $(MAKE) --no-print-directory _apt PKG=chromium
 
 lint: venv
-	$(BIN)/ruff check agent web tests bench bench/latency bench/agi bench/modem bench/web bench/burst bench/reference_agent.py
+	$(BIN)/ruff check agent web tests bench bench/latency bench/agi bench/modem bench/web bench/burst bench/reference_agent.py bench/startup
 
 test: venv sipp lab postgres gammu chromium lint
 	$(BIN)/pytest -q
@@ -80,6 +80,12 @@ bench-modem: venv
 # the dashboard and call log with 1,000,000 calls and 2,000,000 messages in SQLite
 bench-web: venv
 	$(BIN)/python bench/web
+
+# cold start of `textback settings get/list/set` and the routing AGI (median, p90, ratio
+# to the bare interpreter); add ARGS=--importtime to see which imports cost most
+.PHONY: bench-startup
+bench-startup: venv
+	$(BIN)/python bench/startup $(ARGS)
 
 # a wheel of textback in dist/ (the lab and `textback demo` included)
 wheel: venv

@@ -53,6 +53,28 @@ def _engine(cfg: Config, *, migrated: bool = True) -> Any:
     return engine
 
 
+def _sqlite_file(cfg: Config) -> Path | None:
+    """The SQLite file of the config's database (None: PostgreSQL), for the commands that
+    skip SQLAlchemy's start-up (agent/store/lite.py)."""
+    from agent.store.lite import sqlite_file
+
+    return sqlite_file(cfg.database.url)
+
+
+def _lite(database: Path, work: Any) -> Any:
+    """`work()` on the SQLite file; an unusable database is the one line that says why."""
+    import sqlite3
+
+    from agent.store.lite import Unusable
+
+    try:
+        return work()
+    except Unusable as exc:
+        raise click.ClickException(str(exc)) from None
+    except sqlite3.Error as exc:
+        raise click.ClickException(f"the database {database}: {exc}") from None
+
+
 @click.group()
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
@@ -387,11 +409,16 @@ def settings_group() -> None:
 def settings_list(config_path: str | None, as_json: bool) -> None:
     """Every setting with its value and default."""
     from agent.rules import settings
-    from agent.store.db import sessions
 
     cfg = _load(config_path)
-    with sessions(_engine(cfg))() as session:
-        rows = settings.catalogue(session)
+    database = _sqlite_file(cfg)
+    if database is not None:
+        rows = _lite(database, lambda: settings.catalogue_in_file(database))
+    else:
+        from agent.store.db import sessions
+
+        with sessions(_engine(cfg))() as session:
+            rows = settings.catalogue(session)
     if as_json:
         click.echo(json.dumps([row._asdict() if hasattr(row, "_asdict") else vars(row)
                                for row in rows], ensure_ascii=False, default=str))
@@ -409,14 +436,19 @@ def settings_list(config_path: str | None, as_json: bool) -> None:
 def settings_get(config_path: str | None, key: str) -> None:
     """Print one setting as JSON."""
     from agent.rules import settings
-    from agent.store.db import sessions
 
     cfg = _load(config_path)
-    with sessions(_engine(cfg))() as session:
-        try:
-            value = settings.get(session, key)
-        except settings.SettingError as exc:
-            raise click.ClickException(str(exc)) from None
+    database = _sqlite_file(cfg)
+    try:
+        if database is not None:
+            value = _lite(database, lambda: settings.get_in_file(database, key))
+        else:
+            from agent.store.db import sessions
+
+            with sessions(_engine(cfg))() as session:
+                value = settings.get(session, key)
+    except settings.SettingError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(value, ensure_ascii=False))
 
 
@@ -430,17 +462,25 @@ def settings_set(config_path: str | None, key: str, value: str) -> None:
     import getpass
 
     from agent.rules import settings
-    from agent.store.db import sessions
 
     cfg = _load(config_path)
     now = dt.datetime.now(dt.UTC)
-    with sessions(_engine(cfg))() as session, session.begin():
-        try:
-            stored, _changed = settings.change(
-                session, key, settings.parse_cli_value(value), now,
-                actor=f"cli:{getpass.getuser()}", region=cfg.pbx.default_region)
-        except settings.SettingError as exc:
-            raise click.ClickException(str(exc)) from None
+    actor, region = f"cli:{getpass.getuser()}", cfg.pbx.default_region
+    database = _sqlite_file(cfg)
+    try:
+        if database is not None:
+            stored, _changed = _lite(database, lambda: settings.change_in_file(
+                database, key, settings.parse_cli_value(value), now, actor=actor,
+                region=region))
+        else:
+            from agent.store.db import sessions
+
+            with sessions(_engine(cfg))() as session, session.begin():
+                stored, _changed = settings.change(
+                    session, key, settings.parse_cli_value(value), now, actor=actor,
+                    region=region)
+    except settings.SettingError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"{key} = {json.dumps(stored, ensure_ascii=False)}")
 
 

@@ -10,8 +10,10 @@ missing or locked, a bad row, an exception, no answer within DEADLINE_SECONDS �
 ends in `TEXTBACK_ROUTE=fallback`, which the dialplan turns into its own
 defaults, and the reason goes to Asterisk's log (VERBOSE) and to stderr.
 
-A new process starts per call, so it imports only the standard library, pyst2
-and the stdlib-only modules routing and schedule (no SQLAlchemy: ~300 ms).
+A new process starts per call, so it imports only the standard library and the
+stdlib-only modules routing and schedule (no SQLAlchemy: ~300 ms; not even
+agent.config, whose dozen dataclasses cost more than the decision, nor pyst2: the
+three AGI commands it needs are a few lines here). `bench/startup` measures it.
 It reads only `[database] url` from the config file, never the AMI secret:
 it runs as Asterisk's user, which need not be able to read it.
 """
@@ -32,9 +34,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from asterisk.agi import AGI
-
-from agent.config import DatabaseConfig, resolve_path
 from agent.rules import routing
 
 log = logging.getLogger(__name__)
@@ -45,8 +44,23 @@ DEADLINE_SECONDS = routing.DEADLINE_SECONDS
 LOCK_WAIT_SECONDS = 0.05
 
 
+# agent.config's defaults (DEFAULT_PATH, $TEXTBACK_CONFIG, DatabaseConfig.url), spelt
+# out so the AGI need not import it; tests/test_startup.py checks they agree
+DEFAULT_CONFIG = Path("/etc/textback/textback.toml")
+DEFAULT_DATABASE_URL = "sqlite:////var/lib/textback/textback.db"
+
+
 class DecisionTimeout(TimeoutError):
     """The decision took longer than DEADLINE_SECONDS."""
+
+
+class AgiError(Exception):
+    """Asterisk refused a command, or the channel hung up."""
+
+
+def configured_path() -> Path:
+    """$TEXTBACK_CONFIG, else /etc/textback/textback.toml (as agent.config.resolve_path)."""
+    return Path(os.environ.get("TEXTBACK_CONFIG") or DEFAULT_CONFIG)
 
 
 def database_url(config_path: Path) -> str:
@@ -54,7 +68,7 @@ def database_url(config_path: Path) -> str:
     with config_path.open("rb") as handle:
         data = tomllib.load(handle)
     database = data.get("database", {})
-    url = database.get("url", DatabaseConfig.url) if isinstance(database, dict) else None
+    url = database.get("url", DEFAULT_DATABASE_URL) if isinstance(database, dict) else None
     if not isinstance(url, str) or not url:
         raise ValueError(f"{config_path}: [database] url must be a string")
     return url
@@ -96,7 +110,7 @@ def read_settings_sqlite(path: Path, *, timeout: float = 0.05) -> dict[str, Any]
 def decide(did: str, now: dt.datetime, defaults: routing.DialplanDefaults,
            config_path: Path | None = None) -> routing.Route:
     """The route for a call to `did` at `now`; a fallback route (with why) on any failure."""
-    path = config_path or resolve_path(None)
+    path = config_path or configured_path()
     try:
         url = database_url(path)
     except FileNotFoundError:
@@ -122,27 +136,49 @@ def _deadline(_signum: int, _frame: FrameType | None) -> None:
     raise DecisionTimeout
 
 
+def _quote(text: str) -> str:
+    """An AGI command argument: in double quotes, with quotes and backslashes escaped
+    and on one line (Asterisk's AGI parser undoes the escapes)."""
+    flat = " ".join(text.splitlines())
+    return '"' + flat.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class _Session:
-    """The AGI conversation with Asterisk (pyst2), kept quiet: pyst2 echoes the whole
-    AGI environment — caller ID included — to stderr, which is Asterisk's log."""
+    """The AGI conversation with Asterisk: its environment ("agi_x: y" lines up to a blank
+    one), then one command per line, each answered "200 result=N (data)". Nothing of it
+    is echoed to stderr (Asterisk's log): the environment holds the caller ID."""
 
     def __init__(self) -> None:
-        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-        self._quiet = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-        self.agi = AGI(stdin=stdin, stdout=sys.stdout, stderr=self._quiet)
+        # Asterisk sends SIGHUP when the caller hangs up: finish (and log) instead of dying
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self._in = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        self.env: dict[str, str] = {}
+        while line := self._in.readline().strip():
+            key, _, value = line.partition(":")
+            if key.strip():
+                self.env[key.strip()] = value.strip()
 
-    @property
-    def env(self) -> dict[str, str]:
-        return self.agi.env
+    def _command(self, command: str) -> tuple[str, str]:
+        """Send one command; (result, data) of Asterisk's 200 answer, else AgiError."""
+        sys.stdout.write(command + "\n")
+        sys.stdout.flush()
+        answer = self._in.readline().strip()
+        code, _, rest = answer.partition(" ")
+        result, _, data = rest.partition(" ")
+        if code != "200" or not result.startswith("result=") or result == "result=-1":
+            raise AgiError(f"{command.split(' ', 2)[:2]} answered {answer[:80]!r}")
+        data = data.strip()
+        return result[len("result="):], data[1:-1] if data.startswith("(") else data
 
     def get(self, name: str) -> str:
-        return str(self.agi.get_variable(name))
+        result, data = self._command(f"GET VARIABLE {_quote(name)}")
+        return data if result == "1" else ""
 
     def set(self, name: str, value: str) -> None:
-        self.agi.set_variable(name, value)
+        self._command(f"SET VARIABLE {_quote(name)} {_quote(value)}")
 
     def verbose(self, text: str) -> None:
-        self.agi.verbose(routing.safe_text(text, 400), 1)
+        self._command(f"VERBOSE {_quote(routing.safe_text(text, 400))} 1")
 
 
 def _setup_logging() -> None:
@@ -153,14 +189,27 @@ def _setup_logging() -> None:
 
 
 def main() -> int:
-    """Run one AGI request; always exits 0 (the dialplan reads the variables, not the code)."""
+    """The `textback-route` command: one AGI request, then exit 0 at once (the dialplan
+    reads the variables, not the code). Leaving with os._exit skips the interpreter's
+    clean-up of every module, a tenth of the AGI's time, which this process has no use for."""
+    route_once()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # Asterisk went away: nobody is left to read it
+        pass
+    os._exit(0)
+
+
+def route_once() -> None:
+    """Answer one AGI request on stdin/stdout; never raises."""
     started = time.monotonic()
     _setup_logging()
     try:
         session = _Session()
     except Exception as error:  # no AGI conversation: the dialplan's fallback takes over
         log.error("no AGI session with Asterisk (%s); the dialplan falls back", error)
-        return 0
+        return
     raw_did = session.env.get("agi_arg_1", "") or session.env.get("agi_extension", "")
     caller = routing.safe_text(session.env.get("agi_callerid", ""), 40)
     previous = signal.signal(signal.SIGALRM, _deadline)
@@ -188,7 +237,6 @@ def main() -> int:
                         f"{summary}")
     except Exception as error:  # the caller hung up, or Asterisk went away
         log.warning("could not hand the route to Asterisk: %s", error)
-    return 0
 
 
 if __name__ == "__main__":

@@ -22,16 +22,18 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from agent.rules import numbers, routing, schedule, templates
 from agent.store import audit
-from agent.store.models import Setting
+
+if TYPE_CHECKING:  # SQLAlchemy is imported where a Session is used, not at start-up:
+    from sqlalchemy.orm import Session  # `textback settings` runs without it on SQLite
+
+    from agent.store.models import Setting
 
 log = logging.getLogger(__name__)
 
@@ -602,14 +604,20 @@ def validate(key: str, value: Any, region: str | None = None) -> Any:
 
 
 def _stored(session: Session, key: str) -> Setting | None:
+    from agent.store.models import Setting
+
     return session.get(Setting, key)
 
 
-def _effective(spec: Spec, row: Setting | None) -> Any:
-    if row is None:
+_ABSENT = object()  # no row: the key follows its default
+
+
+def _effective(spec: Spec, stored: Any = _ABSENT) -> Any:
+    """The value in force for a stored value (`_ABSENT`: no row)."""
+    if stored is _ABSENT:
         return spec.default
     try:
-        return spec.validator(spec.key, row.value, None)
+        return spec.validator(spec.key, stored, None)
     except SettingError as error:
         log.error("stored setting %s is invalid (%s); using the default", spec.key, error)
         return spec.default
@@ -618,7 +626,8 @@ def _effective(spec: Spec, row: Setting | None) -> Any:
 def get(session: Session, key: str) -> Any:
     """The value in force for `key`: the stored one, or the default."""
     spec = _spec(key)
-    return _effective(spec, _stored(session, key))
+    row = _stored(session, key)
+    return _effective(spec, _ABSENT if row is None else row.value)
 
 
 def business_zone(session: Session) -> ZoneInfo:
@@ -639,6 +648,8 @@ def set(  # the CLI verb; shadows the builtin inside this module only
     Flushes but does not commit: the caller owns the transaction (a web form
     saving several keys saves all or none).
     """
+    from agent.store.models import Setting
+
     stored = validate(key, value, region)
     row = _stored(session, key)
     if row is None:
@@ -683,12 +694,20 @@ def reset(session: Session, key: str) -> None:
 
 def all_values(session: Session) -> dict[str, Any]:
     """Every key with the value in force (defaults merged), in catalogue order."""
-    rows = {row.key: row for row in session.scalars(select(Setting))}
-    values = {key: _effective(spec, rows.get(key)) for key, spec in SPECS.items()}
-    for key in sorted(rows):  # per-DID routing overrides exist only where stored
+    from sqlalchemy import select
+
+    from agent.store.models import Setting
+
+    return _values({row.key: row.value for row in session.scalars(select(Setting))})
+
+
+def _values(stored: dict[str, Any]) -> dict[str, Any]:
+    """all_values for the stored {key: value}."""
+    values = {key: _effective(spec, stored.get(key, _ABSENT)) for key, spec in SPECS.items()}
+    for key in sorted(stored):  # per-DID routing overrides exist only where stored
         if key not in SPECS and routing.split_did_key(key) is not None:
             with contextlib.suppress(SettingError):
-                values[key] = _effective(_spec(key), rows[key])
+                values[key] = _effective(_spec(key), stored[key])
     return values
 
 
@@ -705,11 +724,57 @@ class Entry:
 
 def catalogue(session: Session) -> list[Entry]:
     """Every setting with its value in force, its default and what it is for."""
-    values = all_values(session)
+    return _entries(all_values(session))
+
+
+def _entries(values: dict[str, Any]) -> list[Entry]:
     return [
         Entry(key, values[key], spec.default, values[key] == spec.default, spec.help)
         for key, spec in ((key, _spec(key)) for key in values)
     ]
+
+
+# -- the same on a SQLite file through the sqlite3 module (store/lite.py): the CLI's
+# `textback settings` starts in a fraction of the time SQLAlchemy's import takes
+
+def get_in_file(path: Path, key: str) -> Any:
+    """`get` on the SQLite database `path`."""
+    from agent.store import lite
+
+    spec = _spec(key)
+    with lite.connect(path) as connection:
+        return _effective(spec, lite.settings(connection, key).get(key, _ABSENT))
+
+
+def catalogue_in_file(path: Path) -> list[Entry]:
+    """`catalogue` on the SQLite database `path`."""
+    from agent.store import lite
+
+    with lite.connect(path) as connection:
+        return _entries(_values(lite.settings(connection)))
+
+
+def change_in_file(path: Path, key: str, value: Any, now: dt.datetime, *, actor: str,
+                   region: str | None = None) -> tuple[Any, bool]:
+    """`change` on the SQLite database `path`: the same validation, row and audit entry,
+    in one transaction."""
+    from agent.store import lite
+
+    spec = _spec(key)
+    stored = validate(key, value, region)
+    with lite.connect(path, write=True) as connection:
+        before = _effective(spec, lite.settings(connection, key).get(key, _ABSENT))
+        if stored == before:
+            return stored, False
+        if stored == spec.default:
+            lite.delete_setting(connection, key)
+        else:
+            lite.put_setting(connection, key, stored, now)
+            log.info("setting %s changed", key)
+        details = {"from": before, "to": stored}
+        lite.add_audit(connection, now, actor, audit.SETTING_CHANGED, key, None, details)
+    audit.logged(actor, audit.SETTING_CHANGED, key, None)
+    return stored, True
 
 
 def defaults() -> dict[str, Any]:

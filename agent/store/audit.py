@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.orm import Session
+if TYPE_CHECKING:  # the action names are read without SQLAlchemy (`textback settings`)
+    from sqlalchemy.orm import Session
 
-from agent.store.models import AuditEntry
+    from agent.store.models import AuditEntry
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,16 @@ def audit(session: Session, now: dt.datetime, actor: str | None, action: str,
           target: str | None = None, ip: str | None = None,
           details: dict[str, Any] | None = None) -> AuditEntry:
     """Add one entry; the caller commits it with the change it records."""
+    from agent.store.models import AuditEntry
+
     entry = AuditEntry(at=now, actor=actor, action=action, target=target, ip=ip,
                        details=details or {})
     session.add(entry)
+    logged(actor, action, target, ip)
+    return entry
+
+
+def logged(actor: str | None, action: str, target: str | None, ip: str | None) -> None:
+    """The log line of an entry (store/lite.py writes the row itself)."""
     log.info("audit: %s %s %s%s", actor or "-", action, target or "",
              f" from {ip}" if ip else "")
-    return entry
