@@ -127,6 +127,49 @@ def test_a_missing_service_user_is_named_with_the_command_that_creates_it(home: 
         "useradd --system --home /var/lib/textback --groups dialout textback-no-such-user")
 
 
+@as_root
+def test_the_modem_port_is_checked_as_the_service_user(home: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import grp
+
+    from agent.lab.modem_emulator import ModemEmulator
+
+    monkeypatch.setattr(access, "UNIT_FILES", ())  # whatever this host has installed
+    config = install(home)
+    config.write_text(config.read_text().replace(
+        'transports = ["sip"]', f'transports = ["gsm"]\n[sms.gsm]\nport = "{home}/by-id/usb-*"'))
+    with ModemEmulator(home / "by-id" / "usb-SIMCOM_SIM7600-if00-port0", csq=25):
+        device = os.path.realpath(next((home / "by-id").iterdir()))
+        group = grp.getgrgid(os.stat(device).st_gid).gr_name
+        os.chmod(device, 0o660)
+        lines = doctor(config, user="nobody")
+        start = f"FAIL {device} is not readable and writable by nobody"
+        assert start in lines
+        assert line_after(lines, start) == (f"usermod -aG {group} nobody, then "
+                                            "systemctl restart textback-agent")
+        os.chmod(device, 0o666)  # what joining the group does for nobody
+        assert f"ok   {device} readable and writable by nobody" in doctor(config, "nobody")
+
+
+@as_root
+def test_as_root_without_a_unit_or_its_user_doctor_says_so_and_checks_as_root(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(access, "installed_unit", lambda: access.Unit("textback-no-such-user"))
+    config = install(home)
+    lines = doctor(config)
+    start = ("??   user textback-no-such-user does not exist (the textback units run as "
+             "textback-no-such-user); files checked as root instead")
+    assert start in lines  # not a failure: without an installed unit it may not be needed
+    assert line_after(lines, start).startswith("useradd --system")
+    assert f"ok   {home / 'etc' / 'ami.secret'} readable by root" in lines
+    unit = home / "textback-agent.service"
+    unit.write_text("[Service]\nUser=textback-no-such-user\n")
+    monkeypatch.setattr(access, "installed_unit", lambda: access.Unit(
+        "textback-no-such-user", (), unit))
+    assert f"FAIL user textback-no-such-user does not exist ({unit} runs as " \
+           "textback-no-such-user); files checked as root instead" in doctor(config)
+
+
 def test_the_service_user_is_read_from_the_installed_unit(tmp_path: Path) -> None:
     unit = tmp_path / "textback-agent.service"
     unit.write_text("[Service]\nUser=pbxsms\nSupplementaryGroups=dialout asterisk\n")

@@ -52,9 +52,9 @@ class Unit:
     path: Path | None = None
 
 
-def installed_unit(files: tuple[Path, ...] = UNIT_FILES) -> Unit:
+def installed_unit(files: tuple[Path, ...] | None = None) -> Unit:
     """User= and SupplementaryGroups= of the first textback-agent unit installed."""
-    for path in files:
+    for path in UNIT_FILES if files is None else files:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError:
