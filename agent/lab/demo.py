@@ -74,9 +74,13 @@ def _start_web(work: Path, config: Path) -> tuple[subprocess.Popen[bytes], str]:
     return web, "!! the admin UI did not start (see `textback web --config " f"{config}`)"
 
 
-def _pump(stream: object) -> None:
+def _pump(stream: object, watching: threading.Event) -> None:
+    """Show the agent's log; `watching` is set once it is logged in to AMI."""
     for line in iter(stream.readline, b""):  # type: ignore[attr-defined]
-        sys.stdout.write("   agent | " + line.decode(errors="replace"))
+        text = line.decode(errors="replace")
+        if "AMI connected" in text:
+            watching.set()
+        sys.stdout.write("   agent | " + text)
         sys.stdout.flush()
 
 
@@ -224,10 +228,15 @@ def _run(*, calls: int, once: bool, modem: str | None) -> int:
             agent = subprocess.Popen(_textback("agent", "--config", str(config)),
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             processes.append(agent)
-            threading.Thread(target=_pump, args=(agent.stdout,), daemon=True).start()
-            time.sleep(1.0)
-            if agent.poll() is not None:
-                _say("!! the agent did not start")
+            watching = threading.Event()
+            threading.Thread(target=_pump, args=(agent.stdout, watching), daemon=True).start()
+            # a call placed before the agent watches AMI is only known from the CDR file
+            deadline = time.monotonic() + 30
+            while not watching.wait(0.1) and agent.poll() is None:
+                if time.monotonic() > deadline:
+                    break
+            if agent.poll() is not None or not watching.is_set():
+                _say("!! the agent did not start or could not log in to AMI")
                 return 1
             ok = True
             numbers = (f"+1212555{n:04d}" for n in itertools.count(100))
