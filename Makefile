@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: all venv sipp lab postgres gammu chromium test lint demo bench bench-agi bench-burst bench-modem bench-web wheel clean
+.PHONY: all venv sipp lab postgres gammu chromium mmdebstrap test lint demo bench bench-agi bench-burst bench-modem bench-web wheel deb clean
 
 all: test
 
@@ -50,10 +50,14 @@ gammu:
 chromium:
 	@test -x /usr/bin/chromium || $(MAKE) --no-print-directory _apt PKG=chromium
 
+# mmdebstrap makes the throw-away Debian 12 root the package tests install the .deb in
+mmdebstrap:
+	@command -v mmdebstrap >/dev/null || $(MAKE) --no-print-directory _apt PKG=mmdebstrap
+
 lint: venv
 	$(BIN)/ruff check agent web tests bench bench/latency bench/agi bench/modem bench/web bench/burst bench/reference_agent.py bench/startup
 
-test: venv sipp lab postgres gammu chromium lint
+test: venv sipp lab postgres gammu chromium mmdebstrap lint
 	$(BIN)/pytest -q
 
 # make demo MODEM=emulated: the text leaves through the GSM modem path (an emulated
@@ -91,6 +95,13 @@ bench-startup: venv
 wheel: venv
 	rm -rf build dist/textback-*.whl
 	$(BIN)/pip wheel -q --no-deps -w dist .
+
+# dist/textback_<version>_<arch>.deb for Debian 12 / Raspberry Pi OS (bookworm):
+# make deb ARCH=arm64 for a Raspberry Pi; DEB_VERSION overrides pyproject's version
+ARCH        ?= $(shell dpkg --print-architecture)
+DEB_VERSION ?=
+deb: venv
+	deb/build --arch $(ARCH) $(if $(DEB_VERSION),--version $(DEB_VERSION)) --out dist
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
