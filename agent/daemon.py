@@ -30,7 +30,7 @@ from agent.pbx.ami import AmiError, AmiLink
 from agent.pbx.fastagi import RoutingServer, database_settings
 from agent.privacy import erasure
 from agent.store import lock, status
-from agent.store.db import DbRunner, check_schema, make_engine
+from agent.store.db import DatabaseError, DbRunner, check_schema, make_engine
 from agent.transports import health
 from agent.transports.dispatcher import Dispatcher
 from agent.transports.gsm import GsmModemTransport
@@ -62,6 +62,7 @@ CDR_LOOK_MAX_INTERVAL = 60.0
 DECISION_RETRY = 0.5
 DECISION_RETRY_MAX = 15.0
 DATABASE_NAG = 30.0  # seconds between log lines while calls wait for the database
+LOCK_CHECK = 30.0  # PostgreSQL: seconds between looks at the connection holding the lock
 
 
 def _utc(ts: float) -> dt.datetime:
@@ -115,6 +116,7 @@ class Agent:
         self._db_trouble_since: float | None = None
         self._db_nagged = 0.0
         self._status_file = status.path_for(config.database.url)
+        self.stop: asyncio.Event | None = None  # set to stop run()
 
     # -- AMI side --------------------------------------------------------------------
     def on_event(self, event: Mapping[str, str]) -> None:
@@ -454,8 +456,38 @@ class Agent:
         if not task.cancelled() and task.exception() is not None:
             log.error("handling a call failed", exc_info=task.exception())
 
-    async def run(self) -> None:
-        stop = asyncio.Event()
+    async def watch_lock(self, held: lock.DatabaseLock, stop: asyncio.Event) -> None:
+        """PostgreSQL keeps the one-agent lock only while its connection lives: when the
+        server dropped it (a restart, a network cut), take it again, or stop if another
+        agent took the database meanwhile."""
+        current = held
+        try:
+            while True:
+                await asyncio.sleep(LOCK_CHECK)
+                if await asyncio.to_thread(current.alive):
+                    continue
+                try:
+                    fresh = await asyncio.to_thread(lock.acquire, self.config.database.url,
+                                                    "agent")
+                except lock.LockHeld as exc:
+                    log.error("the database's lock was lost with its connection and %s; "
+                              "this agent stops", str(exc).split(" holds the database")[0])
+                    stop.set()
+                    return
+                except DatabaseError as exc:
+                    log.warning("the database's lock was lost with its connection, and the "
+                                "database cannot be reached to take it again (%s)", exc)
+                    continue
+                log.warning("the database's lock was lost with its connection; taken again")
+                if current is not held:
+                    current.release()
+                current = fresh
+        finally:
+            if current is not held:
+                current.release()
+
+    async def run(self, held: lock.DatabaseLock | None = None) -> None:
+        self.stop = stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
@@ -468,6 +500,8 @@ class Agent:
                    loop.create_task(self.report_health(), name="health")]
         if self.modem is not None:
             workers.append(loop.create_task(self.modem.run(), name="modem"))
+        if held is not None and held.can_be_lost:
+            workers.append(loop.create_task(self.watch_lock(held, stop), name="lock"))
         routing_server = None
         if self.config.agi.enabled:  # FastAGI routing; the dialplan falls back without it
             routing_server = RoutingServer(self.config.agi.host, self.config.agi.port,
@@ -503,5 +537,5 @@ class Agent:
 
 def run(config: Config) -> None:
     # one agent per database, checked before AMI or the modem is touched; held until exit
-    with lock.acquire(config.database.url, "agent"):
-        asyncio.run(Agent(config).run())
+    with lock.acquire(config.database.url, "agent") as held:
+        asyncio.run(Agent(config).run(held))

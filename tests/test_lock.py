@@ -61,3 +61,51 @@ def test_a_held_lock_names_its_holder_and_is_free_after_release(engine: Engine) 
         assert "stop it before the restore" in str(refused.value)
     with lock.acquire(url, "restore"):
         pass
+
+
+def test_the_agent_takes_its_lock_again_when_postgresql_drops_the_connection(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, database: str) -> None:
+    if database != "postgresql":
+        pytest.skip("a flock lasts as long as the process that holds it")
+    import asyncio
+    import logging
+
+    from sqlalchemy import text
+
+    from agent import daemon
+    from agent.config import parse
+
+    monkeypatch.setattr(daemon, "LOCK_CHECK", 0.2)
+    url = engine.url.render_as_string(hide_password=False)
+    config = parse({"ami": {"secret": "x", "port": 9}, "database": {"url": url}},
+                   tmp_path / "textback.toml")
+
+    async def outage() -> str:
+        with lock.acquire(url, "agent") as held:
+            agent = daemon.Agent(config)
+            running_agent = asyncio.create_task(agent.run(held))
+            await asyncio.sleep(0.3)
+            with engine.connect() as admin:  # the server ends the lock's session
+                admin.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE application_name LIKE 'textback%'"))
+                admin.commit()
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if "taken again" in caplog.text:
+                    break
+            try:  # the agent holds the database again: another agent is refused
+                await asyncio.to_thread(lock.acquire, url, "agent")
+            except lock.LockHeld as refused:
+                outcome = str(refused)
+            else:
+                outcome = "not refused"
+            assert agent.stop is not None
+            agent.stop.set()
+            await asyncio.wait_for(running_agent, 20)
+            return outcome
+
+    with caplog.at_level(logging.WARNING, "agent.daemon"):
+        refused = asyncio.run(outage())
+    assert "the database's lock was lost with its connection; taken again" in caplog.text
+    assert f"pid {os.getpid()}" in refused

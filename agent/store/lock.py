@@ -71,8 +71,19 @@ class LockHeld(DatabaseError):
 class DatabaseLock:
     """A held lock; release() (or leaving the with block) lets the next one in."""
 
-    def __init__(self, release: Any, holder: Holder) -> None:
+    def __init__(self, release: Any, holder: Holder, alive: Any = None) -> None:
         self._release, self.holder = release, holder
+        self._alive = alive
+
+    @property
+    def can_be_lost(self) -> bool:
+        """True for PostgreSQL's lock, which lives as long as its connection."""
+        return self._alive is not None
+
+    def alive(self) -> bool:
+        """False when the lock may be gone without our releasing it: PostgreSQL ended its
+        connection (a server restart, a network cut). A flock lasts as long as we do."""
+        return self._alive is None or self._alive()
 
     def release(self) -> None:
         if self._release is not None:
@@ -231,4 +242,12 @@ def _advisory(url: str, me: Holder) -> DatabaseLock:
         finally:
             engine.dispose()
 
-    return DatabaseLock(release, me)
+    def alive() -> bool:
+        # the session holds the lock until it ends: a session that answers still has it
+        try:
+            connection.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    return DatabaseLock(release, me, alive)
