@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import logging
 import os
-import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -95,6 +94,8 @@ def init(config_path: str | None, database_url: str | None, ami_port: int,
          admin_user: str | None, admin_password_file: str | None) -> None:
     """Create the config file (if absent), the AMI and web secrets, the database, and
     the first web UI admin (asked for on a terminal; there is never a default one)."""
+    import secrets
+
     path = configuration.resolve_path(config_path)
     if path.exists():
         click.echo(f"{path} exists; leaving it as it is")

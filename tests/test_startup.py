@@ -48,6 +48,17 @@ def test_textback_settings_on_sqlite_imports_no_orm_or_web(config: Path,
     args = ["settings", command[0], "--config", str(config), *command[1:]]
     loaded = modules_after(f"from agent.cli import main\nmain({args!r}, standalone_mode=False)")
     assert not loaded & set(HEAVY)
+    # nor phonenumbers while no phone number is read or checked (a region is a known one)
+    assert "phonenumbers" not in loaded
+
+
+def test_the_regions_taken_without_phonenumbers_are_its_own(tmp_path: Path) -> None:
+    import phonenumbers
+
+    assert configuration.KNOWN_REGIONS <= phonenumbers.SUPPORTED_REGIONS
+    with pytest.raises(configuration.ConfigError, match="'QQ' is not a region code"):
+        configuration.parse({"ami": {"secret": "x"}, "pbx": {"default_region": "qq"}},
+                            tmp_path / "textback.toml")
 
 
 def test_the_agi_defaults_are_the_config_defaults(monkeypatch: pytest.MonkeyPatch,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from agent.rules import numbers, routing, schedule, templates
+from agent.rules import routing, schedule, templates
 from agent.store import audit
 
 if TYPE_CHECKING:  # SQLAlchemy is imported where a Session is used, not at start-up:
@@ -235,6 +235,8 @@ def _retention(key: str, value: Any, region: str | None) -> str:
 
 
 def _phone_numbers(key: str, value: Any, region: str | None) -> list[str]:
+    from agent.rules import numbers  # phonenumbers: only when a number is checked
+
     normalised: dict[str, None] = {}
     for raw in _list_of_text(key, value):
         if region is None and not raw.startswith("+"):
@@ -380,6 +382,8 @@ def _oncall_target(key: str, value: Any, region: str | None) -> str:
     text = _text(key, value).strip()
     if not text or (_ENDPOINT.fullmatch(text) and not text.lstrip("+").isdigit()):
         return text  # empty (alerts only) or a PJSIP endpoint name
+    from agent.rules import numbers
+
     e164 = numbers.to_e164(text, region or "ZZ")
     if e164 is None:
         raise SettingError(f"{key}: {text!r} is neither a PJSIP endpoint name nor a valid "
