@@ -205,21 +205,26 @@ def arch() -> str:
 
 
 @pytest.fixture(scope="module")
-def debs(tmp_path_factory: pytest.TempPathFactory, arch: str) -> dict[str, Path]:
+def builds(tmp_path_factory: pytest.TempPathFactory,
+           arch: str) -> dict[str, tuple[Path, subprocess.Popen[str]]]:
     """This tree's package at pyproject's version and at the next one (the upgrade),
-    built side by side by deb/build, the script behind `make deb`."""
+    built side by side by deb/build, the script behind `make deb`; started here, while
+    the Debian root is made or unpacked, and waited for by `debs`."""
     out = tmp_path_factory.mktemp("debs")
-    versions = (_version(), _next_version(_version()))
-    builds = [subprocess.Popen([str(TOP / "deb/build"), "--arch", arch, "--version", v,
-                                "--out", str(out)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True) for v in versions]
-    for build in builds:
+    return {v: (out / f"textback_{v}_{arch}.deb",
+                subprocess.Popen([str(TOP / "deb/build"), "--arch", arch, "--version", v,
+                                  "--out", str(out)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True))
+            for v in (_version(), _next_version(_version()))}
+
+
+@pytest.fixture(scope="module")
+def debs(builds: dict[str, tuple[Path, subprocess.Popen[str]]]) -> dict[str, Path]:
+    for deb, build in builds.values():
         _stdout, stderr = build.communicate(timeout=600)
         assert build.returncode == 0, stderr
-    debs = {v: out / f"textback_{v}_{arch}.deb" for v in versions}
-    for deb in debs.values():
         assert deb.exists()
-    return debs
+    return {version: deb for version, (deb, _) in builds.items()}
 
 
 @pytest.fixture(scope="module")
@@ -239,11 +244,12 @@ def base_root() -> Path:
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory, base_root: Path,
-           debs: dict[str, Path]) -> Root:
+def system(tmp_path_factory: pytest.TempPathFactory, builds: object, base_root: Path,
+           request: pytest.FixtureRequest) -> Root:
     """A fresh Debian 12 root with the first package installed by apt."""
     root = Root(tmp_path_factory.mktemp("bookworm"))
     subprocess.run(["tar", "-xf", str(base_root), "-C", str(root.path)], check=True)
+    debs: dict[str, Path] = request.getfixturevalue("debs")
     first = next(iter(debs.values()))
     installed = root.install(first)
     assert "textback doctor" in installed.stdout  # the next steps after a first install
