@@ -7,9 +7,9 @@ reinstall, a remove and a purge.
 The base root (essential packages, apt, python3, python3-venv, adduser) is made once
 per machine and cached as ~/.cache/textback/bookworm-root-*.tar; each test run
 extracts it into a temporary directory. Needs root (chroot) and mmdebstrap (`make
-test` installs it). There is no systemd inside the root: the maintainer scripts take
-the path of a system without a running systemd, so "restart what was running" is
-not exercised here; enabling the units (their symlinks) is.
+test` installs it). No systemd runs inside the root: the first install takes the
+maintainer scripts' path for that (units enabled, nothing started), and the upgrade
+runs under a stand-in systemctl that logs what the scripts stop and start.
 """
 
 from __future__ import annotations
