@@ -63,7 +63,7 @@ def _call(linkedid: str, caller: str | None, at: dt.datetime, *, name: str | Non
 def _left(session: Session, at: dt.datetime) -> None:
     """Every text-back queued so far left and was delivered (as the dispatcher records)."""
     for message in session.scalars(select(Message).where(
-            Message.kind == "textback", Message.status.in_(("queued", "sending")))):
+            Message.kind == "textback", Message.status.in_(("queued", "claimed", "sending")))):
         outbox.transition(message, "sent", at, "gsm")
         outbox.transition(message, "delivered", at + dt.timedelta(seconds=5), "report")
 

@@ -29,7 +29,7 @@ def test_demo_shows_the_text_and_the_rows() -> None:
     assert "SMS at the carrier's side of the trunk, to +12125550100" in out
     assert "Rapid Rooter Plumbing" in out  # the business name set by the demo, in the text
     assert "missed=True" in out and "reason=noanswer" in out and "decision=send" in out
-    assert "[queued → sending → submitted]" in out
+    assert "[queued → claimed → sending → submitted]" in out
     assert "ms after the caller's leg hung up" in out
     # …and a conversation: the customer asks a price, the agent answers it
     assert "replies by SMS: 'Hi, how much for a new water heater?'" in out
@@ -106,4 +106,4 @@ def test_demo_from_a_wheel_installed_outside_the_checkout(tmp_path: Path) -> Non
     assert "SMS at the carrier's side of the trunk, to +12125550100" in out
     assert "thanks for calling Rapid Rooter Plumbing" in out
     assert "missed=True" in out and "decision=send" in out
-    assert "[queued → sending → submitted]" in out
+    assert "[queued → claimed → sending → submitted]" in out

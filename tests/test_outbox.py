@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from agent.messages import outbox
@@ -31,20 +31,38 @@ NOW = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
 
 class ScriptedTransport:
     def __init__(self, name: str, script: Callable[[OutboundSms], SendResult],
-                 up: bool = True, per_minute: int = 600, per_day: int = 0) -> None:
+                 up: bool = True, per_minute: int = 600, per_day: int = 0,
+                 clock: Callable[[], dt.datetime] | None = None) -> None:
         self.name = name
         self.script = script
         self.up = up
         self.max_per_minute = per_minute
         self.max_per_day = per_day
+        self.clock = clock
         self.sent: list[OutboundSms] = []
+        self.times: list[dt.datetime] = []  # when each was sent, by `clock`
+        self.gate: asyncio.Event | None = None  # while set to an unset Event, sends wait
 
     def available(self) -> bool:
         return self.up
 
     async def send(self, sms: OutboundSms) -> SendResult:
+        if self.gate is not None:
+            await self.gate.wait()
         self.sent.append(sms)
+        if self.clock is not None:
+            self.times.append(self.clock())
         return self.script(sms)
+
+
+class Clock:
+    """The dispatcher's clock in the tests that need one: it moves only when told."""
+
+    def __init__(self, at: dt.datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> dt.datetime:
+        return self.at
 
 
 def ok(_sms: OutboundSms) -> SendResult:
@@ -102,7 +120,7 @@ def run_until(engine: Engine, transports: list[ScriptedTransport],
 
 
 def settled(rows: list[Message]) -> bool:
-    return all(m.status not in ("queued", "sending") for m in rows)
+    return all(m.status not in ("queued", "claimed", "sending") for m in rows)
 
 
 def test_invalid_number_never_blocks_the_queue(engine: Engine, session: Session) -> None:
@@ -120,7 +138,8 @@ def test_invalid_number_never_blocks_the_queue(engine: Engine, session: Session)
     assert [(m.status, m.error_kind) for m in rows] == [
         ("failed", "permanent"), ("submitted", None), ("submitted", None)]
     assert len(trunk.sent) == 3  # the permanent failure was not retried
-    assert [e.status for e in rows[1].history] == ["queued", "sending", "submitted"]
+    assert [e.status for e in rows[1].history] == ["queued", "claimed", "sending", "submitted"]
+    assert [e.detail for e in rows[1].history][1:3] == ["test", "sip"]  # worker, transport
 
 
 def test_temporary_errors_retry_with_backoff_then_give_up(
@@ -173,11 +192,21 @@ def test_rate_limit_delays_without_spending_attempts(engine: Engine, session: Se
         queue(session, f"+1555123000{n}", str(n))
     session.commit()
     trunk = ScriptedTransport("sip", ok, per_minute=2)
-    rows = run_until(engine, [trunk], lambda rows: sum(m.status == "submitted" for m in rows)
-                     == 2 and all(m.status != "sending" for m in rows))
+
+    def third_waits(rows: list[Message]) -> bool:
+        # done once the third was claimed and given back with its turn, not merely
+        # before the dispatcher reached it
+        return (sum(m.status == "submitted" for m in rows) == 2 and rows[2].status == "queued"
+                and "rate limit" in (rows[2].history[-1].detail or ""))
+
+    rows = run_until(engine, [trunk], third_waits)
     third = rows[2]
-    assert third.status == "queued" and third.attempts == 0
+    assert [e.status for e in third.history] == ["queued", "claimed", "queued"]
+    assert third.attempts == 0 and third.error is None
     assert third.next_attempt_at is not None and third.next_attempt_at > NOW
+    # its turn: when the bucket (2 a minute, both spent) has a token again, 30 s on
+    waited = third.next_attempt_at - third.history[-1].at
+    assert dt.timedelta(seconds=29) < waited <= dt.timedelta(seconds=30), waited
 
 
 def test_rate_limit_counts_sms_parts_not_messages(engine: Engine, session: Session) -> None:
@@ -259,12 +288,35 @@ def test_a_pinned_message_waits_for_its_transport(engine: Engine, session: Sessi
 def test_interrupted_send_is_failed_not_repeated(engine: Engine, session: Session) -> None:
     queue(session, "+15551230001", "x")
     session.commit()
-    outbox.claim_due(session, NOW, "test")  # a previous run died here
+    (claimed,) = outbox.claim_due(session, NOW, "test")
+    assert outbox.hand_over(session, claimed.id, NOW, "test", "sip")  # a previous run died here
     session.commit()
     trunk = ScriptedTransport("sip", ok)
     rows = run_until(engine, [trunk], settled)
     assert rows[0].status == "failed" and rows[0].error_kind == "unknown"
     assert trunk.sent == []
+
+
+def test_a_claim_never_handed_over_is_sent_after_a_restart(engine: Engine,
+                                                           session: Session) -> None:
+    queue(session, "+15551230001", "claimed")
+    queue(session, "+15551230002", "in flight")
+    queue(session, "+15551230003", "other worker")
+    session.commit()
+    _claimed, handed = outbox.claim_due(session, NOW, "test", limit=2)
+    outbox.claim_due(session, NOW, "elsewhere")  # another agent's claim is its own business
+    assert outbox.hand_over(session, handed.id, NOW, "test", "sip")
+    session.commit()  # a previous run died with one claimed, one handed to the trunk
+    trunk = ScriptedTransport("sip", ok)
+    rows = run_until(engine, [trunk], lambda rows: rows[0].status == "submitted"
+                     and rows[1].status == "failed")
+    assert [m.number for m in trunk.sent] == ["+15551230001"]
+    assert [e.status for e in rows[0].history] == [
+        "queued", "claimed", "queued", "claimed", "sending", "submitted"]
+    assert "never handed to a transport" in (rows[0].history[2].detail or "")
+    assert rows[0].attempts == 1  # waiting in a dead worker's hands cost no attempt
+    assert rows[1].error_kind == "unknown"
+    assert rows[2].status == "claimed"
 
 
 def test_a_text_back_due_now_is_claimed_in_the_same_commit(session: Session) -> None:
@@ -273,8 +325,243 @@ def test_a_text_back_due_now_is_claimed_in_the_same_commit(session: Session) -> 
                   send_at=NOW + dt.timedelta(hours=1))
     session.commit()
     assert due is not None and later is not None
-    assert (due.status, due.claimed_by) == ("sending", "agent-1")
-    assert [e.status for e in due.history] == ["queued", "sending"]
+    assert (due.status, due.claimed_by) == ("claimed", "agent-1")
+    assert [e.status for e in due.history] == ["queued", "claimed"]
     assert later.status == "queued" and later.claimed_by is None
     # nobody else can claim the first one; the second waits for its time
     assert outbox.claim_due(session, NOW, "agent-2") == []
+
+
+# --- rate-limited backlogs, stops and restarts, on a clock the test moves: the
+# --- dispatcher's turns are instants on that clock, so nothing here waits for them
+
+T0 = dt.datetime(2026, 3, 2, 14, 0, tzinfo=dt.UTC)
+
+
+def queue_at(session: Session, when: dt.datetime, numbers: range, **kw: object) -> None:
+    for n in numbers:
+        outbox.enqueue(session, now=when, kind="textback", number=f"+1555100{n:04d}",
+                       body=f"hello {n}", idempotency_key=f"k{n}", **kw)  # type: ignore[arg-type]
+    session.commit()
+
+
+State = dict[str, tuple[int, dt.datetime]]  # status: (how many, the soonest due)
+
+
+def states(runner: DbRunner) -> Callable[[], Awaitable[State]]:
+    async def read() -> State:
+        return await runner(lambda s: {status: (count, due) for status, count, due in s.execute(
+            select(Message.status, func.count(), func.min(Message.next_attempt_at))
+            .group_by(Message.status))})
+    return read
+
+
+async def follow(disp: Dispatcher, clock: Clock, runner: DbRunner,
+                 done: Callable[[State], bool]) -> None:
+    """Let the dispatcher work; whenever it has nothing due, move the clock to the next
+    turn (never past one) and wake it, until `done`."""
+    read = states(runner)
+    for _ in range(20_000):
+        state = await read()
+        if done(state):
+            return
+        if "queued" in state and "claimed" not in state and "sending" not in state:
+            soonest = state["queued"][1].replace(tzinfo=dt.UTC)  # aggregates lose the type
+            if soonest > clock.at:
+                clock.at = soonest
+                disp.wake()
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"dispatcher did not finish: {state}")
+
+
+def waiting(state: State, count: int, after: dt.datetime) -> bool:
+    """`count` texts queued, none due before `after`."""
+    queued, soonest = state.get("queued", (0, None))
+    return queued == count and soonest is not None and soonest.replace(tzinfo=dt.UTC) > after
+
+
+def history(engine: Engine) -> list[Message]:
+    with Session(engine) as s:
+        return list(s.scalars(select(Message).options(selectinload(Message.history))
+                              .order_by(Message.id)))
+
+
+def all_sent(state: State) -> bool:
+    return set(state) == {"submitted"}
+
+
+def test_a_backlog_is_claimed_about_once_per_text(engine: Engine, session: Session) -> None:
+    queue_at(session, T0, range(240))
+    clock = Clock(T0)
+    trunk = ScriptedTransport("sip", ok, per_minute=60, clock=clock)
+    runner = DbRunner(engine)
+    disp = Dispatcher(runner, [trunk], worker="test", max_attempts=3, clock=clock)
+
+    async def main() -> None:
+        task = asyncio.create_task(disp.run())
+        try:
+            await follow(disp, clock, runner, all_sent)
+        finally:
+            await disp.drain(timeout=5)
+            task.cancel()
+
+    try:
+        asyncio.run(main())
+    finally:
+        runner.close()
+    rows = history(engine)
+    assert sorted(m.number for m in trunk.sent) == sorted(m.number for m in rows)  # once each
+    assert {m.attempts for m in rows} == {1}  # waiting spent no attempt
+    claims = [sum(e.status == "claimed" for e in m.history) for m in rows]
+    events = [len(m.history) for m in rows]
+    assert max(claims) <= 2 and sum(claims) <= 240 + 2, claims
+    # queued, claimed, sending, submitted; those that waited: one more line with their
+    # turn, and the one that found the bucket empty a second claim
+    assert max(events) <= 6 and sum(events) <= 5 * 240 + 2, events
+    # a burst of 60 (a full bucket), then one a second, at the turns given
+    assert trunk.times[:60] == [T0] * 60
+    gaps = [(b - a).total_seconds()
+            for a, b in zip(trunk.times[59:-1], trunk.times[60:], strict=True)]
+    assert min(gaps) >= 1.0 - 1e-6 and trunk.times[-1] - T0 < dt.timedelta(seconds=181)
+
+
+def test_a_stop_during_a_rate_limited_backlog_strands_nothing(engine: Engine,
+                                                              session: Session) -> None:
+    queue_at(session, T0, range(6))
+    clock = Clock(T0)
+    trunk = ScriptedTransport("sip", ok, per_minute=2, clock=clock)
+    runner = DbRunner(engine)
+    disp = Dispatcher(runner, [trunk], worker="test", max_attempts=3, clock=clock)
+    read = states(runner)
+
+    async def stop_mid_backlog() -> None:
+        task = asyncio.create_task(disp.run())
+        await follow(disp, clock, runner, lambda state: state.get("submitted", (0,))[0] == 2
+                     and waiting(state, 4, T0))
+        # the third's turn comes and its send is under way when the stop comes; a
+        # text-back was just claimed for this worker and not handed over yet
+        trunk.gate = asyncio.Event()
+        clock.at = (await read())["queued"][1].replace(tzinfo=dt.UTC)
+        disp.wake()
+        while "sending" not in await read():
+            await asyncio.sleep(0.002)
+        await runner(lambda s: outbox.enqueue(
+            s, now=clock.at, kind="textback", number="+15551009999", body="hello",
+            idempotency_key="claimed at the stop", claim_for="test"))
+        stopping = asyncio.create_task(disp.drain(timeout=30))
+        await asyncio.sleep(0.05)
+        trunk.gate.set()  # the transport answers while the stop waits for it
+        await stopping
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    try:
+        asyncio.run(stop_mid_backlog())
+        rows = history(engine)
+        assert [m.status for m in rows] == ["submitted"] * 3 + ["queued"] * 4
+        assert {m.attempts for m in rows[3:]} == {0}
+        assert rows[-1].history[-1].detail == dispatching.STOPPED
+        first_run = list(trunk.sent)
+
+        # the restart, at the same instant: every text is sent, once
+        trunk2 = ScriptedTransport("sip", ok, per_minute=2, clock=clock)
+        disp2 = Dispatcher(runner, [trunk2], worker="test", max_attempts=3, clock=clock)
+
+        async def restart() -> None:
+            task = asyncio.create_task(disp2.run())
+            await follow(disp2, clock, runner, all_sent)
+            await disp2.drain(timeout=5)
+            task.cancel()
+
+        asyncio.run(restart())
+    finally:
+        runner.close()
+    numbers = [m.number for m in first_run + trunk2.sent]
+    assert len(numbers) == len(set(numbers)) == 7
+    assert {m.attempts for m in history(engine)} == {1}
+
+
+def test_a_restart_within_the_minute_keeps_the_per_minute_limit(engine: Engine,
+                                                                 session: Session) -> None:
+    queue_at(session, T0, range(3))
+    clock = Clock(T0)
+    runner = DbRunner(engine)
+    sent: list[dt.datetime] = []
+
+    def run(done: Callable[[State], bool]) -> None:
+        trunk = ScriptedTransport("sip", ok, per_minute=3, clock=clock)
+        disp = Dispatcher(runner, [trunk], worker="test", max_attempts=3, clock=clock)
+
+        async def main() -> None:
+            task = asyncio.create_task(disp.run())
+            await follow(disp, clock, runner, done)
+            await disp.drain(timeout=5)
+            task.cancel()
+
+        asyncio.run(main())
+        sent.extend(trunk.times)
+
+    try:
+        run(all_sent)  # 3 a minute: a full bucket, spent at T0
+        assert sent == [T0] * 3
+        clock.at = T0 + dt.timedelta(seconds=10)
+        queue_at(session, clock.at, range(3, 6))
+        # the restart finds the bucket the first run emptied: the new texts wait for turns
+        run(lambda state: waiting(state, 3, clock.at))
+        assert sent == [T0] * 3
+        turns = sorted(m.next_attempt_at for m in history(engine) if m.status == "queued")
+        # a bucket of 3 refills one token every 20 s: none before T0 + 20 s
+        assert turns[0] >= T0 + dt.timedelta(seconds=20), turns
+        run(all_sent)
+    finally:
+        runner.close()
+    assert len(sent) == 6 and sent[3] >= T0 + dt.timedelta(seconds=20), sent
+    in_first_minute = [at for at in sent if at < T0 + dt.timedelta(seconds=60)]
+    assert len(in_first_minute) <= 3 + 2  # the 3 of T0, then one per 20 s at most
+
+
+def test_a_claimed_text_cancelled_before_its_send_is_not_sent(engine: Engine,
+                                                              session: Session) -> None:
+    due = queue(session, "+15551230001", "reached", claim_for="test")
+    session.commit()
+    assert due is not None and due.status == "claimed"
+    # the customer called again and was answered before the dispatcher got to it
+    assert outbox.cancel_queued(session, "+15551230001", NOW, "reached") == [due]
+    session.commit()
+    trunk = ScriptedTransport("sip", ok)
+    runner = DbRunner(engine)
+    disp = Dispatcher(runner, [trunk], worker="test", max_attempts=3)
+
+    async def main() -> None:
+        disp.submit(outbox.outbound(due))
+        await disp.drain(timeout=5)
+
+    try:
+        asyncio.run(main())
+    finally:
+        runner.close()
+    assert trunk.sent == []
+    assert [e.status for e in history(engine)[0].history] == ["queued", "claimed", "cancelled"]
+
+
+def test_a_claim_left_by_a_database_error_is_sent_once(
+        engine: Engine, session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    queue(session, "+15551230001", "x")
+    session.commit()
+    hand_over = outbox.hand_over
+    refusals = [OperationalError("UPDATE messages", {}, Exception("database is locked"))]
+
+    def locked_once(*args: object) -> bool:
+        if refusals:
+            raise refusals.pop()
+        return hand_over(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(outbox, "hand_over", locked_once)
+    trunk = ScriptedTransport("sip", ok)
+    rows = run_until(engine, [trunk], settled)
+    assert [m.number for m in trunk.sent] == ["+15551230001"]
+    assert [e.status for e in rows[0].history] == [
+        "queued", "claimed", "queued", "claimed", "sending", "submitted"]
+    assert rows[0].history[2].detail == dispatching.ORPHANED and rows[0].attempts == 1

@@ -95,7 +95,7 @@ def record(session: Session, call: FinishedCall, now: dt.datetime, *, region: st
         return False, f"{call.direction} {verdict}, not texted: already queued"
     timers.schedule_followups(session, message, values, now)
     described = f"{call.direction} {verdict}, queued text-back as message {message.id}"
-    if message.status == outbox.SENDING:
+    if message.status == outbox.CLAIMED:
         return outbox.outbound(message), described
     return True, described
 

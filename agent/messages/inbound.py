@@ -128,5 +128,5 @@ def take(session: Session, sms: InboundSms, region: str, worker: str | None) -> 
     reaction = conversations.react(session, message, settings.all_values(session),
                                    sms.received_at, claim_for=worker)
     session.flush()
-    due = [outbox.outbound(m) for m in reaction.messages if m.status == outbox.SENDING]
+    due = [outbox.outbound(m) for m in reaction.messages if m.status == outbox.CLAIMED]
     return Taken(message, reaction, due, len(reaction.messages) - len(due))

@@ -1,8 +1,13 @@
 """The outbox: every outbound SMS is a row here before any transport sees it.
 
-Rows move queued → sending → submitted|sent → delivered | failed (or cancelled,
-when a rule such as an opt-out stops them at send time). Each move is appended to
-`message_events`, so a person can see what happened to a message and when.
+Rows move queued → claimed → sending → submitted|sent → delivered | failed (or
+cancelled, when a rule such as an opt-out stops them before a transport has them).
+Each move is appended to `message_events`, so a person can see what happened to a
+message and when.
+
+*Claimed*: a worker took the row from the queue and has not given it to a transport
+yet; it can always be given back (`release`), unsent. *Sending*: handed to a
+transport's send; if the worker dies now, whether the text left is unknown.
 
 The idempotency key (e.g. "<linkedid>:textback") is unique in the database: a
 second attempt to text the same call — a replayed event, a restarted agent —
@@ -25,10 +30,11 @@ from agent.store.models import Contact, Message, MessageEvent
 
 log = logging.getLogger(__name__)
 
-QUEUED, SENDING, SUBMITTED, SENT, DELIVERED, FAILED, CANCELLED = (
-    "queued", "sending", "submitted", "sent", "delivered", "failed", "cancelled",
+QUEUED, CLAIMED, SENDING, SUBMITTED, SENT, DELIVERED, FAILED, CANCELLED = (
+    "queued", "claimed", "sending", "submitted", "sent", "delivered", "failed", "cancelled",
 )
 FINAL = frozenset({DELIVERED, FAILED, CANCELLED})
+WAITING = (QUEUED, CLAIMED)  # no transport has it: it can still be stopped
 LEFT = (SUBMITTED, SENT)  # a transport took it: the moment it counts against limits
 
 
@@ -68,7 +74,7 @@ def enqueue(
     """Add a queued message; None when one with this idempotency key exists already.
 
     With `claim_for`, a message due now is claimed by that worker in the same
-    transaction (queued → sending), so the text-back of a missed call reaches its
+    transaction (queued → claimed), so the text-back of a missed call reaches its
     transport after one commit instead of two; it is still a committed row first.
 
     With `transport`, only that transport may send it: a queued row's transport is
@@ -85,7 +91,7 @@ def enqueue(
     if claim_for is not None and message.next_attempt_at <= now:
         # claimed before the INSERT: one row written as it will be, not written twice
         message.claimed_by = claim_for
-        transition(message, SENDING, now, claim_for)
+        transition(message, CLAIMED, now, claim_for)
     try:
         with session.begin_nested():
             session.add(message)
@@ -108,11 +114,12 @@ def transition(message: Message, status: str, now: dt.datetime, detail: str | No
 
 def cancel_queued(session: Session, number: str, now: dt.datetime, why: str, *,
                   kind: str | None = None) -> list[Message]:
-    """Cancel the texts to `number` still waiting in the queue (of one kind, if given):
-    the recipient opted out, was reached, or was erased. Texts a transport already
-    holds are past stopping."""
+    """Cancel the texts to `number` still waiting (of one kind, if given): the recipient
+    opted out, was reached, or was erased. Claimed ones too: the dispatcher hands a
+    text over only if it is still claimed. Texts a transport already holds are past
+    stopping."""
     query = select(Message).where(Message.number == number, Message.direction == "out",
-                                  Message.status == QUEUED)
+                                  Message.status.in_(WAITING))
     if kind is not None:
         query = query.where(Message.kind == kind)
     waiting = list(session.scalars(query))
@@ -122,7 +129,7 @@ def cancel_queued(session: Session, number: str, now: dt.datetime, why: str, *,
 
 
 def claim_due(session: Session, now: dt.datetime, worker: str, limit: int = 20) -> list[Message]:
-    """Move due queued messages to `sending` for this worker.
+    """Move due queued messages to `claimed` for this worker.
 
     The conditional UPDATE is the claim: two agents sharing one database can both
     see a row, but only one UPDATE matches `status = 'queued'`.
@@ -139,15 +146,82 @@ def claim_due(session: Session, now: dt.datetime, worker: str, limit: int = 20) 
         result = session.execute(
             update(Message)
             .where(Message.id == message_id, Message.status == QUEUED)
-            .values(status=SENDING, claimed_by=worker, updated_at=now)
+            .values(status=CLAIMED, claimed_by=worker, updated_at=now)
             .execution_options(synchronize_session=False)
         )
         if result.rowcount == 1:
             message = session.get(Message, message_id, populate_existing=True)
             assert message is not None
-            message.history.append(MessageEvent(status=SENDING, at=now, detail=worker))
+            message.history.append(MessageEvent(status=CLAIMED, at=now, detail=worker))
             claimed.append(message)
     return claimed
+
+
+def hand_over(session: Session, message_id: int, now: dt.datetime, worker: str,
+              transport: str) -> bool:
+    """claimed → sending, just before `transport` gets the text: from here on a stop
+    leaves its fate unknown. False when it is no longer this worker's claim (cancelled
+    meanwhile: opted out, reached, erased), and then it must not be sent."""
+    result = session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.status == CLAIMED,
+               Message.claimed_by == worker)
+        .values(status=SENDING, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    session.add(MessageEvent(message_id=message_id, status=SENDING, at=now, detail=transport))
+    return True
+
+
+def release(message: Message, now: dt.datetime, why: str) -> None:
+    """A claimed text back to the queue, due as it was: no transport had it, so no
+    attempt is spent."""
+    message.next_attempt_at = min(message.next_attempt_at or now, now)
+    transition(message, QUEUED, now, why)
+
+
+def release_claims(session: Session, now: dt.datetime, worker: str, why: str,
+                   keep: frozenset[int] = frozenset()) -> int:
+    """Give the texts `worker` claimed and did not hand to a transport back to the queue
+    (all but those in `keep`)."""
+    claimed = [message for message in session.scalars(
+        select(Message).where(Message.status == CLAIMED, Message.claimed_by == worker)
+    ).all() if message.id not in keep]
+    for message in claimed:
+        release(message, now, why)
+    return len(claimed)
+
+
+def waiting_due(session: Session, now: dt.datetime,
+                limit: int) -> list[tuple[int, int, str | None]]:
+    """(id, SMS parts, pinned transport) of the queued texts due now, in claim order."""
+    return [(message_id, segments or 1, transport) for message_id, segments, transport in
+            session.execute(
+                select(Message.id, Message.segments, Message.transport)
+                .where(Message.direction == "out", Message.status == QUEUED,
+                       Message.next_attempt_at <= now)
+                .order_by(Message.next_attempt_at, Message.id)
+                .limit(limit)).all()]
+
+
+def reschedule(session: Session, now: dt.datetime,
+               turns: list[tuple[int, dt.datetime, str]]) -> int:
+    """Queued texts given a later turn, each with why in its history: (id, when, why).
+    Only rows still queued move (one claimed or cancelled meanwhile is left alone)."""
+    moved = 0
+    for message_id, when, why in turns:
+        result = session.execute(
+            update(Message)
+            .where(Message.id == message_id, Message.status == QUEUED)
+            .values(next_attempt_at=when, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            session.add(MessageEvent(message_id=message_id, status=QUEUED, at=now, detail=why))
+            moved += 1
+    return moved
 
 
 def next_due(session: Session) -> dt.datetime | None:
@@ -163,17 +237,26 @@ def opted_out(session: Session, number: str) -> bool:
     return bool(session.scalar(select(Contact.opted_out).where(Contact.number == number)))
 
 
-def recover_interrupted(session: Session, now: dt.datetime, worker: str) -> int:
-    """Messages a previous run of this worker left in `sending`.
+def recover_interrupted(session: Session, now: dt.datetime, worker: str) -> tuple[int, int]:
+    """What a previous run of this worker left behind: (failed, requeued).
 
-    Whether they reached the transport is unknown; sending again could text the
-    customer twice, so they are failed, visibly, and never retried.
+    A text in `sending` was handed to a transport: whether it left is unknown, and
+    sending again could text the customer twice, so it is failed, visibly, and never
+    retried. A text only `claimed` never reached a transport: it goes back in the
+    queue, without spending an attempt.
     """
     stuck = session.scalars(
-        select(Message).where(Message.status == SENDING, Message.claimed_by == worker)
+        select(Message).where(Message.status.in_((CLAIMED, SENDING)),
+                              Message.claimed_by == worker)
     ).all()
+    failed = 0
     for message in stuck:
+        if message.status == CLAIMED:
+            release(message, now, "back in the queue: claimed when the agent stopped, never "
+                                  "handed to a transport")
+            continue
         message.error = "the agent stopped while sending; not retried to avoid a duplicate"
         message.error_kind = "unknown"
         transition(message, FAILED, now, message.error)
-    return len(stuck)
+        failed += 1
+    return failed, len(stuck) - failed

@@ -147,7 +147,7 @@ def due_now(session: Session, now: dt.datetime, worker: str) -> list[OutboundSms
     (claimed for `worker`; the rest wait in the queue)."""
     queued = run_due(session, settings.all_values(session), now, worker)
     session.flush()
-    return [outbox.outbound(m) for m in queued if m.status == outbox.SENDING]
+    return [outbox.outbound(m) for m in queued if m.status == outbox.CLAIMED]
 
 
 def _followup(session: Session, job: Job, contact: Contact, values: Mapping[str, Any],

@@ -208,13 +208,14 @@ def erase(session: Session, contact: Contact, now: dt.datetime, actor: str, *,
             dialled += 1
 
     # messages: theirs, and the staff alerts about them (those keep the staff
-    # member's number). Queued ones are cancelled first: a text with no body to
-    # "erased-7" must never reach a transport
+    # member's number). Queued and claimed ones are cancelled first: a text with no
+    # body to "erased-7" must never reach a transport (a claimed one is handed over
+    # only while still claimed)
     messages = session.scalars(select(Message).where(
         or_(Message.contact_id == contact_id, Message.number == number))).all()
     cancelled = 0
     for message in messages:
-        if message.direction == "out" and message.status == outbox.QUEUED:
+        if message.direction == "out" and message.status in outbox.WAITING:
             outbox.transition(message, outbox.CANCELLED, now, "the recipient's data was erased")
             cancelled += 1
         message.body = ""

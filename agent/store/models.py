@@ -148,7 +148,7 @@ class Message(Base):
     variant: Mapped[str | None] = mapped_column(String(32))
     encoding: Mapped[str | None] = mapped_column(String(8))  # "GSM-7" | "UCS-2"
     segments: Mapped[int | None] = mapped_column(Integer)
-    # queued → sending → submitted|sent → delivered | failed
+    # queued → claimed → sending → submitted|sent → delivered | failed (agent.messages.outbox)
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     transport: Mapped[str | None] = mapped_column(String(16))
     provider_ref: Mapped[str | None] = mapped_column(String(200))

@@ -112,7 +112,7 @@ class Queue:
 def queue(session: Session, now: dt.datetime) -> Queue:
     depth, oldest = session.execute(
         select(func.count(), func.min(Message.created_at))
-        .where(Message.direction == "out", Message.status == outbox.QUEUED)).one()
+        .where(Message.direction == "out", Message.status.in_(outbox.WAITING))).one()
     if oldest is not None and oldest.tzinfo is None:  # aggregates skip the UTC column type
         oldest = oldest.replace(tzinfo=dt.UTC)
     return Queue(depth, ago(now - oldest) if oldest else None)
