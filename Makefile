@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: all venv sipp lab postgres gammu chromium mmdebstrap test lint demo bench bench-agi bench-burst bench-modem bench-web wheel deb clean
+.PHONY: all venv sipp lab postgres gammu chromium mmdebstrap faketime test test-clock lint demo bench bench-agi bench-burst bench-modem bench-web wheel deb clean
 
 all: test
 
@@ -54,11 +54,34 @@ chromium:
 mmdebstrap:
 	@command -v mmdebstrap >/dev/null || $(MAKE) --no-print-directory _apt PKG=mmdebstrap
 
+# libfaketime moves the clock for the tests that depend on the date or time of day
+faketime:
+	@command -v faketime >/dev/null || $(MAKE) --no-print-directory _apt PKG=faketime
+
 lint: venv
 	$(BIN)/ruff check agent web tests bench bench/latency bench/agi bench/modem bench/web bench/burst bench/reference_agent.py bench/startup
 
-test: venv sipp lab postgres gammu chromium mmdebstrap lint
+test: venv sipp lab postgres gammu chromium mmdebstrap faketime lint
 	$(BIN)/pytest -q
+	@$(MAKE) --no-print-directory test-clock
+
+# The suite passes at any hour: the tests marked `clock` run again with the clock moved
+# (it keeps running from there) to 00:30 UTC on a Monday, ten seconds before a new year,
+# and the minute Chicago's clocks spring forward (08:00 UTC: 02:00 CST is 03:00 CDT) and
+# fall back (07:00 UTC: 01:00 CDT is 01:00 CST again); after the fixed dates the tests
+# use as "the past". The machine's own zone is Chicago's too, so its day is not UTC's
+# (the instant goes to libfaketime in seconds: a date it would read in that zone).
+# SQLite only: no database server runs under the fake clock. FAKETIME_DONT_RESET: a
+# process the tests start sees the same clock, not the start again.
+CLOCK_AT := "2026-12-14 00:30:00" "2026-12-31 23:59:50" "2027-03-14 08:00:30" \
+            "2027-11-07 07:00:30"
+test-clock: venv faketime
+	@for at in $(CLOCK_AT); do \
+	  echo "clock tests at $$at UTC"; \
+	  TZ=America/Chicago FAKETIME_FMT=%s FAKETIME_DONT_RESET=1 \
+	    faketime -m -f "@$$(date -u -d "$$at" +%s)" $(BIN)/pytest -q -p no:cacheprovider \
+	    -m "clock and not lab and not browser" -k "not postgresql" || exit 1; \
+	done
 
 # make demo MODEM=emulated: the text leaves through the GSM modem path (an emulated
 # modem on a pseudo-terminal) instead of the SIP trunk

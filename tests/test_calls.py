@@ -22,6 +22,8 @@ from agent.calls.tracker import CallTracker, FinishedCall
 from agent.pbx.channels import endpoint_of
 from agent.pbx.transcript import read_events
 
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
+
 AMI = Path(__file__).parent / "fixtures" / "ami"
 TRANSCRIPTS = sorted(AMI.glob("*.txt"))
 ORACLE_KEYS = [

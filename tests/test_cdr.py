@@ -22,6 +22,8 @@ import pytest
 from agent.calls import cdr
 from agent.calls.tracker import FinishedCall
 
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 RECORDED = (FIXTURES / "cdr" / "Master.csv").read_text(encoding="utf-8").splitlines()

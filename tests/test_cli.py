@@ -12,6 +12,8 @@ from click.testing import CliRunner
 
 from agent.cli import main
 
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
+
 AMI = Path(__file__).parent / "fixtures" / "ami"
 TRANSCRIPTS = sorted(p for p in AMI.glob("*.txt"))
 

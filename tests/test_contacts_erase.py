@@ -39,6 +39,8 @@ from agent.store.models import (
     TransportStatus,
 )
 
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
+
 DATABASES = ("sqlite", "postgresql")
 
 T0 = dt.datetime(2026, 3, 10, 14, 0, tzinfo=dt.UTC)

@@ -16,6 +16,8 @@ from agent.people import accounts
 from agent.rules import settings
 from agent.store.models import Contact, Message
 
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
+
 DATABASES = ("sqlite", "postgresql")  # the scale-out path must behave the same
 
 NOW = dt.datetime(2026, 12, 1, 15, 0, tzinfo=dt.UTC)

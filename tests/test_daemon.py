@@ -28,7 +28,11 @@ from agent.store import db as store_db
 from agent.store import status
 from agent.store.models import Call, Contact, Job, Message
 
-T0 = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
+
+# missed.record takes the time in: a fixed instant. The tests of the running agent (it
+# reads the clock itself) take theirs from the clock inside the test.
+T0 = dt.datetime(2026, 12, 1, 14, 55, tzinfo=dt.UTC)
 CUSTOMER = "+12125550142"
 
 

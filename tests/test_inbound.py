@@ -15,6 +15,8 @@ from agent.messages import inbound
 from agent.pbx.transcript import read_events
 from agent.store.models import Contact, Message
 
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
+
 DATABASES = ("sqlite", "postgresql")  # the scale-out path must behave the same
 
 AMI = Path(__file__).parent / "fixtures" / "ami"

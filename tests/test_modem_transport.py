@@ -29,7 +29,9 @@ from agent.transports.health import Health
 from agent.transports.modem.driver import Modem
 from agent.transports.modem.store import ModemStore
 
-NOW = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+# what takes the time in (the fragment store) gets a fixed instant; texts for the running
+# dispatcher, which reads the clock itself, are queued by the clock (see queue)
+NOW = dt.datetime(2026, 12, 1, 15, 0, tzinfo=dt.UTC)
 FAST = GsmTransportConfig(heartbeat=0.3, reconnect_delay=0.05, command_timeout=0.6,
                           send_timeout=2.0, max_per_minute=600)
 
@@ -102,7 +104,9 @@ def site(engine: Engine, tmp_path: Path) -> Site:
 
 
 def queue(session: Session, number: str, body: str, key: str) -> None:
-    outbox.enqueue(session, now=NOW, kind="textback", number=number, body=body,
+    """A text queued a minute ago: due for the running dispatcher."""
+    queued = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    outbox.enqueue(session, now=queued, kind="textback", number=number, body=body,
                    idempotency_key=key)
 
 

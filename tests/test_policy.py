@@ -22,6 +22,8 @@ from agent.calls.tracker import FinishedCall
 from agent.rules.numbers import to_e164
 from agent.rules.settings import SettingError
 
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
+
 LONDON = ZoneInfo("Europe/London")
 NEW_YORK = ZoneInfo("America/New_York")
 

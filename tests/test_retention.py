@@ -33,13 +33,18 @@ from agent.rules.settings import SettingError
 from agent.store import audit
 from agent.store.models import AuditEntry, Call, Contact, Setting
 
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
+
 DATABASES = ("sqlite", "postgresql")
 
-# the agent's own loop uses the wall clock, so the world is placed relative to it
-NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
-T0 = NOW - dt.timedelta(days=500)  # the customers' first calls
+# erasure.purge takes the time in: a fixed instant. The agent's own loop reads the
+# clock, so its tests place their world relative to the clock, read inside the test.
+NOW = dt.datetime(2026, 12, 1, 15, 0, tzinfo=dt.UTC)
+FIRST_CALLS = dt.timedelta(days=500)  # how long before now the customers first called
 RETENTION = dt.timedelta(days=365)
-RECENTLY = NOW - dt.timedelta(days=10)
+LAST_ACTIVE = dt.timedelta(days=10)  # how long before now the active one texted
+T0 = NOW - FIRST_CALLS
+RECENTLY = NOW - LAST_ACTIVE
 
 STAFF = "+12125550100"
 # (number, caller ID name, a tag, something they texted) of each customer
@@ -52,20 +57,21 @@ def _customer(session: Session, number: str) -> Contact:
     return session.scalars(select(Contact).where(Contact.number == number)).one()
 
 
-def _world(record: Record, session: Session) -> dict[str, Contact]:
-    """Three customers who called 500 days ago, were texted back and replied; one of
-    them texted again ten days ago, another texted STOP back then."""
-    settings.set(session, "staff.notify_numbers", [STAFF], T0)
+def _world(record: Record, session: Session, now: dt.datetime = NOW) -> dict[str, Contact]:
+    """Three customers who called 500 days before `now`, were texted back and replied;
+    one of them texted again ten days before `now`, another texted STOP back then."""
+    first = now - FIRST_CALLS
+    settings.set(session, "staff.notify_numbers", [STAFF], first)
     people = {}
     for n, (number, name, tag, text) in enumerate((IDLE, ACTIVE, OPTED)):
-        at = T0 + dt.timedelta(minutes=n)
+        at = first + dt.timedelta(minutes=n)
         record(session, _call(f"{n}.1", number, at, name=name), at)
         _left(session, at + dt.timedelta(seconds=30))
         _reply(session, number, text, at + dt.timedelta(minutes=10))
         people[number] = _customer(session, number)
         people[number].name, people[number].tags = name, [tag]
-    _reply(session, OPTED[0], "Stop", T0 + dt.timedelta(hours=1))
-    _reply(session, ACTIVE[0], "Still need someone for the tap", RECENTLY)
+    _reply(session, OPTED[0], "Stop", first + dt.timedelta(hours=1))
+    _reply(session, ACTIVE[0], "Still need someone for the tap", now - LAST_ACTIVE)
     session.commit()
     return people
 
@@ -166,15 +172,16 @@ def test_any_recent_activity_keeps_the_customer(record: Record, session: Session
 
 def test_zero_keeps_everything(agent: Agent, record: Record, engine: Engine,
                                session: Session) -> None:
-    _world(record, session)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)  # the agent reads the clock
+    _world(record, session, now)
     before = _every_text(engine)
     assert settings.get(session, "privacy.retention") == "0s"  # the default
     assert agent.purge_expired(session) == 0
-    assert erasure.purge(session, NOW + dt.timedelta(days=3650), dt.timedelta(0), "US") == 0
+    assert erasure.purge(session, now + dt.timedelta(days=3650), dt.timedelta(0), "US") == 0
     session.commit()
     assert _every_text(engine) == before
     # the agent follows the setting: with a limit, the idle customers go
-    settings.set(session, "privacy.retention", "365d", NOW)
+    settings.set(session, "privacy.retention", "365d", now)
     assert agent.purge_expired(session) == 2
     session.commit()
     assert _traces(engine, IDLE) == []
@@ -203,9 +210,10 @@ def test_the_agent_works_off_a_backlog_then_waits_an_hour(
         agent: Agent, session: Session, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     numbers = [f"+1212555{n:04d}" for n in range(201, 206)]
+    first = dt.datetime.now(dt.UTC) - FIRST_CALLS  # the agent reads the clock
     for number in numbers:
-        session.add(Contact(number=number, name="Old Customer", tags=[], created_at=T0))
-    settings.set(session, "privacy.retention", "365d", T0)
+        session.add(Contact(number=number, name="Old Customer", tags=[], created_at=first))
+    settings.set(session, "privacy.retention", "365d", first)
     session.commit()
     monkeypatch.setattr(daemon, "TIMER_TICK", 0.01)
     monkeypatch.setattr(daemon, "RETENTION_BATCH", 2)

@@ -20,6 +20,8 @@ from agent.rules.routing import DialplanDefaults, Route
 from agent.rules.schedule import Schedule
 from agent.store.db import sessions
 
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
+
 UTC = dt.UTC
 WEEKDAYS = "mon-fri 08:00-17:00"
 DEFAULTS = DialplanDefaults(ring="PJSIP/100", voicemail="100@default")

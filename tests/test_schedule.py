@@ -18,6 +18,8 @@ from agent.rules.schedule import (
     parse_weekly,
 )
 
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
+
 UTC = dt.UTC
 LONDON = ZoneInfo("Europe/London")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -14,6 +14,8 @@ from agent.rules.settings import SettingError
 from agent.rules.templates import render, segments
 from agent.store.models import Base, Setting
 
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
+
 NOW = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 
 

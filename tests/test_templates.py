@@ -19,6 +19,8 @@ from agent.rules.templates import (
     validate,
 )
 
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
+
 GREETING = "Hi {first_name}, thanks for calling {business}. Sorry we missed you!"
 WITH_LINK = "Sorry we missed your call. Book online: {booking_link}"
 

@@ -14,6 +14,8 @@ from agent.people import accounts
 from agent.rules import settings
 from agent.store.models import Contact, Job, Message
 
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
+
 DATABASES = ("sqlite", "postgresql")  # the scale-out path must behave the same
 
 UTC = dt.UTC

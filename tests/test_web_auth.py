@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session
 from agent.people import accounts
 from agent.store.models import AuditEntry, User
 
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
+
 ADMIN_ONLY = ("/users", "/audit")
 SIGNED_IN = ("/dashboard", "/calls", "/calls/export.csv", *ADMIN_ONLY)
 

@@ -17,6 +17,8 @@ from agent.rules import settings
 from agent.store.models import Call, Message, MessageEvent
 from web import calls as call_log
 
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
+
 T0 = dt.datetime(2026, 12, 1, 15, 0, tzinfo=dt.UTC)
 
 

@@ -8,6 +8,7 @@ import datetime as dt
 import re
 from typing import Any
 
+import pytest
 from conftest import csrf_token, login
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -16,6 +17,8 @@ from sqlalchemy.orm import Session
 from agent.messages import conversations, inbound, inbox, outbox
 from agent.rules import settings
 from agent.store.models import AuditEntry, Call, Contact, Message
+
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
 
 DATABASES = ("sqlite", "postgresql")  # the tag filter is JSON SQL, spelt per database
 

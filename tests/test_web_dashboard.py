@@ -25,6 +25,8 @@ from agent.reports.period import parse_period
 from agent.rules import settings
 from agent.store.models import Call, Contact, Message, MessageEvent
 
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
+
 # Tuesday 1 December 2026; Chicago is UTC-6 then, so that local day is
 # 06:00 UTC on the 1st to 06:00 UTC on the 2nd
 DAY = "from=2026-12-01&to=2026-12-01"

@@ -24,6 +24,8 @@ from agent.rules import templates
 from agent.store.db import DbRunner
 from agent.store.models import AuditEntry, Call, CallbackRequest, Contact, Job, Message, User
 
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
+
 T0 = dt.datetime(2026, 11, 2, 15, 0, tzinfo=dt.UTC)  # in the past: staff act "now"
 DID = "+15559990000"
 

@@ -23,11 +23,24 @@ from agent.calls import policy
 from agent.rules import schedule, settings, templates
 from agent.store import audit
 from agent.store.models import AuditEntry, Contact, Message, Setting, TransportStatus
+from web import clock
+
+pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
 
 SECTIONS = {"business": "Business", "hours": "Hours", "textback": "Text-back",
             "conversations": "Conversations", "people": "People", "routing": "Call routing",
             "transports": "Transports"}
 GRID = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@pytest.fixture
+def now(monkeypatch: pytest.MonkeyPatch) -> dt.datetime:
+    """The instant the pages are rendered at, read from the clock once: what a test
+    expects and what the page says are then of the same instant, even when midnight
+    (or a few loaded seconds) passes between them."""
+    instant = dt.datetime.now(dt.UTC)
+    monkeypatch.setattr(clock, "now", lambda: instant)
+    return instant
 
 
 class FormReader(HTMLParser):
@@ -369,12 +382,13 @@ def test_any_stored_hours_read_back_into_the_same_grid(owner: FlaskClient, sessi
 
 
 def test_the_hours_page_says_whether_open_now_and_when_next(owner: FlaskClient,
-                                                            session: Session) -> None:
+                                                            session: Session,
+                                                            now: dt.datetime) -> None:
     page = owner.get("/settings/hours").get_data(as_text=True)
     assert "Now: open. No hours are set, so you are open around the clock." in page
-    today = dt.datetime.now(dt.UTC).date()
-    settings.set(session, "hours.weekly", "mon-sun 00:00-24:00", dt.datetime.now(dt.UTC))
-    settings.set(session, "hours.holidays", [today.isoformat()], dt.datetime.now(dt.UTC))
+    today = now.date()
+    settings.set(session, "hours.weekly", "mon-sun 00:00-24:00", now)
+    settings.set(session, "hours.holidays", [today.isoformat()], now)
     session.commit()
     page = owner.get("/settings/hours").get_data(as_text=True)
     tomorrow = today + dt.timedelta(days=1)
@@ -424,8 +438,8 @@ def test_the_preview_is_the_agents_own_rendering(owner: FlaskClient, session: Se
 
 
 def test_the_closed_text_preview_says_when_you_reopen(owner: FlaskClient,
-                                                      session: Session) -> None:
-    now = dt.datetime.now(dt.UTC)
+                                                      session: Session,
+                                                      now: dt.datetime) -> None:
     settings.set(session, "hours.weekly", "mon-sun 00:00-24:00", now)
     settings.set(session, "hours.holidays", [now.date().isoformat()], now)
     session.commit()
@@ -492,18 +506,18 @@ def test_hostile_input_is_shown_escaped(owner: FlaskClient, session: Session) ->
 # --------------------------------------------------------------- transports
 
 
-def _status(session: Session, name: str, age: dt.timedelta, **fields: Any) -> None:
-    session.add(TransportStatus(name=name, updated_at=dt.datetime.now(dt.UTC) - age,
+def _status(session: Session, name: str, age: dt.timedelta, now: dt.datetime | None = None,
+            **fields: Any) -> None:
+    session.add(TransportStatus(name=name, updated_at=(now or dt.datetime.now(dt.UTC)) - age,
                                 **{"state": "up", **fields}))
 
 
 def test_the_transports_panel_shows_state_signal_errors_queue_and_silence(
-        owner: FlaskClient, session: Session) -> None:
-    now = dt.datetime.now(dt.UTC)
-    _status(session, "gsm", dt.timedelta(seconds=12), detail="SIMCOM SIM7600 on /dev/ttyUSB2",
+        owner: FlaskClient, session: Session, now: dt.datetime) -> None:
+    _status(session, "gsm", dt.timedelta(seconds=12), now, detail="SIMCOM SIM7600 on /dev/ttyUSB2",
             signal_dbm=-97, operator="T-Mobile", last_error="+CMS ERROR: 38 network out of order",
             last_error_at=now - dt.timedelta(hours=2))
-    _status(session, "sip", dt.timedelta(minutes=5), state="down",
+    _status(session, "sip", dt.timedelta(minutes=5), now, state="down",
             detail="AMI login failed: <b>denied</b>")
     for minutes in (10, 3, 1):
         session.add(Message(direction="out", kind="textback", number="+12015550123", body="x",
