@@ -227,20 +227,24 @@ def debs(builds: dict[str, tuple[Path, subprocess.Popen[str]]]) -> dict[str, Pat
     return {version: deb for version, (deb, _) in builds.items()}
 
 
-@pytest.fixture(scope="module")
-def base_root() -> Path:
-    """A minimal Debian 12 with python3 and python3-venv, as a cached tarball."""
-    recipe = f"{SUITE} apt {' '.join(BASE_PACKAGES)}"
-    tarball = CACHE / f"{SUITE}-root-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}.tar"
+def _base_root(suite: str) -> Path:
+    """A minimal Debian `suite` with python3 and python3-venv, as a cached tarball."""
+    recipe = f"{suite} apt {' '.join(BASE_PACKAGES)}"
+    tarball = CACHE / f"{suite}-root-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}.tar"
     if not tarball.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         partial = tarball.with_suffix(f".{os.getpid()}.partial")
         done = subprocess.run(["mmdebstrap", "--quiet", "--variant=apt", "--format=tar",
-                               f"--include={','.join(BASE_PACKAGES)}", SUITE, str(partial)],
+                               f"--include={','.join(BASE_PACKAGES)}", suite, str(partial)],
                               capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr[-3000:]
         partial.rename(tarball)
     return tarball
+
+
+@pytest.fixture(scope="module")
+def base_root() -> Path:
+    return _base_root(SUITE)
 
 
 @pytest.fixture(scope="module")
@@ -467,3 +471,19 @@ def test_upgrade_reinstall_remove_purge(system: Root, debs: dict[str, Path]) -> 
     assert root.run("getent", "group", "textback", check=False).returncode == 2
     for unit, target in WANTED_BY.items():
         assert not os.path.lexists(root / f"/etc/systemd/system/{target}.wants/{unit}")
+
+
+def test_installs_on_debian_13(tmp_path_factory: pytest.TempPathFactory,
+                               debs: dict[str, Path]) -> None:
+    """trixie's python3 is 3.13: the package's cp313 wheels make the same virtualenv."""
+    root = Root(tmp_path_factory.mktemp("trixie"))
+    subprocess.run(["tar", "-xf", str(_base_root("trixie")), "-C", str(root.path)], check=True)
+    root.install(next(iter(debs.values())))
+    assert "version = 3.13." in (root / "/opt/textback/pyvenv.cfg").read_text()
+    unit = "textback-agent.service"
+    assert "database at revision" in root.run_as_unit(
+        unit, root.unit(unit)["ExecStartPre"][0]).stdout
+    root.textback("settings", "set", "business.name", "Rapid Rooter Plumbing")
+    for secret in ("/etc/textback/ami.secret", "/etc/textback/web.secret"):
+        assert root.stat(secret) == ("root", "textback", 0o640), secret
+    assert root.stat("/var/lib/textback/textback.db") == ("textback", "textback", 0o600)
