@@ -22,11 +22,23 @@ def wait_until(what: str, check: Callable[[], object], timeout: float = 15.0) ->
     raise AssertionError(f"timed out waiting for {what}")
 
 
+# `textback ARGS...` with agent.store.db.BUSY_TIMEOUT set to argv[1] first
+_WITH_BUSY_TIMEOUT = ("import sys\n"
+                      "import agent.store.db\n"
+                      "agent.store.db.BUSY_TIMEOUT = float(sys.argv[1])\n"
+                      "from agent.cli import main\n"
+                      "main(sys.argv[2:], prog_name='textback')\n")
+
+
 class AgentProcess:
     """`textback agent` in its own process, with its log captured."""
 
-    def __init__(self, config: Path, log_path: Path) -> None:
+    def __init__(self, config: Path, log_path: Path, *,
+                 busy_timeout: float | None = None) -> None:
+        """``busy_timeout`` replaces SQLite's busy timeout (agent.store.db.BUSY_TIMEOUT)
+        in this agent only, so a test can hold the database's lock just past it quickly."""
         self.config, self.log_path = config, log_path
+        self.busy_timeout = busy_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.offset = 0
 
@@ -34,9 +46,14 @@ class AgentProcess:
         """Start it and wait for `wait_for` in its log. It dies with this process, so a
         failed test never leaves an agent texting from a stale lab."""
         self.offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        argv = ["agent", "--config", str(self.config)]
+        if self.busy_timeout is None:
+            command = [sys.executable, "-m", "agent.cli", *argv]
+        else:
+            command = [sys.executable, "-c", _WITH_BUSY_TIMEOUT, str(self.busy_timeout), *argv]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "agent", "--config", str(self.config)],
+                command,
                 stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
             )
         self.wait_log(wait_for)

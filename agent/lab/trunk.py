@@ -170,15 +170,17 @@ class TrunkPeer:
                   "Server: textback-lab-trunk", "Content-Length: 0", "", ""]
         self._sock.sendto("\r\n".join(lines).encode(), addr)
 
-    def send_message(self, to_did: str, from_number: str, body: str, *,
+    def send_message(self, to_did: str, from_number: str, body: str | bytes, *,
                      timeout: float = 5.0) -> str:
         """Send an inbound SMS to Asterisk as the carrier; return the final status line.
 
-        Retransmits like a UAC (500 ms, 1 s, 2 s...) until a final response arrives.
+        ``body`` as bytes is sent as it is (e.g. invalid UTF-8, as a broken gateway
+        sends it). Retransmits like a UAC (500 ms, 1 s, 2 s...) until a final response
+        arrives.
         """
         host, port = self.asterisk
         call_id = f"{uuid.uuid4().hex}@{self.host}"
-        payload = body.encode("utf-8")
+        payload = body if isinstance(body, bytes) else body.encode("utf-8")
         request = "\r\n".join([
             f"MESSAGE sip:{to_did}@{host}:{port} SIP/2.0",
             f"Via: SIP/2.0/UDP {self.host}:{self.port};branch=z9hG4bK{uuid.uuid4().hex}",
