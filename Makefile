@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: all venv sipp lab postgres gammu chromium mmdebstrap faketime test test-clock lint demo bench bench-agi bench-burst bench-modem bench-web wheel deb clean
+.PHONY: all venv sipp lab postgres gammu chromium mmdebstrap faketime test test-clock lint demo chaos bench bench-agi bench-burst bench-modem bench-web wheel deb clean
 
 all: test
 
@@ -59,7 +59,7 @@ faketime:
 	@command -v faketime >/dev/null || $(MAKE) --no-print-directory _apt PKG=faketime
 
 lint: venv
-	$(BIN)/ruff check agent web tests bench bench/latency bench/agi bench/modem bench/web bench/burst bench/reference_agent.py bench/startup
+	$(BIN)/ruff check agent web tests bench bench/latency bench/agi bench/modem bench/web bench/burst bench/reference_agent.py bench/startup bench/chaos
 
 test: venv sipp lab postgres gammu chromium mmdebstrap faketime lint
 	$(BIN)/pytest -q
@@ -99,6 +99,13 @@ bench-agi: venv sipp lab
 # call and RSS, against a minimal reference that stores nothing (bench/reference_agent.py)
 bench-burst: venv sipp lab
 	$(BIN)/python bench/burst
+
+# the chaos suite: a burst of missed calls with a fault in its middle (agent kill -9,
+# Asterisk restarted or frozen 20 s, the database locked 10 s and 45 s, SIGTERM with a
+# rate-limited backlog, hostile caller IDs and texts): calls, texted, lost, duplicates,
+# recovery time; fails on any lost or duplicated text. `make test` runs reduced versions
+chaos: venv sipp lab
+	$(BIN)/python bench/chaos $(ARGS)
 
 # the GSM modem path: throughput, rate limit, time in queue, RSS; driver overhead per part
 bench-modem: venv
