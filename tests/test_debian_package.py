@@ -250,8 +250,10 @@ def base_root() -> Path:
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory, builds: object, base_root: Path,
            request: pytest.FixtureRequest) -> Root:
-    """A fresh Debian 12 root with the first package installed by apt."""
+    """A fresh Debian 12 root with the first package installed by apt (removed after
+    the module: a root is about 300 MB)."""
     root = Root(tmp_path_factory.mktemp("bookworm"))
+    request.addfinalizer(lambda: shutil.rmtree(root.path, ignore_errors=True))
     subprocess.run(["tar", "-xf", str(base_root), "-C", str(root.path)], check=True)
     debs: dict[str, Path] = request.getfixturevalue("debs")
     first = next(iter(debs.values()))
@@ -474,9 +476,10 @@ def test_upgrade_reinstall_remove_purge(system: Root, debs: dict[str, Path]) -> 
 
 
 def test_installs_on_debian_13(tmp_path_factory: pytest.TempPathFactory,
-                               debs: dict[str, Path]) -> None:
+                               debs: dict[str, Path], request: pytest.FixtureRequest) -> None:
     """trixie's python3 is 3.13: the package's cp313 wheels make the same virtualenv."""
     root = Root(tmp_path_factory.mktemp("trixie"))
+    request.addfinalizer(lambda: shutil.rmtree(root.path, ignore_errors=True))
     subprocess.run(["tar", "-xf", str(_base_root("trixie")), "-C", str(root.path)], check=True)
     root.install(next(iter(debs.values())))
     assert "version = 3.13." in (root / "/opt/textback/pyvenv.cfg").read_text()
