@@ -44,6 +44,11 @@ class AmiUnavailable(AmiError):
     """There is no logged-in AMI link right now (or it died while waiting)."""
 
 
+class AmiNoAnswer(AmiUnavailable):
+    """The action was written to Asterisk but not answered in time: a frozen or
+    overloaded Asterisk may still carry it out when it resumes."""
+
+
 class _Everything:
     """panoramisk replays 'unforgettable' actions after a reconnect; we forget all."""
 
@@ -73,7 +78,9 @@ class _Protocol(AMIProtocol):
     def close(self) -> None:
         for action in list(self.responses.values()):
             if not action.future.done():
-                action.future.set_exception(AmiUnavailable("the AMI link was lost"))
+                # written, never answered: Asterisk may still carry it out
+                action.future.set_exception(AmiNoAnswer("the AMI link was lost before "
+                                                        "Asterisk answered"))
         self.responses.clear()
         if not self.closed:
             self.closed = True
@@ -107,6 +114,9 @@ class AmiLink:
         self.last_error: str | None = None
         # "restarting" / "shutting down" once Asterisk announced it, until the next login
         self.asterisk_leaving: str | None = None
+        # which Asterisk process answers (its start-up time, from CoreStatus): the same
+        # one after a reconnect means it was frozen or slow, not restarted
+        self.instance: str | None = None
         self._protocol: _Protocol | None = None
         self._lost: asyncio.Future[None] | None = None
         self._up = asyncio.Event()
@@ -152,7 +162,7 @@ class AmiLink:
         try:
             response = await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            raise AmiUnavailable(f"no answer to {fields.get('Action')} within {timeout:g} s") \
+            raise AmiNoAnswer(f"no answer to {fields.get('Action')} within {timeout:g} s") \
                 from None
         if isinstance(response, list):  # list actions: the first message is the response
             response = response[0]
@@ -217,6 +227,7 @@ class AmiLink:
                       self.last_error, source, cfg.username)
             protocol.close()
             return True
+        self.instance = await self._instance(protocol)
         self.connected = True
         self.last_error = None
         self.asterisk_leaving = None
@@ -235,6 +246,20 @@ class AmiLink:
             if self.on_down is not None:
                 self.on_down()
         return False
+
+    async def _instance(self, protocol: _Protocol) -> str | None:
+        """The running Asterisk's start-up time (CoreStatus; the AMI user's reporting
+        write privilege allows it), or None when it cannot be had."""
+        try:
+            response = await asyncio.wait_for(
+                protocol.send(Action({"Action": "CoreStatus"})), self.config.ping_timeout)
+        except (TimeoutError, AmiUnavailable):
+            return None
+        if isinstance(response, list):
+            response = response[0]
+        if not response.success or not response.get("CoreStartupTime"):
+            return None
+        return f"{response.get('CoreStartupDate', '')} {response.get('CoreStartupTime')}"
 
     async def _watch(self, protocol: _Protocol) -> None:
         """Ping every interval; a reply that never comes means the link is dead."""

@@ -4,6 +4,11 @@ The body travels as `Base64Body` so newlines, commas and emoji arrive intact
 (a plain `Body:` header cannot carry a newline). Asterisk's `Success` only means
 the message was handed to PJSIP, not that the carrier took it, so the honest
 status is "submitted".
+
+A MessageSend written but not answered (Asterisk frozen or overloaded, the link then
+dropped by the ping watchdog) is not simply sent again: Asterisk still reads it once
+it runs again. The retry looks at which Asterisk answers now: the same process (its
+start-up time) → taken as sent; a restarted one → sent again.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ import logging
 
 from agent.config import SipTransportConfig
 from agent.messages.outbox import OutboundSms
-from agent.pbx.ami import AmiError, AmiLink, AmiUnavailable
+from agent.pbx.ami import AmiError, AmiLink, AmiNoAnswer, AmiUnavailable
 from agent.transports import SendError, SendResult
 from agent.transports.health import DOWN, UP, Health
 
 log = logging.getLogger(__name__)
+
+_NOT_WRITTEN = object()
+MAX_UNANSWERED = 10_000  # unanswered MessageSends remembered (a Pi has little memory)
 
 
 class SipTrunk:
@@ -28,6 +36,8 @@ class SipTrunk:
         self.ami = ami
         self.max_per_minute = config.max_per_minute
         self.max_per_day = config.max_per_day
+        # message id → the Asterisk instance a MessageSend was written to, unanswered
+        self._unanswered: dict[int, str | None] = {}
 
     def available(self) -> bool:
         return self.ami.connected
@@ -56,8 +66,27 @@ class SipTrunk:
         return fields
 
     async def send(self, sms: OutboundSms) -> SendResult:
+        written_to = self._unanswered.pop(sms.id, _NOT_WRITTEN)
+        if written_to is not _NOT_WRITTEN:
+            if not self.ami.connected:
+                self._unanswered[sms.id] = written_to
+                raise SendError("not connected to Asterisk, which did not answer the "
+                                "MessageSend written to it", permanent=False)
+            if written_to is not None and written_to == self.ami.instance:
+                # the same Asterisk process: it was frozen or overloaded, not restarted,
+                # and carried out (or will) the MessageSend it had read; a second one
+                # would text the customer twice
+                log.warning("message %d: Asterisk did not answer its MessageSend but is the "
+                            "same process (started %s): taken as sent, not sent again",
+                            sms.id, written_to)
+                return SendResult(status="submitted")
+            # a restarted Asterisk lost what the old one had not done: send it again
         try:
             await self.ami.action(self.action(sms), timeout=5.0)
+        except AmiNoAnswer as exc:
+            if len(self._unanswered) < MAX_UNANSWERED:
+                self._unanswered[sms.id] = self.ami.instance
+            raise SendError(str(exc), permanent=False) from None
         except AmiUnavailable as exc:
             raise SendError(str(exc), permanent=False) from None
         except AmiError as exc:
