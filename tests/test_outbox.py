@@ -559,6 +559,7 @@ def test_a_claim_left_by_a_database_error_is_sent_once(
         return hand_over(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(outbox, "hand_over", locked_once)
+    monkeypatch.setattr(dispatching, "ORPHAN_AFTER", 0.0)  # no wait for the claim to age
     trunk = ScriptedTransport("sip", ok)
     rows = run_until(engine, [trunk], settled)
     assert [m.number for m in trunk.sent] == ["+15551230001"]

@@ -183,12 +183,14 @@ def release(message: Message, now: dt.datetime, why: str) -> None:
 
 
 def release_claims(session: Session, now: dt.datetime, worker: str, why: str,
-                   keep: frozenset[int] = frozenset()) -> int:
+                   keep: frozenset[int] = frozenset(),
+                   claimed_before: dt.datetime | None = None) -> int:
     """Give the texts `worker` claimed and did not hand to a transport back to the queue
-    (all but those in `keep`)."""
-    claimed = [message for message in session.scalars(
-        select(Message).where(Message.status == CLAIMED, Message.claimed_by == worker)
-    ).all() if message.id not in keep]
+    (all but those in `keep`, and those claimed since `claimed_before`)."""
+    query = select(Message).where(Message.status == CLAIMED, Message.claimed_by == worker)
+    if claimed_before is not None:
+        query = query.where(Message.updated_at < claimed_before)
+    claimed = [message for message in session.scalars(query).all() if message.id not in keep]
     for message in claimed:
         release(message, now, why)
     return len(claimed)

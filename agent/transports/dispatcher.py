@@ -47,6 +47,9 @@ EPSILON = 1e-6  # tokens: float rounding never costs a text its turn
 STOPPED = "back in the queue: the agent stopped before handing it to a transport"
 ORPHANED = "back in the queue: claimed, then left by a send that failed before its transport"
 RECORD_RETRIES = (1.0, 2.0, 4.0, 8.0)  # seconds between tries to record a send's outcome
+# a claim this old that no send holds was left by one (a text-back claimed a moment ago
+# may not have reached submit() yet)
+ORPHAN_AFTER = 30.0
 
 
 class RateLimiter:
@@ -334,7 +337,9 @@ class Dispatcher:
             ready.append(outbox.outbound(message))
         if claimed:
             return ready, None
-        orphans = outbox.release_claims(session, now, self.worker, ORPHANED, keep=held)
+        orphans = outbox.release_claims(
+            session, now, self.worker, ORPHANED, keep=held,
+            claimed_before=now - dt.timedelta(seconds=ORPHAN_AFTER))
         if orphans:
             log.warning("%d claimed message(s) no send holds any more: back in the queue",
                         orphans)
