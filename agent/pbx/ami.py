@@ -117,6 +117,12 @@ class AmiLink:
         # which Asterisk process answers (its start-up time, from CoreStatus): the same
         # one after a reconnect means it was frozen or slow, not restarted
         self.instance: str | None = None
+        # One action in flight at a time. A frozen Asterisk that resumes carries out the
+        # first action it reads and then finds the link closed (the ping watchdog gave
+        # up on it) and drops the rest: with one action written at a time, an action
+        # left unanswered is exactly the one it carried out, so the SIP transport can
+        # tell "sent by a frozen Asterisk" from "lost with a restarted one".
+        self._one_at_a_time = asyncio.Lock()
         self._protocol: _Protocol | None = None
         self._lost: asyncio.Future[None] | None = None
         self._up = asyncio.Event()
@@ -155,15 +161,23 @@ class AmiLink:
     async def action(self, fields: Mapping[str, str], timeout: float = 5.0) -> Message:
         """Send one action and return its response; AmiError on Error, AmiUnavailable
         when there is no link or no answer within `timeout`."""
-        protocol = self._protocol
-        if not self.connected or protocol is None or protocol.closed:
-            raise AmiUnavailable("not connected to Asterisk")
-        future = protocol.send(Action(dict(fields)))
         try:
-            response = await asyncio.wait_for(future, timeout)
+            await asyncio.wait_for(self._one_at_a_time.acquire(), timeout)
         except TimeoutError:
-            raise AmiNoAnswer(f"no answer to {fields.get('Action')} within {timeout:g} s") \
-                from None
+            raise AmiUnavailable(f"{fields.get('Action')} not sent: Asterisk has not answered "
+                                 "the action before it") from None
+        try:
+            protocol = self._protocol
+            if not self.connected or protocol is None or protocol.closed:
+                raise AmiUnavailable("not connected to Asterisk")
+            future = protocol.send(Action(dict(fields)))
+            try:
+                response = await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                raise AmiNoAnswer(f"no answer to {fields.get('Action')} within "
+                                  f"{timeout:g} s") from None
+        finally:
+            self._one_at_a_time.release()
         if isinstance(response, list):  # list actions: the first message is the response
             response = response[0]
         if not response.success:
@@ -247,6 +261,10 @@ class AmiLink:
                 self.on_down()
         return False
 
+    async def _ping(self, protocol: _Protocol) -> None:
+        async with self._one_at_a_time:
+            await protocol.send(Action({"Action": "Ping"}))
+
     async def _instance(self, protocol: _Protocol) -> str | None:
         """The running Asterisk's start-up time (CoreStatus; the AMI user's reporting
         write privilege allows it), or None when it cannot be had."""
@@ -271,8 +289,7 @@ class AmiLink:
             if done or self._closing:
                 break
             try:
-                await asyncio.wait_for(protocol.send(Action({"Action": "Ping"})),
-                                       cfg.ping_timeout)
+                await asyncio.wait_for(self._ping(protocol), cfg.ping_timeout)
             except TimeoutError:
                 self.last_error = f"AMI ping unanswered for {cfg.ping_timeout:g} s"
                 log.error("%s: the link is dead, reconnecting", self.last_error)
