@@ -274,3 +274,34 @@ def test_the_modem_vanishes_and_returns_under_another_name(tmp_path: Path) -> No
     h = run(tmp_path, scenario)
     assert h.modem.connected_count == 2
     assert h.texts().count("sent while the modem was away") == 1
+
+
+def test_a_cancelled_owner_stops_even_while_it_waits_for_its_link_to_close() -> None:
+    # stopping the agent (or a test) cancels the modem's task at any moment, also while it
+    # waits for the link's reader to finish: swallowing that cancel left it running
+    from agent.transports.modem.at import finished
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)  # closing the serial port takes a moment
+            raise
+
+    async def owner(after: list[str]) -> None:
+        child = asyncio.create_task(slow_to_stop())
+        await asyncio.sleep(0)
+        child.cancel()
+        await finished(child)
+        after.append("went on after its own cancel")
+        await asyncio.sleep(10)
+
+    async def main() -> list[str]:
+        after: list[str] = []
+        task = asyncio.create_task(owner(after))
+        await asyncio.sleep(0.05)  # the owner is waiting for the child now
+        task.cancel()
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 2)
+        return after
+
+    assert asyncio.run(main()) == []

@@ -268,7 +268,19 @@ class AtLink:
 
     async def close(self) -> None:
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
+        with contextlib.suppress(Exception):
+            await finished(self._task)
         with contextlib.suppress(Exception):
             self.writer.close()
+
+
+async def finished(task: asyncio.Task[object]) -> None:
+    """Wait for a task just cancelled. Its CancelledError is swallowed, but not one meant
+    for the caller: swallowing that would leave the caller running after its own cancel
+    (a stopped agent or test waiting for ever on the modem's task)."""
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise

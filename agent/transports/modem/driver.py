@@ -33,7 +33,14 @@ from dataclasses import dataclass, field
 
 from agent.config import GsmTransportConfig
 from agent.transports.modem import pdu
-from agent.transports.modem.at import AtError, AtLink, AtTimeout, LinkClosed, Urc
+from agent.transports.modem.at import (
+    AtError,
+    AtLink,
+    AtTimeout,
+    LinkClosed,
+    Urc,
+    finished,
+)
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +197,7 @@ class Modem:
                 self._link = None
                 worker.cancel()
                 await link.close()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker
+                await finished(worker)
             delay = self.config.reconnect_delay * (10 if self.problem else 1)
             await asyncio.sleep(delay)
 
