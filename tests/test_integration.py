@@ -428,10 +428,8 @@ def test_a_send_test_queued_by_another_process_leaves_by_its_transport(
     assert texts_to(trunk, gsm) == []  # never failed over to the trunk
 
 
-def test_reply_from_the_trunk_is_stored_for_the_contact(
-        lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess, db: Engine) -> None:
-    customer = new_caller()
-    body = "Yes please call me back, after 5pm; thanks! Grüße 👍"
+def text_in(trunk: TrunkPeer, db: Engine, customer: str, body: str) -> list[Message]:
+    """A customer's text sent by the carrier to the DID; the inbound rows it became."""
     status = trunk.send_message("+15550000100", customer, body)
     assert status.split()[1].startswith("2"), status
 
@@ -440,7 +438,14 @@ def test_reply_from_the_trunk_is_stored_for_the_contact(
             return list(s.scalars(select(Message).where(Message.number == customer,
                                                         Message.direction == "in")))
 
-    (message,) = wait_until("the reply in the database", stored)  # type: ignore[misc]
+    return wait_until("the text in the database", stored)  # type: ignore[return-value]
+
+
+def test_reply_from_the_trunk_is_stored_for_the_contact(
+        lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess, db: Engine) -> None:
+    customer = new_caller()
+    body = "Yes please call me back, after 5pm; thanks! Grüße 👍"
+    (message,) = text_in(trunk, db, customer, body)
     assert (message.body, message.status, message.transport) == (body, "received", "sip")
     assert message.from_number == "+15550000100"
 
@@ -458,16 +463,7 @@ UCS2_7_PARTS = ("Течёт кран на кухне, " * 23)[:469]  # 7 × 67 c
 def test_a_long_text_arrives_whole_or_as_a_note_never_empty(
         lab: LabPbx, trunk: TrunkPeer, agent: AgentProcess, db: Engine, body: str,
         intact: bool) -> None:
-    customer = new_caller()
-    status = trunk.send_message("+15550000100", customer, body)
-    assert status.split()[1].startswith("2"), status
-
-    def stored() -> list[Message]:
-        with sessions(db)() as s:
-            return list(s.scalars(select(Message).where(Message.number == customer,
-                                                        Message.direction == "in")))
-
-    (message,) = wait_until("the text in the database", stored)  # type: ignore[misc]
+    (message,) = text_in(trunk, db, new_caller(), body)
     size = len(body.encode())
     if intact:
         assert message.body == body
