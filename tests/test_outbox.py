@@ -26,7 +26,14 @@ from agent.transports.dispatcher import DailyBudget, Dispatcher, RateLimiter
 DATABASES = ("sqlite", "postgresql")  # the scale-out path must behave the same
 
 # the dispatcher reads the real clock, so these rows were queued a minute ago
-NOW = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+# a minute before the test runs (read per test, not at import: a long run or a test
+# started near midnight must not see a stale "now"); the dispatcher reads the clock itself
+NOW = dt.datetime.min.replace(tzinfo=dt.UTC)  # set by _now before each test
+
+
+@pytest.fixture(autouse=True)
+def _now(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(globals(), "NOW", dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1))
 
 
 class ScriptedTransport:
@@ -374,6 +381,21 @@ async def follow(disp: Dispatcher, clock: Clock, runner: DbRunner,
     raise AssertionError(f"dispatcher did not finish: {state}")
 
 
+def run_to(disp: Dispatcher, clock: Clock, runner: DbRunner,
+           done: Callable[[State], bool]) -> None:
+    """Run the dispatcher, following its turns, until `done`; then stop it as the agent
+    does (drain, give claims back)."""
+    async def main() -> None:
+        task = asyncio.create_task(disp.run())
+        try:
+            await follow(disp, clock, runner, done)
+        finally:
+            await disp.drain(timeout=5)
+            task.cancel()
+
+    asyncio.run(main())
+
+
 def waiting(state: State, count: int, after: dt.datetime) -> bool:
     """`count` texts queued, none due before `after`."""
     queued, soonest = state.get("queued", (0, None))
@@ -397,16 +419,8 @@ def test_a_backlog_is_claimed_about_once_per_text(engine: Engine, session: Sessi
     runner = DbRunner(engine)
     disp = Dispatcher(runner, [trunk], worker="test", max_attempts=3, clock=clock)
 
-    async def main() -> None:
-        task = asyncio.create_task(disp.run())
-        try:
-            await follow(disp, clock, runner, all_sent)
-        finally:
-            await disp.drain(timeout=5)
-            task.cancel()
-
     try:
-        asyncio.run(main())
+        run_to(disp, clock, runner, all_sent)
     finally:
         runner.close()
     rows = history(engine)
@@ -467,13 +481,7 @@ def test_a_stop_during_a_rate_limited_backlog_strands_nothing(engine: Engine,
         trunk2 = ScriptedTransport("sip", ok, per_minute=2, clock=clock)
         disp2 = Dispatcher(runner, [trunk2], worker="test", max_attempts=3, clock=clock)
 
-        async def restart() -> None:
-            task = asyncio.create_task(disp2.run())
-            await follow(disp2, clock, runner, all_sent)
-            await disp2.drain(timeout=5)
-            task.cancel()
-
-        asyncio.run(restart())
+        run_to(disp2, clock, runner, all_sent)
     finally:
         runner.close()
     numbers = [m.number for m in first_run + trunk2.sent]
@@ -491,14 +499,7 @@ def test_a_restart_within_the_minute_keeps_the_per_minute_limit(engine: Engine,
     def run(done: Callable[[State], bool]) -> None:
         trunk = ScriptedTransport("sip", ok, per_minute=3, clock=clock)
         disp = Dispatcher(runner, [trunk], worker="test", max_attempts=3, clock=clock)
-
-        async def main() -> None:
-            task = asyncio.create_task(disp.run())
-            await follow(disp, clock, runner, done)
-            await disp.drain(timeout=5)
-            task.cancel()
-
-        asyncio.run(main())
+        run_to(disp, clock, runner, done)
         sent.extend(trunk.times)
 
     try:
