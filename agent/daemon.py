@@ -470,8 +470,9 @@ class Agent:
                     fresh = await asyncio.to_thread(lock.acquire, self.config.database.url,
                                                     "agent")
                 except lock.LockHeld as exc:
-                    log.error("the database's lock was lost with its connection and %s; "
-                              "this agent stops", str(exc).split(" holds the database")[0])
+                    holder = exc.holder.describe() if exc.holder else "another agent"
+                    log.error("the database's lock was lost with its connection and another "
+                              "agent took it (%s); this agent stops", holder)
                     stop.set()
                     return
                 except DatabaseError as exc:

@@ -660,9 +660,8 @@ class CallTracker:
         picker = pickup.get("Uniqueid", "")
         if not picker:
             return
-        for own in {self._leg_call.get(picker), pickup.get("Linkedid")} - {None, "",
-                                                                          call.linkedid}:
-            assert own is not None
+        owners = {self._leg_call.get(picker) or "", pickup.get("Linkedid", "")}
+        for own in owners - {"", call.linkedid}:
             other = self._calls.pop(own, None)
             if other is not None:
                 self._merge(call, other)
