@@ -66,12 +66,11 @@ def textback(session: Session, at: dt.datetime = NOON_NY) -> Message:
     contact = Contact(number=CUSTOMER, name="Dana Fischer", created_at=at, tags=[])
     session.add(contact)
     session.flush()
-    message = outbox.enqueue(session, now=at, kind="textback", number=CUSTOMER, body="Hi",
-                             idempotency_key="call-1:textback", contact_id=contact.id)
-    assert message is not None
-    timers.schedule_followups(session, message, settings.all_values(session), at)
-    session.flush()
-    return message
+    queued = outbox.queue(session, now=at, kind="textback", number=CUSTOMER, body="Hi",
+                          idempotency_key="call-1:textback", contact_id=contact.id)
+    assert queued is not None
+    timers.schedule_followups(session, queued, settings.all_values(session), at)
+    return session.get_one(Message, queued.sms.id)
 
 
 def run(session: Session, at: dt.datetime) -> list[Message]:

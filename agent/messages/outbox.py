@@ -21,11 +21,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, insert, inspect, select, update
 from sqlalchemy.orm import Session
 
+from agent.store.db import insert_ignoring
 from agent.store.models import Contact, Message, MessageEvent
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,30 @@ class OutboundSms:
     parts: int = 1  # SMS parts as counted when queued (the rate limits count parts)
 
 
-def enqueue(
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A message as `queue` wrote it, without an ORM object (the hot path)."""
+
+    sms: OutboundSms
+    claimed: bool  # claimed for the worker that asked: it goes to a transport now
+    contact_id: int | None
+    created_at: dt.datetime
+
+
+_MESSAGES = Message.__table__
+_ADD_EVENT = insert(MessageEvent.__table__)
+# built once (bound names differ from the columns they set, as Core requires)
+_LEFT = (update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message_id"))
+         .values(status=bindparam("new_status"), transport=bindparam("by"),
+                 provider_ref=bindparam("ref"), attempts=bindparam("tries"),
+                 error=None, error_kind=None, updated_at=bindparam("at")))
+_HAND_OVER = (update(_MESSAGES)
+              .where(_MESSAGES.c.id == bindparam("message_id"),
+                     _MESSAGES.c.status == CLAIMED, _MESSAGES.c.claimed_by == bindparam("worker"))
+              .values(status=SENDING, updated_at=bindparam("at")))
+
+
+def queue(
     session: Session,
     *,
     now: dt.datetime,
@@ -70,7 +94,8 @@ def enqueue(
     contact_id: int | None = None,
     claim_for: str | None = None,
     transport: str | None = None,
-) -> Message | None:
+    sent_by: str | None = None,
+) -> Queued | None:
     """Add a queued message; None when one with this idempotency key exists already.
 
     With `claim_for`, a message due now is claimed by that worker in the same
@@ -79,26 +104,40 @@ def enqueue(
 
     With `transport`, only that transport may send it: a queued row's transport is
     otherwise empty until a transport has taken it, so the column doubles as the pin.
+
+    Two statements (the row, its history), no ORM unit of work: a missed call's text
+    is written here, and the ORM's bookkeeping cost more than the writes themselves.
     """
-    message = Message(
-        direction="out", kind=kind, idempotency_key=idempotency_key, number=number,
-        from_number=from_number, body=body, template=template, variant=variant,
-        transport=transport, encoding=encoding,
-        segments=segments, status=QUEUED, attempts=0, next_attempt_at=send_at or now,
-        created_at=now, updated_at=now, call_id=call_id, contact_id=contact_id,
-    )
-    message.history.append(MessageEvent(status=QUEUED, at=now))
-    if claim_for is not None and message.next_attempt_at <= now:
-        # claimed before the INSERT: one row written as it will be, not written twice
-        message.claimed_by = claim_for
-        transition(message, CLAIMED, now, claim_for)
-    try:
-        with session.begin_nested():
-            session.add(message)
-    except IntegrityError:
+    due = send_at or now
+    claimed = claim_for is not None and due <= now
+    connection = session.connection()
+    message_id = connection.execute(
+        insert_ignoring(session, _MESSAGES, _MESSAGES.c.idempotency_key),
+        {"direction": "out", "kind": kind, "idempotency_key": idempotency_key,
+         "number": number, "from_number": from_number, "body": body, "template": template,
+         "variant": variant, "transport": transport, "encoding": encoding,
+         "segments": segments, "status": CLAIMED if claimed else QUEUED, "attempts": 0,
+         "next_attempt_at": due, "claimed_by": claim_for if claimed else None,
+         "created_at": now, "updated_at": now, "call_id": call_id,
+         "contact_id": contact_id, "sent_by": sent_by},
+    ).scalar()
+    if message_id is None:
         log.info("message %s exists already; not queued twice", idempotency_key)
         return None
-    return message
+    history = [{"message_id": message_id, "status": QUEUED, "at": now, "detail": None}]
+    if claimed:
+        history.append({"message_id": message_id, "status": CLAIMED, "at": now,
+                        "detail": claim_for})
+    connection.execute(_ADD_EVENT, history)
+    sms = OutboundSms(message_id, number, from_number, body, 0, transport, segments or 1)
+    return Queued(sms, claimed, contact_id, now)
+
+
+def enqueue(session: Session, **fields: Any) -> Message | None:
+    """`queue`, for callers that go on with the ORM: the message as an ORM object."""
+    session.flush()  # the rows it refers to (a contact just created) exist first
+    queued = queue(session, **fields)
+    return None if queued is None else session.get_one(Message, queued.sms.id)
 
 
 def outbound(message: Message) -> OutboundSms:
@@ -109,7 +148,23 @@ def outbound(message: Message) -> OutboundSms:
 def transition(message: Message, status: str, now: dt.datetime, detail: str | None = None) -> None:
     message.status = status
     message.updated_at = now
-    message.history.append(MessageEvent(status=status, at=now, detail=detail))
+    event = MessageEvent(status=status, at=now, detail=detail)
+    state = inspect(message)
+    if state.persistent and "history" in state.unloaded and state.session is not None:
+        # a stored message whose history was never read: appending to the collection
+        # would SELECT the whole history first, only to add one row to it
+        event.message_id = message.id
+        state.session.add(event)
+    else:
+        message.history.append(event)
+
+
+def log_event(session: Session, message_id: int, status: str, now: dt.datetime,
+              detail: str | None = None) -> None:
+    """One line of a message's history, written without loading the message (the
+    dispatcher's hot path: a text handed over, a text sent)."""
+    session.connection().execute(_ADD_EVENT, {"message_id": message_id, "status": status,
+                                              "at": now, "detail": detail})
 
 
 def cancel_queued(session: Session, number: str, now: dt.datetime, why: str, *,
@@ -162,17 +217,22 @@ def hand_over(session: Session, message_id: int, now: dt.datetime, worker: str,
     """claimed → sending, just before `transport` gets the text: from here on a stop
     leaves its fate unknown. False when it is no longer this worker's claim (cancelled
     meanwhile: opted out, reached, erased), and then it must not be sent."""
-    result = session.execute(
-        update(Message)
-        .where(Message.id == message_id, Message.status == CLAIMED,
-               Message.claimed_by == worker)
-        .values(status=SENDING, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    result = session.connection().execute(
+        _HAND_OVER, {"message_id": message_id, "worker": worker, "at": now})
     if result.rowcount != 1:
         return False
-    session.add(MessageEvent(message_id=message_id, status=SENDING, at=now, detail=transport))
+    log_event(session, message_id, SENDING, now, transport)
     return True
+
+
+def left(session: Session, message_id: int, now: dt.datetime, *, status: str,
+         transport: str, provider_ref: str | None, attempts: int) -> None:
+    """A transport took the text (sending → submitted or sent): one UPDATE and one
+    history line, without loading the row."""
+    session.connection().execute(_LEFT, {"message_id": message_id, "new_status": status,
+                                         "by": transport, "ref": provider_ref,
+                                         "tries": attempts, "at": now})
+    log_event(session, message_id, status, now, transport)
 
 
 def release(message: Message, now: dt.datetime, why: str) -> None:

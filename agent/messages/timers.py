@@ -22,7 +22,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from agent.messages import inbox, kinds, outbox
@@ -62,25 +62,29 @@ def recipient_zones(number: str, business_zone: str) -> list[str]:
 
 # -- scheduling ----------------------------------------------------------------------------
 def _add(session: Session, kind: str, step: int, due: dt.datetime, key: str,
-         contact_id: int, message_id: int | None, now: dt.datetime, *,
-         fresh: bool = False) -> None:
-    """`fresh`: the key names a row created in this transaction (a new text-back), so
-    no earlier job can have it and the look-up is skipped (it is on the hot path)."""
-    if fresh or session.scalar(select(Job.id).where(Job.dedupe_key == key)) is None:
+         contact_id: int, message_id: int | None, now: dt.datetime) -> None:
+    if session.scalar(select(Job.id).where(Job.dedupe_key == key)) is None:
         session.add(Job(kind=kind, step=step, due_at=due, status=PENDING, dedupe_key=key,
                         contact_id=contact_id, message_id=message_id, created_at=now))
 
 
-def schedule_followups(session: Session, textback: Message, values: Mapping[str, Any],
+_ADD_JOB = insert(Job.__table__)
+
+
+def schedule_followups(session: Session, textback: outbox.Queued, values: Mapping[str, Any],
                        now: dt.datetime) -> int:
-    """The follow-up sequence of one text-back; returns how many steps were scheduled."""
-    if textback.contact_id is None:
-        return 0
+    """The follow-up sequence of one text-back just queued; returns how many steps were
+    scheduled. One multi-row INSERT: every missed call that is texted comes here, and
+    its message is new, so no earlier job can have these keys."""
     delays = values["followup.delays"]
-    for step, delay in enumerate(delays):
-        _add(session, FOLLOWUP, step, textback.created_at + parse_duration(delay),
-             f"{FOLLOWUP}:{textback.id}:{step}", textback.contact_id, textback.id, now,
-             fresh=True)
+    if textback.contact_id is None or not delays:
+        return 0
+    message_id = textback.sms.id
+    session.connection().execute(_ADD_JOB, [
+        {"kind": FOLLOWUP, "step": step, "due_at": textback.created_at + parse_duration(delay),
+         "status": PENDING, "dedupe_key": f"{FOLLOWUP}:{message_id}:{step}",
+         "contact_id": textback.contact_id, "message_id": message_id, "created_at": now}
+        for step, delay in enumerate(delays)])
     return len(delays)
 
 

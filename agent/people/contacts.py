@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from agent.rules import numbers
 from agent.store import audit
+from agent.store.db import insert_ignoring
 from agent.store.models import Contact
 
 log = logging.getLogger(__name__)
@@ -103,13 +105,42 @@ def find(session: Session, number: str, region: str) -> Contact | None:
     return session.scalar(select(Contact).where(Contact.number == e164))
 
 
+@dataclass(frozen=True, slots=True)
+class Known:
+    """The little a missed call's decision needs of its caller's contact."""
+
+    id: int
+    opted_out: bool
+
+
+_CONTACTS = Contact.__table__
+_FIND = (select(_CONTACTS.c.id, _CONTACTS.c.opted_out)
+         .where(_CONTACTS.c.number == bindparam("wanted")))
+
+
+def known(session: Session, number: str, now: dt.datetime, *, source: str,
+          name: str | None = None) -> Known:
+    """The contact with this E.164 number, created on first contact (a call or a text
+    from a number never seen) with the caller ID's name, if any.
+
+    Core statements built once, no ORM object: this runs for every missed call. A
+    contact the web UI creates at the same moment is found, not duplicated."""
+    connection = session.connection()
+    found = connection.execute(_FIND, {"wanted": number}).first()
+    if found is None:
+        new_id = connection.execute(
+            insert_ignoring(session, _CONTACTS, _CONTACTS.c.number),
+            {"number": number, "name": name, "created_at": now, "tags": [],
+             "source": source, "opted_out": False},
+        ).scalar()
+        if new_id is not None:
+            return Known(new_id, False)
+        found = connection.execute(_FIND, {"wanted": number}).one()
+    return Known(found.id, bool(found.opted_out))
+
+
 def find_or_create(session: Session, number: str, now: dt.datetime, *, source: str,
                    name: str | None = None) -> Contact:
-    """The contact with this E.164 number, created on first contact (a call or a text
-    from a number never seen) with the caller ID's name, if any."""
-    contact = session.scalar(select(Contact).where(Contact.number == number))
-    if contact is None:
-        contact = Contact(number=number, name=name, created_at=now, tags=[], source=source)
-        session.add(contact)
-        session.flush()
-    return contact
+    """`known`, as an ORM object."""
+    session.flush()
+    return session.get_one(Contact, known(session, number, now, source=source, name=name).id)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import difflib
+import functools
 import json
 import logging
 import re
@@ -696,13 +697,20 @@ def reset(session: Session, key: str) -> None:
         session.flush()
 
 
-def all_values(session: Session) -> dict[str, Any]:
-    """Every key with the value in force (defaults merged), in catalogue order."""
+@functools.cache
+def _stored_query() -> Any:
+    """SELECT key, value FROM settings, built once: every missed call reads it."""
     from sqlalchemy import select
 
     from agent.store.models import Setting
 
-    return _values({row.key: row.value for row in session.scalars(select(Setting))})
+    return select(Setting.__table__.c.key, Setting.__table__.c.value)
+
+
+def all_values(session: Session) -> dict[str, Any]:
+    """Every key with the value in force (defaults merged), in catalogue order."""
+    session.flush()  # a value set in this transaction is read back
+    return _values(dict(session.connection().execute(_stored_query()).all()))
 
 
 def _values(stored: dict[str, Any]) -> dict[str, Any]:

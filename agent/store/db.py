@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Column, Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -49,6 +49,29 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+_INSERT_IGNORING: dict[tuple[str, str, str], Any] = {}
+
+
+def insert_ignoring(session: Session, table: Table, unique: Column[Any]) -> Any:
+    """`INSERT … ON CONFLICT (unique) DO NOTHING RETURNING id` for this session's
+    database (SQLite and PostgreSQL both have it): the id of the new row, or no row
+    when one with that unique value exists. No savepoint, and a duplicate does not
+    abort the transaction. Built once per dialect: a statement built per call costs
+    more than running it (the agent's hot path)."""
+    dialect = session.get_bind().dialect.name
+    key = (dialect, table.name, unique.name)
+    statement = _INSERT_IGNORING.get(key)
+    if statement is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        statement = (insert(table).on_conflict_do_nothing(index_elements=[unique])
+                     .returning(table.c.id))
+        _INSERT_IGNORING[key] = statement
+    return statement
 
 
 def sessions(engine: Engine) -> sessionmaker[Session]:

@@ -478,12 +478,9 @@ class Dispatcher:
 
     def _done(self, session: Session, sms: OutboundSms, transport: Transport,
               result: SendResult) -> None:
-        message = session.get_one(Message, sms.id)
-        message.transport = transport.name
-        message.provider_ref = result.provider_ref
-        message.attempts = sms.attempts + 1
-        message.error = message.error_kind = None
-        outbox.transition(message, result.status, self.clock(), transport.name)
+        outbox.left(session, sms.id, self.clock(), status=result.status,
+                    transport=transport.name, provider_ref=result.provider_ref,
+                    attempts=sms.attempts + 1)
         log.info("message %d to %s %s via %s", sms.id, sms.number, result.status,
                  transport.name)
 
