@@ -28,10 +28,11 @@ from agent.config import AmiConfig
 log = logging.getLogger(__name__)
 
 # The event classes the agent needs: call (Newchannel, Dial*, Bridge*, Hangup, Queue*),
-# dialplan (VarSet DIALSTATUS / VM_MESSAGEFILE), user (UserEvent SMSIn), cdr, agent
-# (AgentConnect for queues), system (Shutdown: Asterisk is leaving, not broken).
-# Everything else stays in Asterisk.
-EVENT_CLASSES = "call,dialplan,user,cdr,agent,system"
+# dialplan (VarSet DIALSTATUS / VM_MESSAGEFILE), user (UserEvent SMSIn), agent
+# (AgentConnect for queues), system (Shutdown: Asterisk is leaving, not broken). The
+# [textback] user's event filters in manager.conf narrow these to the events the agent
+# reads; everything else stays in Asterisk.
+EVENT_CLASSES = "call,dialplan,user,agent,system"
 
 EventHandler = Callable[[dict[str, str]], None]
 
@@ -67,8 +68,20 @@ class _Protocol(AMIProtocol):
         text = self._buffer + self._decoder.decode(data)
         *blocks, self._buffer = text.split("\r\n\r\n")
         for block in blocks:
+            block = block.strip()
+            if (block.startswith("Event: ") and "\r\nActionID: " not in block
+                    and not block.startswith("Event: Shutdown")):
+                # an event no action waits for (nearly the whole stream): straight into
+                # the dict the agent reads, without panoramisk's Message on the way
+                event: dict[str, str] = {}
+                for line in block.split("\r\n"):
+                    key, separator, value = line.partition(": ")
+                    if separator and key not in event:  # a repeated header: the first
+                        event[key] = value
+                self.factory.deliver(event)
+                continue
             try:
-                message = Message.from_line(block.strip())
+                message = Message.from_line(block)
             except Exception:  # a block panoramisk cannot parse must not kill the link
                 log.warning("unparseable AMI block skipped: %r", block[:200])
                 continue
@@ -135,7 +148,9 @@ class AmiLink:
 
     # -- panoramisk factory interface -------------------------------------------------
     def dispatch(self, message: Message) -> None:
-        event = {k: (v[0] if isinstance(v, list) else v) for k, v in message.items()}
+        self.deliver({k: (v[0] if isinstance(v, list) else v) for k, v in message.items()})
+
+    def deliver(self, event: dict[str, str]) -> None:
         if event.get("Event") == "Shutdown":
             self.asterisk_leaving = ("restarting" if event.get("Restart") == "True"
                                      else "shutting down")

@@ -350,26 +350,32 @@ _SINGLE = {"GSM-7": 160, "UCS-2": 70}
 _MULTI = {"GSM-7": 153, "UCS-2": 67}
 
 
-def _char_units(text: str) -> tuple[Literal["GSM-7", "UCS-2"], list[int]]:
+def _encoding(text: str) -> tuple[Literal["GSM-7", "UCS-2"], int]:
+    """The encoding a text needs, and its length in that encoding's units."""
     # ESC is GSM-7's escape prefix, not a character a message can carry on its own,
     # though the codec encodes it; a text holding one must go as UCS-2
     if "\x1b" not in text:
         try:
-            return "GSM-7", [len(ch.encode("gsm03.38")) for ch in text]
+            return "GSM-7", len(text.encode("gsm03.38"))  # an escaped character is 2
         except UnicodeEncodeError:
             pass
-    return "UCS-2", [len(ch.encode("utf-16-le")) // 2 for ch in text]
+    return "UCS-2", len(text.encode("utf-16-le")) // 2
+
+
+def _char_units(text: str, encoding: Literal["GSM-7", "UCS-2"]) -> list[int]:
+    if encoding == "GSM-7":
+        return [len(ch.encode("gsm03.38")) for ch in text]
+    return [len(ch.encode("utf-16-le")) // 2 for ch in text]
 
 
 def segments(text: str) -> SegmentInfo:
     """Count a text as a carrier bills it (see the module docstring)."""
-    encoding, units = _char_units(text)
-    total = sum(units)
-    if total <= _SINGLE[encoding]:
+    encoding, total = _encoding(text)
+    if total <= _SINGLE[encoding]:  # most texts: counted without a look at each character
         return SegmentInfo(encoding, total, 1 if total else 0, _SINGLE[encoding])
     limit = _MULTI[encoding]
     parts, used = 1, 0
-    for width in units:
+    for width in _char_units(text, encoding):
         if used + width > limit:  # an escape or surrogate pair moves whole to the next part
             parts, used = parts + 1, 0
         used += width
