@@ -25,7 +25,7 @@ from agent.calls.tracker import FinishedCall
 from agent.messages import inbox, kinds, outbox, timers
 from agent.messages.outbox import OutboundSms
 from agent.people import contacts
-from agent.rules import numbers, settings
+from agent.rules import experiments, numbers, settings
 from agent.store.models import Call, Contact, Message
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,8 @@ def record(session: Session, call: FinishedCall, now: dt.datetime, *, region: st
     values = settings.all_values(session)
     rules = policy.Rules.from_settings(values, region)
     decision = policy.decide(call, number, caller_history(session, number, contact), rules,
-                             now, max_age=MAX_AGE)
+                             now, max_age=MAX_AGE,
+                             plans=experiments.running_plans(session, values))
     skipped = decision if isinstance(decision, policy.Skip) else None
     row = Call(
         linkedid=call.linkedid, caller=number or call.caller, caller_raw=call.caller,
@@ -88,7 +89,7 @@ def record(session: Session, call: FinishedCall, now: dt.datetime, *, region: st
         from_number=numbers.to_e164(call.did, region) if call.did else None,
         template=decision.template_key, variant=decision.variant, encoding=decision.encoding,
         segments=decision.segments, call_id=row.id, contact_id=row.contact_id,
-        claim_for=worker,
+        claim_for=worker, experiment_id=decision.experiment_id,
     )
     if message is None:
         row.decision, row.skip_reason = "skip", "duplicate"

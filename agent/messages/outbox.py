@@ -70,6 +70,7 @@ def enqueue(
     contact_id: int | None = None,
     claim_for: str | None = None,
     transport: str | None = None,
+    experiment_id: int | None = None,
 ) -> Message | None:
     """Add a queued message; None when one with this idempotency key exists already.
 
@@ -86,6 +87,7 @@ def enqueue(
         transport=transport, encoding=encoding,
         segments=segments, status=QUEUED, attempts=0, next_attempt_at=send_at or now,
         created_at=now, updated_at=now, call_id=call_id, contact_id=contact_id,
+        experiment_id=experiment_id,
     )
     message.history.append(MessageEvent(status=QUEUED, at=now))
     if claim_for is not None and message.next_attempt_at <= now:

@@ -29,7 +29,7 @@ from flask import Blueprint, abort, flash, redirect, request, url_for
 from agent.rules import settings
 from web.auth import admin_required
 from web.db import get_session
-from web.settings import hours, preview, transports
+from web.settings import experiments, hours, preview, transports
 from web.settings.fields import SECTIONS, find_section, label, section_keys, sent, submitted
 from web.settings.forms import build_fields, render_section, save, saved_message, too_long
 
@@ -76,3 +76,10 @@ bp.add_url_rule("/transports", "transports_page", transports.transports_page, me
 bp.add_url_rule("/transports/panel", "transports_panel", transports.transports_panel,
                 methods=["GET"])
 bp.add_url_rule("/transports/test", "send_test", transports.send_test, methods=["POST"])
+bp.add_url_rule("/experiments", "experiments", experiments.experiments_page, methods=["GET"])
+bp.add_url_rule("/experiments/start", "start_experiment", experiments.start_experiment,
+                methods=["POST"])
+bp.add_url_rule("/experiments/<int:experiment_id>/stop", "stop_experiment",
+                experiments.stop_experiment, methods=["POST"])
+bp.add_url_rule("/experiments/<int:experiment_id>/adopt", "adopt_winner",
+                experiments.adopt_winner, methods=["POST"])
