@@ -165,7 +165,7 @@ def figures(session: Session, first: dt.date, last: dt.date, now: dt.datetime) -
 
 
 def _span(digest: Digest) -> str:
-    return (f"{digest.first:%a} {digest.first.day} {digest.first:%b} – "
+    return (f"{digest.first:%a} {digest.first.day} {digest.first:%b} to "
             f"{digest.last:%a} {digest.last.day} {digest.last:%b %Y}")
 
 

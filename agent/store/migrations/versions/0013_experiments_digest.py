@@ -72,10 +72,11 @@ def _ab_tests_to_experiments() -> None:
         sa.column("design", sa.JSON), sa.column("status", sa.String),
         sa.column("started_at", sa.DateTime(timezone=True)), sa.column("started_by", sa.String),
         sa.column("stopped_at", sa.DateTime(timezone=True)))
+    stored = sa.table("settings", sa.column("key", sa.String), sa.column("value", sa.JSON))
     now = dt.datetime.now(dt.UTC)
     for key in _TEMPLATES:
-        b_text = bind.execute(sa.text("SELECT value FROM settings WHERE key = :key"),
-                              {"key": f"{key}_b"}).scalar()
+        b_text = bind.execute(sa.select(stored.c.value).where(stored.c.key == f"{key}_b")
+                              ).scalar()  # the JSON decoded, on either database
         b_text = b_text if isinstance(b_text, str) and b_text.strip() else None
         first, last = bind.execute(sa.text(
             "SELECT MIN(created_at), MAX(created_at) FROM messages WHERE template = :key "
