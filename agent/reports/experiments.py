@@ -143,7 +143,8 @@ def _note(label: str, primary: Effect) -> tuple[str | None, str]:
     if primary.points is None:
         return None, f"{label}: no texts on one side yet; keep the test running."
     sizes = f"{primary.sent_a:,} and {primary.sent_b:,} texts"
-    need = (f" About {primary.needed:,} texts per {label.lower()} would tell these "
+    level = label if label.isupper() else label.lower()
+    need = (f" About {primary.needed:,} texts per {level} would tell these "
             f"{what}s apart." if primary.needed else "")
     if primary.significant:
         better = "B" if primary.points > 0 else "A"
