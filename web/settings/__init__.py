@@ -17,7 +17,8 @@ outbox queue, and queues test texts pinned to one transport; the agent sends the
 
 This module holds the blueprint, the section pages and every URL of the area; each
 other page lives in its own module: fields (which key goes where, labels, how a field
-is edited), forms (fields, saving, drawing a section), hours, preview and transports.
+is edited), forms (fields, saving, drawing a section), hours, preview, transports and
+experiments (start, stop and adopt the winner of a message experiment).
 """
 
 from __future__ import annotations
