@@ -25,12 +25,13 @@ from agent import cli
 from agent.config import parse
 from agent.messages import kinds
 from agent.reports import digest
-from agent.rules import settings
+from agent.rules import experiments, settings
 from agent.store.db import DbRunner
 from agent.store.models import Call, Contact, DigestRun, Message, MessageEvent
 
 pytestmark = pytest.mark.clock  # times are passed in; make test-clock reruns it too
 
+DATABASES = ("sqlite", "postgresql")  # the digest reads both the same
 SMTP_PORT = int(os.environ.get("TEXTBACK_TEST_SMTP_PORT", "45025"))
 CHICAGO = ZoneInfo("America/Chicago")
 SETUP = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
@@ -126,7 +127,31 @@ def _seed(session: Session) -> None:
     # outside the week: the Sunday before, and the Monday of the digest itself
     _missed(session, 6, chicago(2026, 10, 25, 23, 50))
     _missed(session, 7, chicago(2026, 11, 2, 0, 10))
+    _experiment_with_a_result(session)
     session.commit()
+
+
+def _experiment_with_a_result(session: Session) -> None:
+    """Two whole texts tested in early October: B answered by 25 of 40, A by 5 of 40."""
+    start = chicago(2026, 10, 1, 9).astimezone(dt.UTC)
+    row = experiments.start(session, start, name="Spring texts", kind="text",
+                            template="templates.business_hours",
+                            design={"text": [None, "Sorry we missed you. Reply here."]},
+                            actor="owner")
+    for cell, replies in (("A", 5), ("B", 25)):
+        for i in range(40):
+            at = start + dt.timedelta(minutes=10 * i + (5 if cell == "B" else 0))
+            number = f"+1773555{i:02d}{ord(cell)}"
+            text = Message(direction="out", kind=kinds.TEXTBACK, number=number, body="x",
+                           status="sent", attempts=1, created_at=at, updated_at=at,
+                           experiment_id=row.id, variant=cell)
+            session.add(text)
+            session.flush()
+            session.add(MessageEvent(message_id=text.id, status="sent", at=at))
+            if i < replies:
+                session.add(Message(direction="in", kind=kinds.SMS, number=number,
+                                    body="ok", status="received", created_at=at,
+                                    updated_at=at))
 
 
 def test_the_digest_arrives_at_8_local_across_the_dst_change_once_with_the_figures(
@@ -167,7 +192,9 @@ def test_the_digest_arrives_at_8_local_across_the_dst_change_once_with_the_figur
     assert "Revenue:       600 (2 booked jobs × 300)\n" in body
     assert "Slowest staff response: 2 h 5 min (a text on Tue 27 Oct at 09:21)" in body
     assert "Worst hour:    Tuesday 9:00–10:00 (3 missed calls)" in body
-    assert "No experiment reached a result this week." in body
+    assert ("Experiments with a result:\n- Spring texts: Text B has the better reply rate "
+            "(50 points with 40 and 40 texts; the 95% interval leaves out zero): unlikely to "
+            "be chance. Adopt it in Settings › Experiments.\n") in body
 
     with session.begin():
         runs = {r.week: r.status for r in session.scalars(select(DigestRun))}
@@ -177,9 +204,9 @@ def test_the_digest_arrives_at_8_local_across_the_dst_change_once_with_the_figur
     assert [t.idempotency_key for t in texts] == [f"digest:2026-W44:{OWNER_MOBILE}",
                                                   f"digest:2026-W45:{OWNER_MOBILE}"]
     assert texts[1].status == "queued"
-    assert texts[1].body.startswith("Rapid Rooter Plumbing, last week: 5 missed calls, "
-                                    "4 texted, 2 replied, 2 booked. Revenue 600. Worst hour: "
-                                    "Tuesday 9:00–10:00.")
+    assert texts[1].body == ("Rapid Rooter Plumbing, last week: 5 missed calls, 4 texted, "
+                             "2 replied, 2 booked. Revenue 600. Worst hour: Tuesday "
+                             "9:00–10:00. 1 experiment result(s): see the dashboard.")
 
 
 def test_due_is_the_local_hour_each_week_and_never_a_missing_one() -> None:
