@@ -265,3 +265,37 @@ def test_the_ab_tests_of_before_become_experiments_with_their_history(engine: En
         plans = experiments.running_plans(session, settings.all_values(session))
         assert plans[0].texts["B"] == "Closed. Back {next_open}."
         assert plans[0].texts["A"] == settings.get(session, "templates.after_hours")
+
+
+# ---------------------------------------------------------------- the settings page
+
+
+def test_the_page_refuses_a_bad_experiment_by_name_and_only_admins_reach_it(
+        client, web_users, session: Session) -> None:
+    from conftest import csrf_token, login
+
+    assert login(client, "desk").status_code == 302
+    assert client.get("/settings/experiments").status_code == 403
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/inbox")})
+    assert login(client, "owner").status_code == 302
+    token = csrf_token(client, "/settings/experiments")
+    form = {"csrf_token": token, "name": "Hooks", "kind": "hook",
+            "template": "templates.business_hours", **HOOKS, "body": "This is {busines}.",
+            "cta_a": "Reply here."}
+    refused = client.post("/settings/experiments/start", data=form)
+    assert refused.status_code == 400
+    assert "Not started: cell A: unknown merge field {busines}; did you mean {business}?" in \
+        refused.get_data(as_text=True)
+    assert client.post("/settings/experiments/start", data={**form, "csrf_token": "x",
+                                                            "body": BODY}).status_code == 400
+    assert session.scalars(select(Experiment)).all() == []
+    started = client.post("/settings/experiments/start", data={**form, "body": BODY})
+    assert started.status_code == 302
+    row = session.scalars(select(Experiment)).one()
+    assert (row.kind, row.status, row.started_by) == ("hook", "running", "owner")
+    assert client.post(f"/settings/experiments/{row.id}/stop",
+                       data={"csrf_token": token}).status_code == 302
+    session.refresh(row)
+    assert row.status == experiments.STOPPED
+    assert settings.get(session, "templates.business_hours") == \
+        settings.defaults()["templates.business_hours"]
