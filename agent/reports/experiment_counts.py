@@ -47,6 +47,10 @@ class ExperimentReport:
     best: str | None  # the cell the results point to, while any factor has one
 
     @property
+    def template_label(self) -> str:
+        return experiments.TEMPLATES.get(self.template or "", "every text-back")
+
+    @property
     def reached_result(self) -> bool:
         return any(factor.winner for factor in self.factors)
 

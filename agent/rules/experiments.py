@@ -49,7 +49,9 @@ KINDS = {"hook": "Two hooks", "cta": "Two calls to action", "hook_cta": "Hook ×
 FACTORS = {"hook": ("hook",), "cta": ("cta",), "hook_cta": ("hook", "cta"),
            "text": ("text",), "delay": ("delay",)}
 FACTOR_LABELS = {"hook": "Hook", "cta": "CTA", "text": "Text", "delay": "Delay"}
-TEMPLATES = ("templates.business_hours", "templates.after_hours", "templates.voicemail")
+TEMPLATES = {"templates.business_hours": "Missed call while open",
+             "templates.after_hours": "Missed call while closed",
+             "templates.voicemail": "Missed call with a voicemail"}
 RUNNING, STOPPED, ADOPTED = "running", "stopped", "adopted"
 MAX_DELAY = dt.timedelta(minutes=10)  # a later "sorry we missed you" reads oddly
 

@@ -19,7 +19,7 @@ from agent.store.models import Experiment
 from web import clock
 from web.auth import admin_required
 from web.db import get_session
-from web.settings.fields import LABELS, MAX_FIELD, default_region, sections
+from web.settings.fields import MAX_FIELD, default_region, sections
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def _render(form: Mapping[str, str] | None = None, error: str | None = None,
     return render_template(
         "settings/experiments.html", section=None, sections=sections(),
         experiments=experiment_counts.recent(session, clock.now(), days=365, limit=20),
-        kinds=experiments.KINDS, templates=[(key, LABELS[key]) for key in experiments.TEMPLATES],
+        kinds=experiments.KINDS, templates=list(experiments.TEMPLATES.items()),
         form=form or {"kind": "hook_cta", "delay_a": "0s", "delay_b": "30s"},
         error=error), status
 
