@@ -524,6 +524,42 @@ def send_test(config_path: str | None, to: str, text: str, transport: str | None
 
 @main.command()
 @config_option
+@click.option("--preview", is_flag=True, help="Print last week's digest; send nothing.")
+@click.option("--at", "at", default=None, metavar="ISO-TIME",
+              help="Pretend it is this time (e.g. 2026-12-07T08:00-06:00), for --preview.")
+def digest(config_path: str | None, preview: bool, at: str | None) -> None:
+    """The owner's weekly digest: --preview prints the last full week's; the agent sends
+    it on digest.day at digest.hour (settings), and shows when it last did."""
+    from agent.reports import digest as weekly
+    from agent.store.db import sessions
+
+    cfg = _load(config_path)
+    try:
+        now = dt.datetime.fromisoformat(at) if at else dt.datetime.now(dt.UTC)
+    except ValueError:
+        raise click.ClickException(f"--at {at!r} is not an ISO time like "
+                                   "2026-12-07T08:00-06:00") from None
+    if now.tzinfo is None:
+        raise click.ClickException("--at needs a UTC offset, e.g. 2026-12-07T08:00-06:00")
+    engine = _engine(cfg)
+    try:
+        with sessions(engine)() as session:
+            if preview:
+                click.echo(weekly.preview(session, now), nl=False)
+                return
+            runs = weekly.last_runs(session)
+            if not runs:
+                click.echo("No digest sent yet (see digest.enabled; --preview shows one).")
+            for run in runs:
+                when = run.done_at or run.created_at
+                detail = f" ({run.detail})" if run.detail else ""
+                click.echo(f"{run.week}: {run.status} at {when:%Y-%m-%d %H:%M} UTC{detail}")
+    finally:
+        engine.dispose()
+
+
+@main.command()
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 @click.option("--limit", default=20, show_default=True, help="How many, newest first.")
 def messages(config_path: str | None, as_json: bool, limit: int) -> None:

@@ -118,6 +118,28 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class SmtpConfig:
+    """[digest.smtp]: the mail server the weekly digest is sent through (none: no e-mail)."""
+
+    host: str = ""
+    port: int = 587
+    # "starttls" (port 587), "ssl" (port 465) or "none" (a relay on this host)
+    security: str = "starttls"
+    username: str = ""
+    password: str = field(default="", repr=False)  # read from password_file
+    sender: str = ""  # the From address
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.host)
+
+
+@dataclass(frozen=True)
+class DigestConfig:
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     ami: AmiConfig = field(default_factory=AmiConfig)
@@ -126,6 +148,7 @@ class Config:
     sms: SmsConfig = field(default_factory=SmsConfig)
     agi: AgiConfig = field(default_factory=AgiConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    digest: DigestConfig = field(default_factory=DigestConfig)
 
     @property
     def dial_trunk(self) -> str:
@@ -166,7 +189,7 @@ def load(explicit: str | os.PathLike[str] | None = None) -> Config:
 
 def parse(data: dict[str, Any], path: Path) -> Config:
     reader = _Reader(path)
-    reader.only(data, "", {"ami", "pbx", "database", "sms", "agi", "web"})
+    reader.only(data, "", {"ami", "pbx", "database", "sms", "agi", "web", "digest"})
 
     ami_t = reader.table(data, "ami")
     reader.only(ami_t, "ami", {"host", "port", "username", "secret", "secret_file",
@@ -247,7 +270,8 @@ def parse(data: dict[str, Any], path: Path) -> Config:
     agi = AgiConfig(enabled=enabled, host=reader.string(agi_t, "agi.host", AgiConfig.host),
                     port=reader.port(agi_t, "agi.port", AgiConfig.port))
     return Config(path=path, ami=ami, pbx=pbx, database=database, sms=sms, agi=agi,
-                  web=_web(reader, reader.table(data, "web")))
+                  web=_web(reader, reader.table(data, "web")),
+                  digest=_digest(reader, reader.table(data, "digest")))
 
 
 def _cdr_csv(reader: _Reader, pbx_t: dict[str, Any]) -> tuple[Path | None, bool]:
@@ -279,6 +303,38 @@ def _web(reader: _Reader, web_t: dict[str, Any]) -> WebConfig:
         secret_key_file=reader.path.parent / key_file if key_file else None,
         secure_cookies=secure,
     )
+
+
+def _digest(reader: _Reader, digest_t: dict[str, Any]) -> DigestConfig:
+    """[digest.smtp]; the password only ever from a file (0600/0640), like the AMI secret."""
+    reader.only(digest_t, "digest", {"smtp"})
+    smtp_t = reader.table(digest_t, "smtp", "digest.smtp")
+    reader.only(smtp_t, "digest.smtp", {"host", "port", "security", "username",
+                                        "password_file", "sender"})
+    if not smtp_t:
+        return DigestConfig()
+    host = reader.string(smtp_t, "digest.smtp.host", "", required=True)
+    security = reader.string(smtp_t, "digest.smtp.security", SmtpConfig.security)
+    if security not in ("starttls", "ssl", "none"):
+        raise reader.error("digest.smtp.security", f"must be starttls, ssl or none, "
+                           f"not {security!r}")
+    sender = reader.string(smtp_t, "digest.smtp.sender", "", required=True)
+    if "@" not in sender:
+        raise reader.error("digest.smtp.sender", f"must be an e-mail address, not {sender!r}")
+    username = reader.string(smtp_t, "digest.smtp.username", "")
+    password_file = reader.string(smtp_t, "digest.smtp.password_file", "")
+    if username and not password_file:
+        raise reader.error("digest.smtp.password_file", "is required with a username (the "
+                           "password is read from that file, never written in this one)")
+    password = ""
+    if password_file:
+        path = Path(password_file)
+        password = _read_secret_file(reader, "digest.smtp.password_file",
+                                     path if path.is_absolute() else reader.path.parent / path)
+    default_port = 465 if security == "ssl" else 25 if security == "none" else 587
+    return DigestConfig(SmtpConfig(
+        host=host, port=reader.port(smtp_t, "digest.smtp.port", default_port),
+        security=security, username=username, password=password, sender=sender))
 
 
 def read_web_secret_key(config: Config) -> str:

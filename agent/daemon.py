@@ -29,6 +29,7 @@ from agent.pbx import originate
 from agent.pbx.ami import AmiError, AmiLink
 from agent.pbx.fastagi import RoutingServer, database_settings
 from agent.privacy import erasure
+from agent.reports import digest
 from agent.store import lock, status
 from agent.store.db import DatabaseError, DbRunner, check_schema, make_engine
 from agent.transports import health
@@ -41,6 +42,7 @@ from agent.transports.sip import SipTrunk
 log = logging.getLogger(__name__)
 
 TIMER_TICK = 1.0  # seconds between looks at the jobs table
+DIGEST_TICK = 60.0  # seconds between looks at whether the weekly digest is due
 FRAGMENT_SWEEP = 60.0  # seconds between looks for multipart SMS that will stay incomplete
 HEALTH_TICK = 2.0  # seconds between looks at the transports' state (no I/O: cheap)
 RETENTION_SWEEP = 3600.0  # seconds between looks for customers idle past privacy.retention
@@ -419,6 +421,15 @@ class Agent:
                         next_purge = time.monotonic()
             await asyncio.sleep(TIMER_TICK)
 
+    async def run_digest(self) -> None:
+        """The owner's weekly digest when due (agent.reports.digest decides and sends)."""
+        while True:
+            try:
+                await digest.run_once(self.db, self.config, dt.datetime.now(dt.UTC))
+            except Exception:  # the digest must never stop the agent
+                log.exception("the weekly digest failed; trying again in a minute")
+            await asyncio.sleep(DIGEST_TICK)
+
     def purge_expired(self, session: Session) -> int:
         """One batch of erasures past privacy.retention; returns how many were erased."""
         return erasure.purge_due(session, dt.datetime.now(dt.UTC),
@@ -498,7 +509,8 @@ class Agent:
         workers = [loop.create_task(self.ami.run(), name="ami"),
                    loop.create_task(self.dispatcher.run(), name="dispatcher"),
                    loop.create_task(self.run_timers(), name="timers"),
-                   loop.create_task(self.report_health(), name="health")]
+                   loop.create_task(self.report_health(), name="health"),
+                   loop.create_task(self.run_digest(), name="digest")]
         if self.modem is not None:
             workers.append(loop.create_task(self.modem.run(), name="modem"))
         if held is not None and held.can_be_lost:

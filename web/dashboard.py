@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, render_template, request
 
+from agent.reports import experiment_counts
 from agent.reports.dashboard import DEFINITIONS, report
 from agent.reports.period import PERIODS
 from agent.reports.queries import REPLY_WINDOW_DAYS
@@ -33,4 +34,5 @@ def index() -> Any:
         daily=charts.daily_chart(shown.per_day, shown.period),
         heat=charts.heat_map(shown.per_slot), weekdays=charts.WEEKDAYS,
         figures=shown.counts, tests=shown.tests, reply_days=REPLY_WINDOW_DAYS,
-        definitions=DEFINITIONS)
+        definitions=DEFINITIONS,
+        experiments=experiment_counts.recent(get_session(), clock.now()))

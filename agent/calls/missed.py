@@ -25,7 +25,7 @@ from agent.calls.tracker import FinishedCall
 from agent.messages import inbox, kinds, outbox, timers
 from agent.messages.outbox import OutboundSms
 from agent.people import contacts
-from agent.rules import numbers, settings
+from agent.rules import experiments, numbers, settings
 from agent.store.models import Call, Contact, Message
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ def record(session: Session, call: FinishedCall, now: dt.datetime, *, region: st
     values = settings.all_values(session)
     rules = policy.Rules.from_settings(values, region)
     history = caller_history(session, number, contact is not None and contact.opted_out)
-    decision = policy.decide(call, number, history, rules, now, max_age=MAX_AGE)
+    decision = policy.decide(call, number, history, rules, now, max_age=MAX_AGE,
+                             plans=experiments.running_plans(session, values))
     skipped = decision if isinstance(decision, policy.Skip) else None
     ended_at = _utc(call.ended_at)
     call_id = connection.execute(_ADD_CALL, {
@@ -107,6 +108,7 @@ def record(session: Session, call: FinishedCall, now: dt.datetime, *, region: st
         template=decision.template_key, variant=decision.variant, encoding=decision.encoding,
         segments=decision.segments, call_id=call_id,
         contact_id=contact.id if contact else None, claim_for=worker,
+        experiment_id=decision.experiment_id,
     )
     if queued is None:
         connection.execute(_DUPLICATE, {"call_id": call_id})

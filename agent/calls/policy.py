@@ -31,6 +31,9 @@ variant: the first bytes of the SHA-256 of its E.164 form, even → "A", odd →
 "B". So about half the callers get B, one caller always gets the same text (a
 second call does not switch them), and a restart or a replay decides the same.
 Without a B text there is no test and the variant is None.
+
+Experiments (agent.rules.experiments) come first: a running one on the chosen template
+picks the caller's cell and its text; a running delay test picks the cell's delay.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent.calls.tracker import FinishedCall
-from agent.rules import numbers, settings, templates
+from agent.rules import experiments, numbers, settings, templates
 from agent.rules.schedule import Schedule
 
 log = logging.getLogger(__name__)
@@ -159,7 +162,8 @@ class Send:
     send_at: dt.datetime
     encoding: Literal["GSM-7", "UCS-2"]
     segments: int
-    variant: Variant | None = None  # "A" or "B" while the template is tested, else None
+    variant: str | None = None  # the A/B variant or the experiment's cell, else None
+    experiment_id: int | None = None  # the running experiment the text is a cell of
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +261,7 @@ def decide(
     now: dt.datetime,
     *,
     max_age: dt.timedelta | None = None,
+    plans: tuple[experiments.Plan, ...] = (),
 ) -> Decision:
     """Send or Skip for one finished call; `number` is the caller in E.164 or None.
 
@@ -266,7 +271,13 @@ def decide(
     if reason is not None:
         log.debug("call %s: no text-back (%s)", call.linkedid, reason)
         return Skip(reason)
-    send_at = dt.datetime.fromtimestamp(call.ended_at, dt.UTC) + rules.delay
+    delay, variant, experiment = rules.delay, None, None
+    timing = experiments.pick(plans, None) if plans else None
+    if timing is not None and timing.delays is not None:
+        assert number is not None  # _skip_reason sends only to valid numbers
+        variant, experiment = experiments.cell_for(number, 1), timing.experiment_id
+        delay = timing.delays[variant]
+    send_at = dt.datetime.fromtimestamp(call.ended_at, dt.UTC) + delay
     read_at = max(send_at, now)
     if call.voicemail_left:
         key = "templates.voicemail"
@@ -274,12 +285,17 @@ def decide(
         key = "templates.business_hours"
     else:
         key = "templates.after_hours"
-    text, variant = rules.template(key), None
-    if rules.template_b(key):
+    text = rules.template(key)
+    tested = experiments.pick(plans, key) if plans else None
+    if tested is not None and tested.texts is not None:
+        assert number is not None
+        variant, experiment = experiments.cell_for(number, tested.factors), tested.experiment_id
+        text = tested.texts[variant]
+    elif experiment is None and rules.template_b(key):
         assert number is not None  # _skip_reason sends only to valid numbers
         variant = variant_for(number)
         if variant == "B":
             text = rules.template_b(key)
     body = templates.render(text, merge_fields(call, rules, read_at))
     info = templates.segments(body)
-    return Send(key, body, send_at, info.encoding, info.segments, variant)
+    return Send(key, body, send_at, info.encoding, info.segments, variant, experiment)

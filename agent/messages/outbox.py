@@ -95,6 +95,7 @@ def queue(
     claim_for: str | None = None,
     transport: str | None = None,
     sent_by: str | None = None,
+    experiment_id: int | None = None,
 ) -> Queued | None:
     """Add a queued message; None when one with this idempotency key exists already.
 
@@ -119,7 +120,8 @@ def queue(
          "segments": segments, "status": CLAIMED if claimed else QUEUED, "attempts": 0,
          "next_attempt_at": due, "claimed_by": claim_for if claimed else None,
          "created_at": now, "updated_at": now, "call_id": call_id,
-         "contact_id": contact_id, "sent_by": sent_by},
+         "contact_id": contact_id, "sent_by": sent_by,
+         "experiment_id": experiment_id},
     ).scalar()
     if message_id is None:
         log.info("message %s exists already; not queued twice", idempotency_key)

@@ -251,6 +251,39 @@ def _phone_numbers(key: str, value: Any, region: str | None) -> list[str]:
     return sorted(normalised)
 
 
+_EMAIL = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _digest_recipients(key: str, value: Any, region: str | None) -> list[str]:
+    """E-mail addresses and mobile numbers (E.164, or national with a region)."""
+    addresses = [raw for raw in _list_of_text(key, value) if "@" in raw]
+    for address in addresses:
+        if not _EMAIL.fullmatch(address):
+            raise SettingError(f"{key}: {address!r} is not an e-mail address")
+    phones = [raw for raw in _list_of_text(key, value) if "@" not in raw]
+    return sorted(dict.fromkeys(address.lower() for address in addresses)) + (
+        _phone_numbers(key, phones, region) if phones else [])
+
+
+def _weekday(key: str, value: Any, region: str | None) -> str:
+    day = _text(key, value).lower()
+    for name in WEEKDAYS:
+        if len(day) >= 3 and name.startswith(day):
+            return name
+    raise SettingError(f"{key} is a day of the week like monday, not {json.dumps(value)}")
+
+
+def _hour(key: str, value: Any, region: str | None) -> int:
+    try:
+        hour = int(str(value).strip().removesuffix(":00"))
+    except ValueError:
+        raise SettingError(f"{key} is an hour from 0 to 23, not {json.dumps(value)}") from None
+    if not 0 <= hour <= 23:
+        raise SettingError(f"{key} is an hour from 0 to 23, not {hour}")
+    return hour
+
+
 def _boolean(key: str, value: Any, region: str | None) -> bool:
     if isinstance(value, bool):
         return value
@@ -549,6 +582,15 @@ _SPECS = (
         "also text numbers the numbering plan calls landlines (most cannot receive SMS)",
         _boolean,
     ),
+    Spec("digest.enabled", False,
+         "send the owner a summary of last week (agent.reports.digest)", _boolean),
+    Spec("digest.recipients", [],
+         "who gets the weekly digest: e-mail addresses (needs [digest.smtp] in the config "
+         "file) and/or mobile numbers (texted a short version)", _digest_recipients),
+    Spec("digest.day", "monday", "the day the weekly digest goes out, business time zone",
+         _weekday),
+    Spec("digest.hour", 8, "the hour (0-23) the weekly digest goes out, business time zone",
+         _hour),
     *(
         Spec(f"routing.{name}", key.default, key.help, _routing(name))
         for name, key in routing.ROUTING_KEYS.items()

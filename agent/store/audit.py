@@ -33,6 +33,9 @@ CONTACT_EDITED, CONTACT_OPTED_OUT, CONTACT_ERASED = (
     "contact.edit", "contact.opt_out", "contact.erase")
 # the inbox's "Booked a job" and its undo
 BOOKED, BOOKING_CLEARED = "booked", "booking_cleared"
+# message experiments (agent.rules.experiments): started, stopped, the winner adopted
+EXPERIMENT_STARTED, EXPERIMENT_STOPPED, EXPERIMENT_ADOPTED = (
+    "experiment.start", "experiment.stop", "experiment.adopt")
 
 # the actor of erasures made by the retention limit (privacy.retention), not by a person
 RETENTION = "retention"

@@ -164,6 +164,9 @@ class Message(Base):
     # the username of the staff member who wrote it (inbox replies); accounts are
     # never deleted, so the name keeps meaning someone
     sent_by: Mapped[str | None] = mapped_column(String(64))
+    # the message experiment (experiments.id) this text-back was a cell of, `variant`
+    # naming the cell; no foreign key so the column is added without rebuilding the table
+    experiment_id: Mapped[int | None] = mapped_column(Integer)
 
     history: Mapped[list[MessageEvent]] = relationship(
         back_populates="message", order_by="MessageEvent.id", cascade="all, delete-orphan"
@@ -174,6 +177,7 @@ class Message(Base):
         Index("ix_messages_number_created", "number", "created_at"),
         # the dashboard's look-up of a customer's replies after a text-back, index-only
         Index("ix_messages_number_direction_created", "number", "direction", "created_at"),
+        Index("ix_messages_experiment", "experiment_id"),
     )
 
 
@@ -358,3 +362,43 @@ class TransportStatus(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Experiment(Base):
+    """A message experiment (agent.rules.experiments): 2 hooks, 2 CTAs, both (2×2), two
+    whole texts (the A/B tests of before) or two text-back delays, one cell per caller.
+
+    `design` holds the texts or delays of each level; `template` is the text-back
+    template tested (None for a delay test, which covers every text-back).
+    """
+
+    __tablename__ = "experiments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # hook|cta|hook_cta|text|delay
+    template: Mapped[str | None] = mapped_column(String(100))
+    design: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # running|stopped|adopted
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    started_by: Mapped[str | None] = mapped_column(String(64))
+    stopped_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    stopped_by: Mapped[str | None] = mapped_column(String(64))
+    adopted_cell: Mapped[str | None] = mapped_column(String(8))  # the winner written back
+
+    __table_args__ = (Index("ix_experiments_status", "status"),)
+
+
+class DigestRun(Base):
+    """One weekly digest (agent.reports.digest): one row per business week, written before
+    anything is sent, so a restart never sends a week's digest twice."""
+
+    __tablename__ = "digest_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    week: Mapped[str] = mapped_column(String(10), unique=True, nullable=False)  # "2026-W49"
+    due_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # sending|sent|failed
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    done_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

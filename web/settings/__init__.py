@@ -17,7 +17,8 @@ outbox queue, and queues test texts pinned to one transport; the agent sends the
 
 This module holds the blueprint, the section pages and every URL of the area; each
 other page lives in its own module: fields (which key goes where, labels, how a field
-is edited), forms (fields, saving, drawing a section), hours, preview and transports.
+is edited), forms (fields, saving, drawing a section), hours, preview, transports and
+experiments (start, stop and adopt the winner of a message experiment).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from flask import Blueprint, abort, flash, redirect, request, url_for
 from agent.rules import settings
 from web.auth import admin_required
 from web.db import get_session
-from web.settings import hours, preview, transports
+from web.settings import experiments, hours, preview, transports
 from web.settings.fields import SECTIONS, find_section, label, section_keys, sent, submitted
 from web.settings.forms import build_fields, render_section, save, saved_message, too_long
 
@@ -76,3 +77,10 @@ bp.add_url_rule("/transports", "transports_page", transports.transports_page, me
 bp.add_url_rule("/transports/panel", "transports_panel", transports.transports_panel,
                 methods=["GET"])
 bp.add_url_rule("/transports/test", "send_test", transports.send_test, methods=["POST"])
+bp.add_url_rule("/experiments", "experiments", experiments.experiments_page, methods=["GET"])
+bp.add_url_rule("/experiments/start", "start_experiment", experiments.start_experiment,
+                methods=["POST"])
+bp.add_url_rule("/experiments/<int:experiment_id>/stop", "stop_experiment",
+                experiments.stop_experiment, methods=["POST"])
+bp.add_url_rule("/experiments/<int:experiment_id>/adopt", "adopt_winner",
+                experiments.adopt_winner, methods=["POST"])

@@ -77,6 +77,10 @@ LABELS = {
     "routing.voicemail": "Voicemail box",
     "routing.after_hours": "While closed",
     "routing.holiday": "On a holiday",
+    "digest.enabled": "Send a weekly digest",
+    "digest.recipients": "Digest recipients (e-mail or mobile)",
+    "digest.day": "Digest day",
+    "digest.hour": "Digest hour (0-23)",
 }
 
 
@@ -112,7 +116,11 @@ SECTIONS: tuple[Section, ...] = (
                    hint="The agent looks once an hour and erases as \"Erase this person's "
                    "data\" on a contact's page does: their calls and texts still count in the "
                    "dashboard, without number, name or words. Write days: 730d is two "
-                   "years, 30d the least."))),
+                   "years, 30d the least."),
+             Group("Weekly digest", ("digest.enabled", "digest.recipients", "digest.day",
+                                     "digest.hour"), ("digest.",),
+                   hint="Last week's figures, at this hour in the business time zone. "
+                   "E-mail needs [digest.smtp] in the config file; numbers get a text."))),
     Section("hours", "Hours",
             "When you are open: the text-back and the call routing both follow these hours.",
             (Group("More", (), ("hours.",)),)),
