@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agent.messages import inbox, kinds, outbox, timers
-from agent.rules import intents, templates
+from agent.rules import intents, revocation, templates
 from agent.store.models import Contact, Message
 
 log = logging.getLogger(__name__)
@@ -70,29 +70,35 @@ class Keywords:
     opt_out: frozenset[str]
     opt_in: frozenset[str]
     help: frozenset[str]
+    # the keywords and keywords.optout_phrases, for opt-outs in the customer's own words
+    own_words: revocation.Rules = field(default_factory=lambda: revocation.Rules(()))
 
     @classmethod
-    def of(cls, opt_out: Iterable[str], opt_in: Iterable[str], help: Iterable[str]) -> Keywords:
+    def of(cls, opt_out: Iterable[str], opt_in: Iterable[str], help: Iterable[str],
+           phrases: Iterable[str] = ()) -> Keywords:
         def words(items: Iterable[str]) -> frozenset[str]:
             return frozenset(filter(None, map(normalise, items)))
 
-        return cls(words(opt_out), words(opt_in), words(help))
+        opt_out = list(opt_out)
+        return cls(words(opt_out), words(opt_in), words(help),
+                   revocation.Rules.of(opt_out, phrases))
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> Keywords:
         return cls.of(values["keywords.optout"], values["keywords.optin"],
-                      values["keywords.help"])
+                      values["keywords.help"], values["keywords.optout_phrases"])
 
 
 def keyword(body: str, words: Keywords, *, opted_out: bool) -> Keyword | None:
-    """The keyword a whole message is, if any.
+    """The keyword a whole message is, if any; an opt-out in the customer's own words
+    ("please stop texting me", agent.rules.revocation) counts as the opt-out keyword.
 
     Opt-out is checked first, so a word in both lists opts out. An opt-in word
     only counts from a number that opted out: "Yes" from anyone else is a
     reply for a person to read.
     """
     text = normalise(body)
-    if text in words.opt_out:
+    if text in words.opt_out or revocation.classify(body, words.own_words) == "opt_out":
         return "opt_out"
     if opted_out and text in words.opt_in:
         return "opt_in"
