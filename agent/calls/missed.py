@@ -88,11 +88,14 @@ def record(session: Session, call: FinishedCall, now: dt.datetime, *, region: st
         from_number=numbers.to_e164(call.did, region) if call.did else None,
         template=decision.template_key, variant=decision.variant, encoding=decision.encoding,
         segments=decision.segments, call_id=row.id, contact_id=row.contact_id,
-        claim_for=worker,
+        claim_for=worker, cap=values["compliance.max_automated_per_day"],
     )
     if message is None:
         row.decision, row.skip_reason = "skip", "duplicate"
         return False, f"{call.direction} {verdict}, not texted: already queued"
+    if outbox.held_back(message):  # the row stays, cancelled with why, for the record
+        row.decision, row.skip_reason = "skip", "frequency_cap"
+        return False, f"{call.direction} {verdict}, not texted: {message.error}"
     timers.schedule_followups(session, message, values, now)
     described = f"{call.direction} {verdict}, queued text-back as message {message.id}"
     if message.status == outbox.CLAIMED:

@@ -107,6 +107,15 @@ def keyword(body: str, words: Keywords, *, opted_out: bool) -> Keyword | None:
     return None
 
 
+POSSIBLE_OPT_OUT = "possible_opt_out"
+
+
+def possible_opt_out(body: str, words: Keywords) -> bool:
+    """A text that may be an opt-out but is not clearly one ("stop" inside a longer
+    message): staff decide (agent.rules.revocation)."""
+    return revocation.classify(body, words.own_words) == "possible"
+
+
 @dataclass
 class Reaction:
     """What a customer's text set off: messages queued, and whom to ring now."""
@@ -125,15 +134,22 @@ def react(session: Session, message: Message, values: Mapping[str, Any], now: dt
         return Reaction()
     # any reply ends the follow-up sequence: the lead is talking to us
     timers.cancel(session, contact.id, (timers.FOLLOWUP,), "the customer replied", now)
-    found = keyword(message.body, Keywords.from_settings(values), opted_out=contact.opted_out)
+    words = Keywords.from_settings(values)
+    found = keyword(message.body, words, opted_out=contact.opted_out)
     if found is not None:
         return Reaction(on_inbound(session, message, values, now, claim_for=claim_for), found)
     if contact.opted_out:
         return Reaction(intent="opted_out")  # stored for staff to read; nothing is sent
-    intent = (classifier or intents.PhraseRules.from_settings(values)).classify(message.body)
+    intent: str = (classifier or intents.PhraseRules.from_settings(values)).classify(
+        message.body)
+    alert_fields = {"customer": message.number, "message": message.body}
+    if intent != "emergency" and possible_opt_out(message.body, words):
+        # maybe "stop texting me" in other words: no automatic answer, a person decides
+        # (the inbox flags the text and offers "Opt out")
+        intent = POSSIBLE_OPT_OUT
+        alert_fields["message"] = f"(possible opt-out) {message.body}"
     reaction = Reaction(intent=intent)
     timers.schedule_escalation(session, message, values, now)  # until staff reach them
-    alert_fields = {"customer": message.number, "message": message.body}
     if intent == "emergency":
         recent = _sent_recently(session, message.number, "templates.emergency_customer",
                                 now - EMERGENCY_REPEAT)
@@ -224,5 +240,6 @@ def _send(session: Session, message: Message, values: Mapping[str, Any], now: dt
         session, now=now, kind=kind, number=to, body=body, idempotency_key=key,
         from_number=message.from_number, template=template_key, encoding=info.encoding,
         segments=info.segments, contact_id=message.contact_id, claim_for=claim_for,
+        cap=values["compliance.max_automated_per_day"],
     )
-    return [queued] if queued is not None else []
+    return [queued] if queued is not None and not outbox.held_back(queued) else []

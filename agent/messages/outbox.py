@@ -22,10 +22,11 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from agent.messages.kinds import AUTOMATED
 from agent.store.models import Contact, Message, MessageEvent
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ QUEUED, CLAIMED, SENDING, SUBMITTED, SENT, DELIVERED, FAILED, CANCELLED = (
 FINAL = frozenset({DELIVERED, FAILED, CANCELLED})
 WAITING = (QUEUED, CLAIMED)  # no transport has it: it can still be stopped
 LEFT = (SUBMITTED, SENT)  # a transport took it: the moment it counts against limits
+CAP_WINDOW = dt.timedelta(hours=24)  # compliance.max_automated_per_day counts in this
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +72,14 @@ def enqueue(
     contact_id: int | None = None,
     claim_for: str | None = None,
     transport: str | None = None,
+    cap: int = 0,
 ) -> Message | None:
     """Add a queued message; None when one with this idempotency key exists already.
+
+    With `cap` (compliance.max_automated_per_day; 0 = none), an automated text
+    (kinds.AUTOMATED) to a number that already had `cap` of them in the last 24 hours
+    is held back: written, but cancelled at once with the reason, so the inbox and the
+    consent history show what was not sent and why, and it is never sent later.
 
     With `claim_for`, a message due now is claimed by that worker in the same
     transaction (queued → claimed), so the text-back of a missed call reaches its
@@ -88,7 +96,13 @@ def enqueue(
         created_at=now, updated_at=now, call_id=call_id, contact_id=contact_id,
     )
     message.history.append(MessageEvent(status=QUEUED, at=now))
-    if claim_for is not None and message.next_attempt_at <= now:
+    held = cap > 0 and kind in AUTOMATED and automated_count(session, number, now) >= cap
+    if held:
+        message.error = (f"held back: {cap} automated texts to this number in 24 hours "
+                         "already (compliance.max_automated_per_day)")
+        transition(message, CANCELLED, now, message.error)
+        log.warning("%s to %s held back by the frequency cap (%d in 24 h)", kind, number, cap)
+    elif claim_for is not None and message.next_attempt_at <= now:
         # claimed before the INSERT: one row written as it will be, not written twice
         message.claimed_by = claim_for
         transition(message, CLAIMED, now, claim_for)
@@ -99,6 +113,20 @@ def enqueue(
         log.info("message %s exists already; not queued twice", idempotency_key)
         return None
     return message
+
+
+def automated_count(session: Session, number: str, now: dt.datetime) -> int:
+    """Automated texts to `number` in the 24 hours before `now`, not counting those
+    cancelled before any transport had them (held back, opted out, reached)."""
+    return session.scalar(select(func.count()).select_from(Message).where(
+        Message.number == number, Message.direction == "out", Message.kind.in_(AUTOMATED),
+        Message.created_at > now - CAP_WINDOW, Message.created_at <= now,
+        Message.status != CANCELLED)) or 0
+
+
+def held_back(message: Message) -> bool:
+    """The frequency cap stopped this text (see enqueue)."""
+    return message.status == CANCELLED and (message.error or "").startswith("held back:")
 
 
 def outbound(message: Message) -> OutboundSms:
