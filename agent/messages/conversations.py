@@ -4,7 +4,12 @@ Compliance comes before anything clever: a message that is, as a whole, an
 opt-out word ("STOP", "stop.", " Unsubscribe 🙏") opts the number out at once,
 cancels whatever was still queued for it, and gets exactly one confirmation —
 nothing else is sent to that number until it opts back in (START, UNSTOP, or
-YES after an opt-out). HELP/INFO get the help text.
+YES after an opt-out). The same goes for an opt-out in the customer's own words
+that is unmistakable ("please stop texting me", "no más mensajes":
+keywords.optout_phrases, agent.rules.revocation). One that might be an opt-out but is
+unclear ("stop" inside a longer message) gets no automatic answer: staff are alerted
+with "(possible opt-out)" and the inbox offers them a one-click "Opt out".
+HELP/INFO get the help text.
 
 Anything else is sorted by intent (agent.rules.intents): an emergency gets a short
 "a technician is calling you now", an alert to the on-call staff's phones and a

@@ -396,7 +396,7 @@ DEFAULT_SCHEDULING = (
     "Reply with a day and time that suits you and we'll confirm."
 )
 DEFAULT_PRICING = (
-    "Thanks for asking {business}! Prices depend on the job and estimates are free. "
+    "Thanks for asking! At {business} prices depend on the job and estimates are free. "
     "Reply with what you need and a good time to call."
 )
 DEFAULT_REPLY_ALERT = "Reply to {business} from {customer}: {message}"
