@@ -173,6 +173,18 @@ def test_held_back_texts_are_in_the_record_with_the_reason(session: Session) -> 
     assert "compliance.max_automated_per_day" in whats[3][1]
 
 
+def test_the_thread_shows_what_the_cap_held_back(staff: FlaskClient, session: Session) -> None:
+    settings.set(session, "textback.cooldown", "0s", T0)
+    settings.set(session, "compliance.max_automated_per_day", 1, T0)
+    missed.record(session, call("c-1", T0), T0, region="US", worker=None)
+    later = T0 + dt.timedelta(hours=1)
+    missed.record(session, call("c-2", later), later, region="US", worker=None)
+    session.commit()
+    contact = session.scalars(select(Contact)).one()
+    page = staff.get(f"/inbox/{contact.id}").get_data(as_text=True)
+    assert page.count("held back by the daily limit on automated texts") == 1
+
+
 def test_the_cli_prints_the_history(config: Path) -> None:
     from agent import config as configuration
     from agent.store.db import make_engine, sessions

@@ -39,7 +39,7 @@ from flask_login import current_user
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from agent.messages import conversations, desk, inbox, kinds
+from agent.messages import conversations, desk, inbox, kinds, outbox
 from agent.people import contacts
 from agent.privacy import optout
 from agent.rules import settings
@@ -131,6 +131,8 @@ def timeline(session: Session, contact: Contact, zone: Any) -> list[Item]:
                 label += f" from {message.sent_by}"
             if message.number != contact.number:
                 label += f" to {message.number}"
+            if outbox.held_back(message):  # not sent: compliance.max_automated_per_day
+                label += " · held back by the daily limit on automated texts"
         items.append((message.created_at, 1, Item(
             f"message-{message.id}", at.isoformat(), f"{at:%Y-%m-%d %H:%M}", side, label,
             message.body, status)))

@@ -18,7 +18,8 @@ conservative and has three answers:
               Tuesday"), a strong word anywhere ("how do I unsubscribe from
               these"), or a weak word (stop, end, cancel, quit…) that is not
               followed by a word showing another meaning ("please make it
-              stop"). Staff decide, with one click in the inbox.
+              stop"), or a word about texts next to a refusal ("I don't want
+              these texts"). Staff decide, with one click in the inbox.
 ``None``      nothing of the kind, or a weak word followed by a word that gives it
               another meaning: "stop by at 3", "can you stop the leak", "cancel
               my appointment", "by the end of the week".
@@ -57,6 +58,12 @@ ABOUT_TEXTS = frozenset({
     "sms", "sending", "contacting", "it", "this", "these", "them", "that", "now",
     "please", "pls", "plz", "me", "all", "mensajes", "mensaje", "de", "ya",
 })
+# a word about texts next to a refusal anywhere in a sentence ("I don't want these texts")
+# is worth a person's look, never an opt-out on its own
+MESSAGING = frozenset({"text", "texts", "texting", "txt", "txts", "message", "messages",
+                       "messaging", "msgs", "sms", "mensajes", "mensaje"})
+REFUSALS = frozenset({"dont", "not", "no", "never", "stop", "quit", "remove", "off",
+                      "unsubscribe", "nunca"})
 _APOSTROPHES = str.maketrans({"’": "", "'": "", "‘": "", "`": "", "´": ""})
 _SENTENCE = re.compile(r"[.!?;\n]+")
 
@@ -117,6 +124,8 @@ def _hint(tokens: list[str], rules: Rules) -> bool:
             following = tokens[i + 1] if i + 1 < len(tokens) else None
             if following is None or following in ABOUT_TEXTS:
                 return True
+    if MESSAGING.intersection(tokens) and REFUSALS.intersection(tokens):
+        return True
     for phrase in rules.phrases:
         if len(phrase) > 1 and any(tuple(tokens[i:i + len(phrase)]) == phrase
                                    for i in range(len(tokens) - len(phrase) + 1)):

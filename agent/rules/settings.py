@@ -374,6 +374,7 @@ DEFAULT_OPTOUT_PHRASES = [
     "stop the messages", "remove me from your list", "remove me from the list",
     "remove me from your texts", "remove me from your text list", "remove me",
     "remove my number", "take me off your list", "take me off the list", "take me off",
+    "take my number off your list", "take my number off", "don't text", "do not text",
     "no more texts", "no more messages", "no more text messages", "don't text me",
     "do not text me", "don't text me again", "don't message me", "do not message me",
     "don't contact me", "do not contact me", "unsubscribe me", "opt me out",
