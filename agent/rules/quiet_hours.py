@@ -114,7 +114,8 @@ class Window:
 
     def describe(self) -> str:
         weekly = _weekly(self.days)
-        hours = schedule.format_weekly(schedule.parse_weekly(weekly)) if weekly else "never"
+        hours = (schedule.format_weekly(schedule.parse_weekly(weekly)) or "any time") \
+            if weekly else "never"
         return f"{self.where or self.state}: {hours} in {', '.join(self.zones)}"
 
 
