@@ -225,3 +225,20 @@ def test_the_settings_page_says_why_in_words(owner: FlaskClient, session: Sessio
     assert session.scalar(select(Message.id)) is None
     assert outbox.QUEUED  # nothing was saved either:
     assert settings.get(session, "templates.business_hours") == settings.DEFAULT_BUSINESS_HOURS
+
+
+def test_a_first_text_stored_by_an_older_version_stays_in_force(session: Session) -> None:
+    """Upgrading does not swap an owner's own text-back for the default behind their
+    back: it keeps going out as written until they save the page again."""
+    from agent.store.models import Setting
+
+    session.add(Setting(key="templates.business_hours", value="Sorry we missed you!",
+                        updated_at=T0))
+    session.commit()
+    assert settings.get(session, "templates.business_hours") == "Sorry we missed you!"
+    missed.record(session, call("c-old", T0), T0, region="US", worker=None)
+    textback = session.scalars(select(Message).where(Message.kind == kinds.TEXTBACK)).one()
+    assert textback.body == "Sorry we missed you!"
+    with pytest.raises(settings.SettingError, match="must name the business"):
+        settings.change(session, "templates.business_hours", "Sorry we missed you!!", T0,
+                        actor="cli")

@@ -42,6 +42,16 @@ class SettingError(ValueError):
     """A setting key or value is refused; the message names the key and what to do."""
 
 
+class UnnamedBusiness(SettingError):
+    """A first text without {business}: refused when saved, but one stored by an older
+    version stays in force (with a warning) rather than be swapped for the default
+    behind its author's back; the settings page asks for the fix at the next save."""
+
+    def __init__(self, message: str, text: str) -> None:
+        super().__init__(message)
+        self.text = text
+
+
 # --------------------------------------------------------------- durations
 
 _DURATION_PART = re.compile(r"(\d+)\s*([dhms])")
@@ -185,10 +195,10 @@ def _naming_template(key: str, value: Any, region: str | None) -> str:
     CTIA's rules (and carriers' filters) want the business named in it."""
     text = _template(key, value, region)
     if "business" not in templates.fields_used(text):
-        raise SettingError(
+        raise UnnamedBusiness(
             f"{key} must name the business: put {{business}} in it (e.g. \"thanks for "
             "calling {business}\"); it may be the first text a customer gets from you, and "
-            "carriers require the sender to be named")
+            "carriers require the sender to be named", text)
     return text
 
 
@@ -670,6 +680,15 @@ def parse_cli_value(raw: str) -> Any:
         return raw
 
 
+def in_force(key: str, value: Any, region: str | None = None) -> Any:
+    """`validate` for a value read back rather than typed: a first text stored by an
+    older version without {business} is kept (see UnnamedBusiness)."""
+    try:
+        return validate(key, value, region)
+    except UnnamedBusiness as error:
+        return error.text
+
+
 def validate(key: str, value: Any, region: str | None = None) -> Any:
     """The value `key` would store for `value`, or SettingError.
 
@@ -695,6 +714,9 @@ def _effective(spec: Spec, stored: Any = _ABSENT) -> Any:
         return spec.default
     try:
         return spec.validator(spec.key, stored, None)
+    except UnnamedBusiness as error:
+        log.warning("stored setting %s: %s; still in force until changed", spec.key, error)
+        return error.text
     except SettingError as error:
         log.error("stored setting %s is invalid (%s); using the default", spec.key, error)
         return spec.default
