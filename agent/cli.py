@@ -665,7 +665,33 @@ def contacted(config_path: str | None, number: str) -> None:
 
 @main.group("contacts")
 def contacts_group() -> None:
-    """Customers' contact records: erase one person's data (GDPR)."""
+    """Customers' contact records: one number's consent history; erase one person's
+    data (GDPR)."""
+
+
+@contacts_group.command("history")
+@config_option
+@click.argument("number")
+def contacts_history(config_path: str | None, number: str) -> None:
+    """Print a number's consent record: its calls, every automated text and why it was
+    sent (or held back), and every opt-out and opt-in with its words and channel."""
+    from agent.people import contacts
+    from agent.privacy import consent
+    from agent.rules import settings
+    from agent.store.db import sessions
+
+    cfg = _load(config_path)
+    with sessions(_engine(cfg))() as session:
+        contact = contacts.find(session, number, cfg.pbx.default_region)
+        if contact is None or contacts.is_placeholder(contact.number):
+            raise click.ClickException(f"no contact with the number {number}")
+        zone = settings.business_zone(session)
+        entries = consent.history(session, contact, zone)
+        state = "opted out" if contact.opted_out else "may be texted"
+        click.echo(f"{contact.number}" + (f" ({contact.name})" if contact.name else "")
+                   + f": {state}; times in {zone.key}")
+        for line in consent.lines(entries, zone) or ["nothing recorded"]:
+            click.echo(f"  {line}")
 
 
 @contacts_group.command("erase")

@@ -304,3 +304,37 @@ def test_contacts_list_and_a_contact_page(page: Any) -> None:
     rows.first.locator("a.number").click()
     assert "Maria Lopez" in tab.locator("h1").inner_text()
     shoot(tab, "contact")
+
+
+def test_a_possible_opt_out_is_one_click_away(page: Any, site: tuple[str, Path]) -> None:
+    """A text that may be an opt-out is flagged in the thread; "Opt out" does it, and the
+    consent record says who did it and on which words. The contact has no inbox state,
+    so the other tests' lists do not change."""
+    base, config = site
+    engine = make_engine(configuration.load(config).database.url)
+    now = dt.datetime.now(dt.UTC)
+    with sessions(engine)() as session:
+        contact = Contact(number="+13125550177", name="Pat Doyle", created_at=now, tags=[])
+        session.add(contact)
+        session.flush()
+        session.add(Message(direction="in", kind="sms", number=contact.number,
+                            body="Stop texting my husband, he's not the homeowner",
+                            status="received", transport="sip", contact_id=contact.id,
+                            created_at=now, updated_at=now))
+        session.commit()
+        contact_id = contact.id
+    engine.dispose()
+    tab = page
+    tab.goto(f"{base}/inbox/{contact_id}")
+    assert "Customer · possible opt-out" in tab.locator("#timeline").inner_text()
+    banner = tab.locator("form.possible-opt-out")
+    assert "Stop texting my husband" in banner.inner_text()
+    shoot(tab, "thread-possible-opt-out")
+    banner.locator("button", has_text="Opt out").click()
+    tab.wait_for_url(f"**/inbox/{contact_id}")
+    assert "is opted out: it will not be texted again" in tab.locator(".flash").first.inner_text()
+    assert tab.locator("form.possible-opt-out").count() == 0
+    tab.goto(f"{base}/contacts/{contact_id}")
+    record = tab.locator("section.consent").inner_text()
+    assert "opted out" in record and "possible opt-out confirmed in the inbox" in record
+    assert "by staff (web)" in record

@@ -144,9 +144,14 @@ def test_template_preview_and_counter_follow_the_typing(page: Any) -> None:
         arg=preview)
     counter = tab.locator(f"{preview} .counter").inner_text()
     assert counter.startswith("72 characters · 2 SMS (UCS-2)"), counter
+    # that text does not name the business, which a first text must: said while typing
+    tab.wait_for_function(
+        "s => document.querySelector(s + ' .preview-error').textContent"
+        ".includes('must name the business')", arg=preview)
     tab.fill(box, "Hi {firstname}. Call {business}.")
     tab.wait_for_function(
-        "s => !document.querySelector(s + ' .preview-error').hidden", arg=preview)
+        "s => document.querySelector(s + ' .preview-error').textContent"
+        ".includes('unknown merge field')", arg=preview)
     error = tab.locator(f"{preview} .preview-error").inner_text()
     assert "unknown merge field {firstname}" in error and "{first_name}" in error
     assert tab.locator(f"{preview} .preview-text").inner_text() == \

@@ -155,7 +155,8 @@ def test_booking_link_appears_only_when_set() -> None:
 
 def test_emoji_in_a_template_switches_to_ucs2() -> None:
     rules = Rules.from_settings(
-        {**SETTINGS, "templates.business_hours": "Sorry we missed you 🙏 Call back any time!"},
+        {**SETTINGS,
+         "templates.business_hours": "{business}: sorry we missed you 🙏 Call back any time!"},
         region="GB",
     )
     decision = decide_for(missed_call(MONDAY_10), rules=rules)

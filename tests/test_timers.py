@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from agent.messages import conversations, inbound, inbox, outbox, timers
 from agent.people import accounts
-from agent.rules import settings
+from agent.rules import quiet_hours, settings
 from agent.store.models import Contact, Job, Message
 
 pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
@@ -50,12 +50,15 @@ def local(zone: ZoneInfo, *args: int) -> dt.datetime:
 )
 def test_quiet_hours_move_followups_to_the_next_allowed_time(
         now: dt.datetime, zones: list[str], expected: dt.datetime) -> None:
-    assert timers.allowed_at(now, "08:00-21:00", zones) == expected
+    window = quiet_hours.Window(None, quiet_hours.week("mon-sun 08:00-21:00"), tuple(zones))
+    assert quiet_hours.allowed_at(now, window) == expected
 
 
 def test_any_time_window() -> None:
     night = local(NY, 2026, 12, 1, 3, 0)
-    assert timers.allowed_at(night, "00:00-24:00", ["America/New_York"]) == night
+    window = quiet_hours.Window(None, quiet_hours.week("mon-sun 00:00-24:00"),
+                                ("America/New_York",))
+    assert quiet_hours.allowed_at(night, window) == night
 
 
 NOON_NY = local(NY, 2026, 12, 1, 12, 0)

@@ -58,6 +58,7 @@ SKIP_REASONS = {
     "fixed_line": "landline",
     "cooldown": "texted recently (cooldown)",
     "duplicate": "already texted for this call",
+    "frequency_cap": "automated-text limit for the day reached",
     "too_late": "learnt too late to text (over 30 min after the call)",
 }
 SENT = ("submitted", "sent", "delivered")

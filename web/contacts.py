@@ -4,8 +4,9 @@ The list is newest activity first (the customer's or staff's latest move, else
 when the contact appeared), keyset-paginated, with a search that takes a number
 in any format ("555 123" finds +1555123…) or part of a name, and filters for
 opted-out numbers and tags. A contact's page edits the name and tags, shows the
-opt-out history (their STOP/START texts and staff actions) and lets staff record
-an opt-out the customer asked for by phone. Only the customer can opt back in,
+opt-out history (their STOP/START texts and staff actions), the consent record (every
+call and automated text and why it was sent: agent.privacy.consent) and lets staff
+record an opt-out the customer asked for by phone. Only the customer can opt back in,
 by texting START: staff are not offered that.
 
 Admins can erase a person's data (a GDPR request) after typing the number
@@ -34,7 +35,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from agent.people import contacts
-from agent.privacy import erasure, optout
+from agent.privacy import consent, erasure, optout
 from agent.rules import numbers, settings
 from agent.rules.settings import business_zone
 from agent.store import audit
@@ -210,7 +211,8 @@ def _page(session: Session, contact: Contact, *, name: str | None = None,
         tags=", ".join(contact.tags or []) if tags is None else tags,
         reason=reason, errors=errors or {}, history=optout.opt_history(session, contact),
         calls=calls, texts_in=counts.get("in", 0), texts_out=counts.get("out", 0),
-        opt_in_words=opt_in_words, zone=business_zone(session),
+        opt_in_words=opt_in_words, zone=(zone := business_zone(session)),
+        record=consent.history(session, contact, zone),
         # the suppression row an erasure keeps; once they text START it is a contact again
         kept_after_erasure=contact.source == contacts.ERASED_SOURCE and contact.opted_out,
         max_tags=contacts.MAX_TAGS, max_tag_length=contacts.MAX_TAG_LENGTH,

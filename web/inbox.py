@@ -39,8 +39,10 @@ from flask_login import current_user
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from agent.messages import desk, inbox, kinds
+from agent.messages import conversations, desk, inbox, kinds, outbox
 from agent.people import contacts
+from agent.privacy import optout
+from agent.rules import settings
 from agent.rules.settings import business_zone
 from agent.store.models import Call, CallbackRequest, Contact, Message, User
 from web import clock
@@ -55,6 +57,7 @@ bp = Blueprint("inbox", __name__, url_prefix="/inbox")
 VIEWS = {"all": "All", "unassigned": "Unassigned", "mine": "Mine", "open": "Open",
          "closed": "Closed"}
 PAGE_SIZE = 100
+POSSIBLE_OPT_OUT = "possible opt-out"  # the label of such a text in the thread
 TIMELINE_LIMIT = 300  # the newest items of a thread; older ones are in the call log
 # what the timeline calls each kind of outbound message
 OUT_LABELS = {
@@ -90,7 +93,11 @@ class Item:
 
 
 def timeline(session: Session, contact: Contact, zone: Any) -> list[Item]:
-    """Calls and messages of one contact, oldest first, in one list."""
+    """Calls and messages of one contact, oldest first, in one list. A customer's text
+    that may be an opt-out (agent.rules.revocation) is labelled so while the number
+    can still be texted."""
+    words = None if contact.opted_out else conversations.Keywords.from_settings(
+        settings.all_values(session))
     calls = session.scalars(
         select(Call).where(or_(Call.contact_id == contact.id, Call.caller == contact.number))
         .order_by(Call.started_at.desc()).limit(TIMELINE_LIMIT)).all()
@@ -115,6 +122,8 @@ def timeline(session: Session, contact: Contact, zone: Any) -> list[Item]:
         at = message.created_at.astimezone(zone)
         if message.direction == "in":
             side, label, status = "in", "Customer", ""
+            if words is not None and conversations.possible_opt_out(message.body, words):
+                label += f" · {POSSIBLE_OPT_OUT}"
         else:
             side, status = "out", message.status
             label = OUT_LABELS.get(message.kind, "Automatic answer")
@@ -122,6 +131,8 @@ def timeline(session: Session, contact: Contact, zone: Any) -> list[Item]:
                 label += f" from {message.sent_by}"
             if message.number != contact.number:
                 label += f" to {message.number}"
+            if outbox.held_back(message):  # not sent: compliance.max_automated_per_day
+                label += " · held back by the daily limit on automated texts"
         items.append((message.created_at, 1, Item(
             f"message-{message.id}", at.isoformat(), f"{at:%Y-%m-%d %H:%M}", side, label,
             message.body, status)))
@@ -227,7 +238,10 @@ def thread(contact_id: int) -> Any:
     me = session.get(User, current_user.user_id)
     callback = session.scalar(select(CallbackRequest).where(
         CallbackRequest.contact_id == contact.id).order_by(CallbackRequest.id.desc()).limit(1))
+    flagged = next((item for item in reversed(items)
+                    if item.side == "in" and item.label.endswith(POSSIBLE_OPT_OUT)), None)
     return render_template("inbox/thread.html", contact=contact, items=items, users=users,
+                           possible_opt_out=flagged,
                            token=_timeline_token(items),
                            names=_names(session), waiting=inbox.waiting(contact),
                            extension=me.extension if me else None, callback=callback,
@@ -363,4 +377,34 @@ def callback(contact_id: int) -> Any:
     session.commit()
     flash(f"Calling: your desk phone ({extension}) rings in a few seconds; pick up "
           f"and it dials {contact.number}.", "info")
+    return back
+
+
+@bp.post("/<int:contact_id>/opt-out")
+@login_required
+def opt_out(contact_id: int) -> Any:
+    """The one-click "Opt out" of a text flagged as a possible opt-out: recorded as staff
+    opt-outs are (audited, queued texts cancelled), with the customer's words."""
+    session = get_session()
+    contact = _contact(session, contact_id)
+    back = redirect(url_for("inbox.thread", contact_id=contact.id))
+    raw = request.form.get("message_id") or ""
+    message = session.get(Message, int(raw)) if raw.isdigit() else None
+    if message is None or message.direction != "in" or message.number != contact.number:
+        abort(400)
+    words = " ".join(message.body.split())
+    if len(words) > 200:
+        words = words[:199] + "…"
+    try:
+        cancelled = optout.record_opt_out(
+            session, contact, clock.now(), current_user.username,
+            f"possible opt-out confirmed in the inbox: the customer texted “{words}”",
+            ip=request.remote_addr)
+    except contacts.ContactError as exc:
+        session.rollback()
+        flash(str(exc), "error")
+        return back
+    session.commit()
+    flash(f"{contact.number} is opted out: it will not be texted again"
+          + (f" ({cancelled} queued text(s) cancelled)" if cancelled else "") + ".", "info")
     return back

@@ -48,6 +48,8 @@ _SEEN = select(_CALLS.c.id).where(_CALLS.c.linkedid == bindparam("wanted"))
 _ADD_CALL = insert(_CALLS)
 _DUPLICATE = (update(_CALLS).where(_CALLS.c.id == bindparam("call_id"))
               .values(decision="skip", skip_reason="duplicate"))
+_HELD = (update(_CALLS).where(_CALLS.c.id == bindparam("call_id"))
+         .values(decision="skip", skip_reason="frequency_cap"))
 _HISTORY = (
     select(
         func.max(case((and_(_MESSAGES.c.kind == kinds.TEXTBACK,
@@ -108,11 +110,14 @@ def record(session: Session, call: FinishedCall, now: dt.datetime, *, region: st
         template=decision.template_key, variant=decision.variant, encoding=decision.encoding,
         segments=decision.segments, call_id=call_id,
         contact_id=contact.id if contact else None, claim_for=worker,
-        experiment_id=decision.experiment_id,
+        experiment_id=decision.experiment_id, cap=values["compliance.max_automated_per_day"],
     )
     if queued is None:
         connection.execute(_DUPLICATE, {"call_id": call_id})
         return False, f"{call.direction} {verdict}, not texted: already queued"
+    if queued.held:  # the row stays, cancelled with why, for the record
+        connection.execute(_HELD, {"call_id": call_id})
+        return False, f"{call.direction} {verdict}, not texted: {queued.held}"
     timers.schedule_followups(session, queued, values, now)
     described = f"{call.direction} {verdict}, queued text-back as message {queued.sms.id}"
     if queued.claimed:

@@ -110,7 +110,7 @@ class Rules:
         if cached is not None and cached[0] == values:
             return cached[1]  # the settings did not change since the last call
         merged = settings.defaults() | dict(values)
-        checked = {key: settings.validate(key, merged[key], region) for key in settings.SPECS}
+        checked = {key: settings.in_force(key, merged[key], region) for key in settings.SPECS}
         rules = cls(
             business=checked["business.name"],
             booking_link=checked["business.booking_link"],

@@ -4,7 +4,12 @@ Compliance comes before anything clever: a message that is, as a whole, an
 opt-out word ("STOP", "stop.", " Unsubscribe 🙏") opts the number out at once,
 cancels whatever was still queued for it, and gets exactly one confirmation —
 nothing else is sent to that number until it opts back in (START, UNSTOP, or
-YES after an opt-out). HELP/INFO get the help text.
+YES after an opt-out). The same goes for an opt-out in the customer's own words
+that is unmistakable ("please stop texting me", "no más mensajes":
+keywords.optout_phrases, agent.rules.revocation). One that might be an opt-out but is
+unclear ("stop" inside a longer message) gets no automatic answer: staff are alerted
+with "(possible opt-out)" and the inbox offers them a one-click "Opt out".
+HELP/INFO get the help text.
 
 Anything else is sorted by intent (agent.rules.intents): an emergency gets a short
 "a technician is calling you now", an alert to the on-call staff's phones and a
@@ -29,7 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agent.messages import inbox, kinds, outbox, timers
-from agent.rules import intents, templates
+from agent.rules import intents, revocation, templates
 from agent.store.models import Contact, Message
 
 log = logging.getLogger(__name__)
@@ -70,35 +75,50 @@ class Keywords:
     opt_out: frozenset[str]
     opt_in: frozenset[str]
     help: frozenset[str]
+    # the keywords and keywords.optout_phrases, for opt-outs in the customer's own words
+    own_words: revocation.Rules = field(default_factory=lambda: revocation.Rules(()))
 
     @classmethod
-    def of(cls, opt_out: Iterable[str], opt_in: Iterable[str], help: Iterable[str]) -> Keywords:
+    def of(cls, opt_out: Iterable[str], opt_in: Iterable[str], help: Iterable[str],
+           phrases: Iterable[str] = ()) -> Keywords:
         def words(items: Iterable[str]) -> frozenset[str]:
             return frozenset(filter(None, map(normalise, items)))
 
-        return cls(words(opt_out), words(opt_in), words(help))
+        opt_out = list(opt_out)
+        return cls(words(opt_out), words(opt_in), words(help),
+                   revocation.Rules.of(opt_out, phrases))
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> Keywords:
         return cls.of(values["keywords.optout"], values["keywords.optin"],
-                      values["keywords.help"])
+                      values["keywords.help"], values["keywords.optout_phrases"])
 
 
 def keyword(body: str, words: Keywords, *, opted_out: bool) -> Keyword | None:
-    """The keyword a whole message is, if any.
+    """The keyword a whole message is, if any; an opt-out in the customer's own words
+    ("please stop texting me", agent.rules.revocation) counts as the opt-out keyword.
 
     Opt-out is checked first, so a word in both lists opts out. An opt-in word
     only counts from a number that opted out: "Yes" from anyone else is a
     reply for a person to read.
     """
     text = normalise(body)
-    if text in words.opt_out:
+    if text in words.opt_out or revocation.classify(body, words.own_words) == "opt_out":
         return "opt_out"
     if opted_out and text in words.opt_in:
         return "opt_in"
     if text in words.help:
         return "help"
     return None
+
+
+POSSIBLE_OPT_OUT = "possible_opt_out"
+
+
+def possible_opt_out(body: str, words: Keywords) -> bool:
+    """A text that may be an opt-out but is not clearly one ("stop" inside a longer
+    message): staff decide (agent.rules.revocation)."""
+    return revocation.classify(body, words.own_words) == "possible"
 
 
 @dataclass
@@ -119,15 +139,22 @@ def react(session: Session, message: Message, values: Mapping[str, Any], now: dt
         return Reaction()
     # any reply ends the follow-up sequence: the lead is talking to us
     timers.cancel(session, contact.id, (timers.FOLLOWUP,), "the customer replied", now)
-    found = keyword(message.body, Keywords.from_settings(values), opted_out=contact.opted_out)
+    words = Keywords.from_settings(values)
+    found = keyword(message.body, words, opted_out=contact.opted_out)
     if found is not None:
         return Reaction(on_inbound(session, message, values, now, claim_for=claim_for), found)
     if contact.opted_out:
         return Reaction(intent="opted_out")  # stored for staff to read; nothing is sent
-    intent = (classifier or intents.PhraseRules.from_settings(values)).classify(message.body)
+    intent: str = (classifier or intents.PhraseRules.from_settings(values)).classify(
+        message.body)
+    alert_fields = {"customer": message.number, "message": message.body}
+    if intent != "emergency" and possible_opt_out(message.body, words):
+        # maybe "stop texting me" in other words: no automatic answer, a person decides
+        # (the inbox flags the text and offers "Opt out")
+        intent = POSSIBLE_OPT_OUT
+        alert_fields["message"] = f"(possible opt-out) {message.body}"
     reaction = Reaction(intent=intent)
     timers.schedule_escalation(session, message, values, now)  # until staff reach them
-    alert_fields = {"customer": message.number, "message": message.body}
     if intent == "emergency":
         recent = _sent_recently(session, message.number, "templates.emergency_customer",
                                 now - EMERGENCY_REPEAT)
@@ -218,5 +245,6 @@ def _send(session: Session, message: Message, values: Mapping[str, Any], now: dt
         session, now=now, kind=kind, number=to, body=body, idempotency_key=key,
         from_number=message.from_number, template=template_key, encoding=info.encoding,
         segments=info.segments, contact_id=message.contact_id, claim_for=claim_for,
+        cap=values["compliance.max_automated_per_day"],
     )
-    return [queued] if queued is not None else []
+    return [queued] if queued is not None and not outbox.held_back(queued) else []

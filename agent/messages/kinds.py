@@ -30,3 +30,8 @@ TEST = "test"
 
 # the only text an opted-out number may still get: the confirmation of its STOP
 EXEMPT_FROM_OPT_OUT = frozenset({OPT_OUT_CONFIRMATION})
+
+# automated texts to a customer, counted and held back by compliance.max_automated_per_day
+# (several US states cap them at 3 in 24 h); staff replies, STOP/START/HELP answers and
+# alerts to staff are not
+AUTOMATED = frozenset({TEXTBACK, FOLLOWUP, AUTO_REPLY, EMERGENCY_REPLY})

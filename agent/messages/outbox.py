@@ -23,9 +23,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, insert, inspect, select, update
+from sqlalchemy import bindparam, func, insert, inspect, select, update
 from sqlalchemy.orm import Session
 
+from agent.messages.kinds import AUTOMATED
 from agent.store.db import insert_ignoring
 from agent.store.models import Contact, Message, MessageEvent
 
@@ -37,6 +38,7 @@ QUEUED, CLAIMED, SENDING, SUBMITTED, SENT, DELIVERED, FAILED, CANCELLED = (
 FINAL = frozenset({DELIVERED, FAILED, CANCELLED})
 WAITING = (QUEUED, CLAIMED)  # no transport has it: it can still be stopped
 LEFT = (SUBMITTED, SENT)  # a transport took it: the moment it counts against limits
+CAP_WINDOW = dt.timedelta(hours=24)  # compliance.max_automated_per_day counts in this
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,7 @@ class Queued:
     claimed: bool  # claimed for the worker that asked: it goes to a transport now
     contact_id: int | None
     created_at: dt.datetime
+    held: str | None = None  # why the frequency cap held it back (then it is cancelled)
 
 
 _MESSAGES = Message.__table__
@@ -96,8 +99,14 @@ def queue(
     transport: str | None = None,
     sent_by: str | None = None,
     experiment_id: int | None = None,
+    cap: int = 0,
 ) -> Queued | None:
     """Add a queued message; None when one with this idempotency key exists already.
+
+    With `cap` (compliance.max_automated_per_day; 0 = none), an automated text
+    (kinds.AUTOMATED) to a number that already had `cap` of them in the last 24 hours
+    is held back: written, but cancelled at once with the reason, so the inbox and the
+    consent history show what was not sent and why, and it is never sent later.
 
     With `claim_for`, a message due now is claimed by that worker in the same
     transaction (queued → claimed), so the text-back of a missed call reaches its
@@ -110,14 +119,19 @@ def queue(
     is written here, and the ORM's bookkeeping cost more than the writes themselves.
     """
     due = send_at or now
-    claimed = claim_for is not None and due <= now
+    held = None
+    if cap > 0 and kind in AUTOMATED and automated_count(session, number, now) >= cap:
+        held = (f"held back: {cap} automated texts to this number in 24 hours already "
+                "(compliance.max_automated_per_day)")
+    claimed = held is None and claim_for is not None and due <= now
+    status = CANCELLED if held else CLAIMED if claimed else QUEUED
     connection = session.connection()
     message_id = connection.execute(
         insert_ignoring(session, _MESSAGES, _MESSAGES.c.idempotency_key),
         {"direction": "out", "kind": kind, "idempotency_key": idempotency_key,
          "number": number, "from_number": from_number, "body": body, "template": template,
          "variant": variant, "transport": transport, "encoding": encoding,
-         "segments": segments, "status": CLAIMED if claimed else QUEUED, "attempts": 0,
+         "segments": segments, "status": status, "attempts": 0, "error": held,
          "next_attempt_at": due, "claimed_by": claim_for if claimed else None,
          "created_at": now, "updated_at": now, "call_id": call_id,
          "contact_id": contact_id, "sent_by": sent_by,
@@ -127,12 +141,18 @@ def queue(
         log.info("message %s exists already; not queued twice", idempotency_key)
         return None
     history = [{"message_id": message_id, "status": QUEUED, "at": now, "detail": None}]
+    if held:
+        # written, but cancelled at once with the reason, so the inbox and the consent
+        # history show what was not sent and why; it is never sent later
+        log.warning("%s to %s held back by the frequency cap (%d in 24 h)", kind, number, cap)
+        history.append({"message_id": message_id, "status": CANCELLED, "at": now,
+                        "detail": held})
     if claimed:
         history.append({"message_id": message_id, "status": CLAIMED, "at": now,
                         "detail": claim_for})
     connection.execute(_ADD_EVENT, history)
     sms = OutboundSms(message_id, number, from_number, body, 0, transport, segments or 1)
-    return Queued(sms, claimed, contact_id, now)
+    return Queued(sms, claimed, contact_id, now, held)
 
 
 def enqueue(session: Session, **fields: Any) -> Message | None:
@@ -140,6 +160,24 @@ def enqueue(session: Session, **fields: Any) -> Message | None:
     session.flush()  # the rows it refers to (a contact just created) exist first
     queued = queue(session, **fields)
     return None if queued is None else session.get_one(Message, queued.sms.id)
+
+
+_AUTOMATED_SINCE = select(func.count()).select_from(_MESSAGES).where(
+    _MESSAGES.c.number == bindparam("wanted"), _MESSAGES.c.direction == "out",
+    _MESSAGES.c.kind.in_(sorted(AUTOMATED)), _MESSAGES.c.created_at > bindparam("since"),
+    _MESSAGES.c.created_at <= bindparam("until"), _MESSAGES.c.status != CANCELLED)
+
+
+def automated_count(session: Session, number: str, now: dt.datetime) -> int:
+    """Automated texts to `number` in the 24 hours before `now`, not counting those
+    cancelled before any transport had them (held back, opted out, reached)."""
+    return session.connection().execute(_AUTOMATED_SINCE, {
+        "wanted": number, "since": now - CAP_WINDOW, "until": now}).scalar() or 0
+
+
+def held_back(message: Message) -> bool:
+    """The frequency cap stopped this text (see enqueue)."""
+    return message.status == CANCELLED and (message.error or "").startswith("held back:")
 
 
 def outbound(message: Message) -> OutboundSms:

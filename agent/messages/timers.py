@@ -7,9 +7,9 @@ nothing and nothing runs twice.
 - A text-back starts the follow-up sequence (`followup.delays`, each step with
   its template in `followup.templates`). Any reply, an opt-out, or staff reaching
   the customer cancels what is left of it. A follow-up is a solicitation: it goes
-  out only inside `followup.allowed_hours` in the recipient's local time (the
-  zone comes from the number; where a prefix spans zones the window must hold in
-  all of them) and is moved to the next allowed time, never dropped.
+  out only inside the quiet hours of the recipient's state, narrowed by
+  `followup.allowed_hours`, in the recipient's local time (agent.rules.quiet_hours),
+  and is moved to the next allowed time, never dropped.
 - A customer's reply that needs a person starts the escalation: a reminder to
   staff after `escalation.reminder_after`, a supervisor alert after
   `escalation.supervisor_after`, both cancelled once staff reached the customer.
@@ -27,8 +27,7 @@ from sqlalchemy.orm import Session
 
 from agent.messages import inbox, kinds, outbox
 from agent.messages.outbox import OutboundSms
-from agent.rules import numbers, settings, templates
-from agent.rules.schedule import Schedule
+from agent.rules import quiet_hours, settings, templates
 from agent.rules.settings import parse_duration
 from agent.store.models import Contact, Job, Message
 
@@ -37,27 +36,6 @@ log = logging.getLogger(__name__)
 PENDING, DONE, CANCELLED = "pending", "done", "cancelled"
 FOLLOWUP, REMINDER, SUPERVISOR = "followup", "reminder", "supervisor"
 ESCALATION = (REMINDER, SUPERVISOR)
-
-
-# -- quiet hours (pure) -------------------------------------------------------------------
-def allowed_at(now: dt.datetime, window: str, zones: list[str]) -> dt.datetime:
-    """The first moment at or after `now` inside `window` (e.g. "08:00-21:00") in every
-    one of `zones`; `now` itself when it is allowed already."""
-    schedules = [Schedule(weekly=f"mon-sun {window}", timezone=zone) for zone in zones]
-    moment = now
-    for _ in range(8):  # zones a few hours apart agree within a couple of rounds
-        later = [s.next_open(moment) for s in schedules if s.state(moment) != "open"]
-        if not later:
-            return moment
-        candidates = [t for t in later if t is not None]
-        if not candidates:
-            return moment  # a window that never opens: better late than never
-        moment = max(candidates)
-    return moment
-
-
-def recipient_zones(number: str, business_zone: str) -> list[str]:
-    return numbers.timezones_for(number) or [business_zone]
 
 
 # -- scheduling ----------------------------------------------------------------------------
@@ -159,11 +137,12 @@ def _followup(session: Session, job: Job, contact: Contact, values: Mapping[str,
     if contact.opted_out:
         job.detail = "skipped: opted out"
         return []
-    zones = recipient_zones(contact.number, values["business.timezone"])
-    when = allowed_at(now, values["followup.allowed_hours"], zones)
+    window = quiet_hours.window_for(contact.number, values["followup.allowed_hours"],
+                                    values["business.timezone"])
+    when = quiet_hours.allowed_at(now, window)
     if when > now:  # quiet hours where the customer is: later, not never
         job.status, job.due_at, job.done_at, job.claimed_by = PENDING, when, None, None
-        job.detail = f"moved to {when.isoformat()} (quiet hours in {', '.join(zones)})"
+        job.detail = f"moved to {when.isoformat()} (quiet hours: {window.describe()})"
         log.info("follow-up %d to %s moved to %s: quiet hours", job.id, contact.number,
                  when.isoformat())
         return []
@@ -181,7 +160,11 @@ def _followup(session: Session, job: Job, contact: Contact, values: Mapping[str,
         idempotency_key=f"job:{job.id}", from_number=first.from_number if first else None,
         template=f"followup.templates[{job.step}]", encoding=info.encoding,
         segments=info.segments, contact_id=contact.id, claim_for=worker,
+        cap=values["compliance.max_automated_per_day"],
     )
+    if message is not None and outbox.held_back(message):
+        job.detail = f"not sent: {message.error} (message {message.id})"
+        return []
     job.detail = f"sent as message {message.id}" if message else "already sent"
     return [message] if message else []
 

@@ -60,6 +60,7 @@ class OptEvent:
     at: dt.datetime
     opted_out: bool  # the state after it
     how: str  # 'texted “STOP”', 'recorded by desk: asked on the phone'
+    channel: str = ""  # "text (sip)", "staff (web)", "staff (command line)"
 
 
 def opt_history(session: Session, contact: Contact) -> list[OptEvent]:
@@ -84,16 +85,19 @@ def opt_history(session: Session, contact: Contact) -> list[OptEvent]:
         key = confirmation.idempotency_key or ""
         text = asked_by.get(int(key[6:])) if key[6:].isdigit() else None
         how = f"texted “{text.body.strip()}”" if text is not None else "by text"
+        channel = f"text ({text.transport})" if text is not None and text.transport else "text"
         events.append(OptEvent(text.created_at if text else confirmation.created_at,
-                               confirmation.kind == kinds.OPT_OUT_CONFIRMATION, how))
+                               confirmation.kind == kinds.OPT_OUT_CONFIRMATION, how, channel))
     # SQLite reuses the id of a row deleted by hand: only entries from this contact's
     # own lifetime are theirs
     for entry in session.scalars(select(AuditEntry).where(
             AuditEntry.target == target(contact.id), AuditEntry.action == audit.CONTACT_OPTED_OUT,
             AuditEntry.at >= contact.created_at)):
         reason = (entry.details or {}).get("reason") or ""
+        channel = "staff (command line)" if (entry.actor or "").startswith("cli") else \
+            "staff (web)"
         events.append(OptEvent(entry.at, True, f"recorded by {entry.actor or 'staff'}"
-                               + (f": {reason}" if reason else "")))
+                               + (f": {reason}" if reason else ""), channel))
     events.sort(key=lambda event: event.at)
     if contact.opted_out and contact.opted_out_at and not any(
             event.opted_out and event.at == contact.opted_out_at for event in events):

@@ -217,3 +217,47 @@ def format_national(raw: str, region: str) -> str | None:
     if phonenumbers.region_code_for_number(parsed) == region.upper():
         return phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL)
     return phonenumbers.format_number(parsed, PhoneNumberFormat.INTERNATIONAL)
+
+
+# the phonenumbers geocoder names US places as a state ("Texas"), a place and the state's
+# postal code ("Dallas, TX") or, for one state, "Washington State"
+_STATE_CODES = {
+    "Alabama": "AL", "Alaska": "AK", "Arizona": "AZ", "Arkansas": "AR", "California": "CA",
+    "Colorado": "CO", "Connecticut": "CT", "Delaware": "DE", "Florida": "FL",
+    "Georgia": "GA", "Hawaii": "HI", "Idaho": "ID", "Illinois": "IL", "Indiana": "IN",
+    "Iowa": "IA", "Kansas": "KS", "Kentucky": "KY", "Louisiana": "LA", "Maine": "ME",
+    "Maryland": "MD", "Massachusetts": "MA", "Michigan": "MI", "Minnesota": "MN",
+    "Mississippi": "MS", "Missouri": "MO", "Montana": "MT", "Nebraska": "NE",
+    "Nevada": "NV", "New Hampshire": "NH", "New Jersey": "NJ", "New Mexico": "NM",
+    "New York": "NY", "North Carolina": "NC", "North Dakota": "ND", "Ohio": "OH",
+    "Oklahoma": "OK", "Oregon": "OR", "Pennsylvania": "PA", "Rhode Island": "RI",
+    "South Carolina": "SC", "South Dakota": "SD", "Tennessee": "TN", "Texas": "TX",
+    "Utah": "UT", "Vermont": "VT", "Virginia": "VA", "Washington": "WA",
+    "Washington State": "WA", "West Virginia": "WV", "Wisconsin": "WI", "Wyoming": "WY",
+    "Washington D.C.": "DC", "Washington, D.C.": "DC",
+}  # fmt: skip
+US_STATES = frozenset(_STATE_CODES.values())
+
+
+@functools.lru_cache(maxsize=CACHED_NUMBERS)
+def us_state(e164: str) -> str | None:
+    """The US state (postal code, "TX") a number's area code is in; None for numbers
+    outside the US and where the numbering data names no state (toll-free, new
+    overlays). From the geocoder of `phonenumbers`, which keeps up with new area codes
+    (checked against every US area code: it names the state, "Dallas, TX" or
+    "Texas", or nothing)."""
+    from phonenumbers import geocoder  # loads sizeable data; only quiet hours need it
+
+    parsed = _valid_e164(e164)
+    if parsed is None or phonenumbers.region_code_for_number(parsed) != "US":
+        return None
+    place = geocoder.description_for_number(parsed, "en")
+    if place in _STATE_CODES:
+        return _STATE_CODES[place]
+    tail = place.rpartition(", ")[2]
+    return tail if tail in US_STATES else None
+
+
+def is_us(e164: str) -> bool:
+    parsed = _valid_e164(e164)
+    return parsed is not None and phonenumbers.region_code_for_number(parsed) == "US"

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from agent.rules import routing, schedule, templates
+from agent.rules import revocation, routing, schedule, templates
 from agent.store import audit
 
 if TYPE_CHECKING:  # SQLAlchemy is imported where a Session is used, not at start-up:
@@ -41,6 +41,16 @@ log = logging.getLogger(__name__)
 
 class SettingError(ValueError):
     """A setting key or value is refused; the message names the key and what to do."""
+
+
+class UnnamedBusiness(SettingError):
+    """A first text without {business}: refused when saved, but one stored by an older
+    version stays in force (with a warning) rather than be swapped for the default
+    behind its author's back; the settings page asks for the fix at the next save."""
+
+    def __init__(self, message: str, text: str) -> None:
+        super().__init__(message)
+        self.text = text
 
 
 # --------------------------------------------------------------- durations
@@ -181,10 +191,46 @@ def _template(key: str, value: Any, region: str | None) -> str:
     return text
 
 
+def _naming_template(key: str, value: Any, region: str | None) -> str:
+    """A text that may be the first one a number gets from us, or answers STOP or HELP:
+    CTIA's rules (and carriers' filters) want the business named in it."""
+    text = _template(key, value, region)
+    if "business" not in templates.fields_used(text):
+        raise UnnamedBusiness(
+            f"{key} must name the business: put {{business}} in it (e.g. \"thanks for "
+            "calling {business}\"); it may be the first text a customer gets from you, and "
+            "carriers require the sender to be named", text)
+    return text
+
+
 def _variant_template(key: str, value: Any, region: str | None) -> str:
-    """The B text of an A/B test: empty means no test, anything else is a template."""
+    """The B text of an A/B test: empty means no test, anything else is a template that
+    names the business, like the A text."""
     text = _text(key, value)
-    return _template(key, text, region) if text else ""
+    return _naming_template(key, text, region) if text else ""
+
+
+def _phrases(key: str, value: Any, region: str | None) -> list[str]:
+    """Opt-out phrases: each needs a word beyond courtesy words, or "please" alone
+    would opt a number out."""
+    items = _list_of_text(key, value)
+    for item in items:
+        words = revocation.words(item)
+        if not words or all(word in revocation.COURTESY for word in words):
+            raise SettingError(f"{key}: {item!r} has no word that asks to stop; "
+                               "courtesy words (please, thanks…) are ignored around phrases")
+    return items
+
+
+def _cap(key: str, value: Any, region: str | None) -> int:
+    try:
+        number = int(str(value).strip()) if not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None or not 0 <= number <= 50:
+        raise SettingError(f"{key} is a whole number from 0 to 50 (0 = no limit), "
+                           f"not {json.dumps(value)}")
+    return number
 
 
 def _alert_template(key: str, value: Any, region: str | None) -> str:
@@ -363,16 +409,39 @@ DEFAULT_PRICING_PHRASES = [
     "price", "prices", "pricing", "cost", "costs", "how much", "quote", "estimate",
     "rate", "rates", "charge", "fee", "fees",
 ]
+# Opt-outs in the customer's words (agent.rules.revocation). Keep them unmistakable:
+# a text made only of one of these opts the number out with no person looking.
+DEFAULT_OPTOUT_PHRASES = [
+    "stop texting me", "stop texting", "stop texting us", "stop sending me messages",
+    "stop sending messages", "stop sending me texts", "stop sending texts",
+    "stop messaging me", "stop contacting me", "stop the texts", "stop these texts",
+    "stop the messages", "remove me from your list", "remove me from the list",
+    "remove me from your texts", "remove me from your text list", "remove me",
+    "remove my number", "take me off your list", "take me off the list", "take me off",
+    "take my number off your list", "take my number off", "don't text", "do not text",
+    "no more texts", "no more messages", "no more text messages", "don't text me",
+    "do not text me", "don't text me again", "don't message me", "do not message me",
+    "don't contact me", "do not contact me", "unsubscribe me", "opt me out",
+    "leave me alone", "delete my number", "lose my number",
+    "no más", "no más mensajes", "no me manden mensajes", "no me manden más mensajes",
+    "no me envíen mensajes", "no me envíen más mensajes", "no me escriban",
+    "no me escriban más", "ya no me escriban", "dejen de escribirme",
+    "dejen de enviarme mensajes", "dejen de mandarme mensajes", "alto", "basta",
+    "cancelar", "baja", "darme de baja", "quiero darme de baja", "dar de baja",
+    "bórrenme de su lista", "sáquenme de su lista",
+]
 DEFAULT_EMERGENCY_CUSTOMER = (
     "We're on it: a technician from {business} is calling you right now."
 )
 DEFAULT_EMERGENCY_ALERT = "EMERGENCY for {business} from {customer}: {message}"
+# an answer to a customer who texted first is the first text they get from us: like
+# every such text it names the business
 DEFAULT_SCHEDULING = (
-    "Thanks! You can book a time here: {booking_link}. "
+    "Thanks for texting {business}! You can book a time here: {booking_link}. "
     "Reply with a day and time that suits you and we'll confirm."
 )
 DEFAULT_PRICING = (
-    "Thanks for asking! Prices depend on the job and estimates are free. "
+    "Thanks for asking! At {business} prices depend on the job and estimates are free. "
     "Reply with what you need and a good time to call."
 )
 DEFAULT_REPLY_ALERT = "Reply to {business} from {customer}: {message}"
@@ -467,19 +536,19 @@ _SPECS = (
         "templates.business_hours",
         DEFAULT_BUSINESS_HOURS,
         "text for a call missed while open",
-        _template,
+        _naming_template,
     ),
     Spec(
         "templates.after_hours",
         DEFAULT_AFTER_HOURS,
         "text for a call missed while closed or on a holiday",
-        _template,
+        _naming_template,
     ),
     Spec(
         "templates.voicemail",
         DEFAULT_VOICEMAIL,
         "text for a missed call where the caller left a voicemail",
-        _template,
+        _naming_template,
     ),
     *(
         Spec(f"{key}_b", "",
@@ -495,6 +564,11 @@ _SPECS = (
         "whole-message words that opt a number out (any case; add e.g. \"no más\")",
         _keywords,
     ),
+    Spec("keywords.optout_phrases", DEFAULT_OPTOUT_PHRASES,
+         "opt-outs in the customer's own words (any case, accents and punctuation "
+         "ignored): a text made only of these, the keywords and courtesy words opts out; "
+         "one that holds them among other words is flagged to staff as a possible opt-out",
+         _phrases),
     Spec(
         "keywords.optin",
         ["START", "UNSTOP", "YES"],
@@ -504,10 +578,12 @@ _SPECS = (
     Spec("keywords.help", ["HELP", "INFO"], "whole-message words answered with templates.help",
          _keywords),
     Spec("templates.optout", DEFAULT_OPTOUT,
-         "the one confirmation sent after an opt-out (nothing else follows it)", _template),
-    Spec("templates.optin", DEFAULT_OPTIN, "the reply to an opt-in after an opt-out",
-         _template),
-    Spec("templates.help", DEFAULT_HELP, "the reply to HELP/INFO", _template),
+         "the one confirmation sent after an opt-out (nothing else follows it); names "
+         "{business}", _naming_template),
+    Spec("templates.optin", DEFAULT_OPTIN, "the reply to an opt-in after an opt-out; names "
+         "{business}", _naming_template),
+    Spec("templates.help", DEFAULT_HELP, "the reply to HELP/INFO; names {business}",
+         _naming_template),
     Spec("intents.emergency", DEFAULT_EMERGENCY_PHRASES,
          "phrases that make a reply an emergency (rings oncall.target at once)", _keywords),
     Spec("intents.scheduling", DEFAULT_SCHEDULING_PHRASES,
@@ -525,13 +601,15 @@ _SPECS = (
          "mobile numbers texted each customer reply that needs a person, until someone "
          "owns the conversation (then the owner's mobile is)", _phone_numbers),
     Spec("templates.emergency_customer", DEFAULT_EMERGENCY_CUSTOMER,
-         "the reply to an emergency", _template),
+         "the reply to an emergency; names {business}", _naming_template),
     Spec("templates.emergency_alert", DEFAULT_EMERGENCY_ALERT,
          "the alert texted to oncall.notify_numbers ({customer}, {message})",
          _alert_template),
-    Spec("templates.scheduling", DEFAULT_SCHEDULING, "the reply to a booking request",
-         _template),
-    Spec("templates.pricing", DEFAULT_PRICING, "the reply to a price question", _template),
+    Spec("templates.scheduling", DEFAULT_SCHEDULING,
+         "the reply to a booking request; names {business} (it may be the first text a "
+         "number gets)", _naming_template),
+    Spec("templates.pricing", DEFAULT_PRICING,
+         "the reply to a price question; names {business}", _naming_template),
     Spec("followup.delays", ["30m", "2h", "24h"],
          "follow-ups after a text-back with no reply, counted from the text-back; [] = none",
          _durations),
@@ -541,6 +619,11 @@ _SPECS = (
     Spec("followup.allowed_hours", "08:00-21:00",
          "when follow-ups may go out, in the recipient's local time; 00:00-24:00 = any time",
          _window),
+    Spec("compliance.max_automated_per_day", 3,
+         "at most this many automated texts (text-back, automatic answers, follow-ups) to "
+         "one number in any 24 hours; staff replies and the opt-out confirmation do not "
+         "count; what it holds back is kept, cancelled with the reason; 0 = no limit",
+         _cap),
     Spec("escalation.reminder_after", "30m",
          "remind staff.notify_numbers when a customer's reply is still unanswered after this",
          _duration(dt.timedelta(days=7))),
@@ -640,6 +723,15 @@ def parse_cli_value(raw: str) -> Any:
         return raw
 
 
+def in_force(key: str, value: Any, region: str | None = None) -> Any:
+    """`validate` for a value read back rather than typed: a first text stored by an
+    older version without {business} is kept (see UnnamedBusiness)."""
+    try:
+        return validate(key, value, region)
+    except UnnamedBusiness as error:
+        return error.text
+
+
 def validate(key: str, value: Any, region: str | None = None) -> Any:
     """The value `key` would store for `value`, or SettingError.
 
@@ -665,6 +757,9 @@ def _effective(spec: Spec, stored: Any = _ABSENT) -> Any:
         return spec.default
     try:
         return spec.validator(spec.key, stored, None)
+    except UnnamedBusiness as error:
+        log.warning("stored setting %s: %s; still in force until changed", spec.key, error)
+        return error.text
     except SettingError as error:
         log.error("stored setting %s is invalid (%s); using the default", spec.key, error)
         return spec.default

@@ -123,6 +123,11 @@ def validate(template: str, always: Collection[str] = ("business",)) -> None:
         )
 
 
+def fields_used(template: str) -> set[str]:
+    """The merge fields a template names: "Hi {first_name}" → {"first_name"}."""
+    return {name for _text, name in _tokens(template) if name}
+
+
 def _sentences(template: str) -> list[str]:
     """Split a template into sentences, each keeping the spacing that follows it."""
     pieces = []

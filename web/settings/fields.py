@@ -46,6 +46,8 @@ LABELS = {
     "textback.exclusions": "Never text these numbers",
     "textback.text_fixed_lines": "Text landlines too",
     "keywords.optout": "Opt-out words",
+    "keywords.optout_phrases": "Opt-out phrases",
+    "compliance.max_automated_per_day": "Automated texts per number, at most, in 24 hours",
     "keywords.optin": "Opt-in words",
     "keywords.help": "Help words",
     "templates.optout": "Opt-out confirmation",
@@ -138,7 +140,10 @@ SECTIONS: tuple[Section, ...] = (
             "follow-ups and escalation.",
             (Group("Keywords", ("keywords.optout", "keywords.optin", "keywords.help"),
                    ("keywords.",),
-                   hint="A whole message, in any case, surrounding punctuation ignored."),
+                   hint="A whole message, in any case, surrounding punctuation ignored. "
+                   "Opt-out phrases also count with courtesy words around them "
+                   "(\"please stop texting me, thanks\"); inside a longer text they "
+                   "flag it to staff as a possible opt-out."),
              Group("Answers to keywords", ("templates.optout", "templates.optin",
                                            "templates.help")),
              Group("What a reply is about", ("intents.emergency", "intents.scheduling",
@@ -150,7 +155,10 @@ SECTIONS: tuple[Section, ...] = (
              Group("Follow-ups", ("followup.delays", FOLLOWUP_TEMPLATES,
                                   "followup.allowed_hours"), ("followup.",)),
              Group("Escalation", ("escalation.reminder_after",
-                                  "escalation.supervisor_after"), ("escalation.",)))),
+                                  "escalation.supervisor_after"), ("escalation.",)),
+             Group("Compliance", ("compliance.max_automated_per_day",), ("compliance.",),
+                   hint="Follow-ups also keep to the quiet hours of the customer's state "
+                   "(from the area code); the hours above can only narrow them."))),
     Section("people", "People",
             "Who is rung or texted about emergencies and replies, and what they read.",
             (Group("Who is told", ("oncall.target", "oncall.notify_numbers",
