@@ -152,6 +152,8 @@ class Message(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     transport: Mapped[str | None] = mapped_column(String(16))
     provider_ref: Mapped[str | None] = mapped_column(String(200))
+    # a messaging API's own id of the message ("SM…", a UUID): its webhooks name it
+    provider_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     error: Mapped[str | None] = mapped_column(Text)
     error_kind: Mapped[str | None] = mapped_column(String(16))  # "permanent" | "temporary"
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)

@@ -374,6 +374,7 @@ class Dispatcher:
         turns: list[tuple[float, str]] = []  # rate limits: when each could take it
         days: list[float] = []  # daily limits: when each could take it
         tried = handed = False
+        uncertain: str | None = None  # the transport that may have sent it
         booked = self._booked.pop(sms.id, ("", 0.0))[0]
         pinned = sms.pinned_transport
         if pinned and pinned not in self.limits:
@@ -412,6 +413,10 @@ class Dispatcher:
                                                                                   str(e)))
                     return
                 problems.append(f"{transport.name}: {exc}")
+                if exc.uncertain:
+                    # it may have left: another transport now could text them twice
+                    uncertain = transport.name
+                    break
                 continue
             budget.spend(self._now(), sms.parts)
             await self._record(lambda s, r=result, t=transport: self._done(s, sms, t, r))
@@ -429,7 +434,8 @@ class Dispatcher:
                 self._booked[sms.id] = (best[1], when)
             else:
                 when = min(days)
-        waiting = await self._record(lambda s: self._later(s, sms, problems, when, turn))
+        waiting = await self._record(lambda s: self._later(s, sms, problems, when, turn,
+                                                           uncertain))
         assert isinstance(waiting, list)
         if waiting:
             turns_given = self._give_turns(waiting)
@@ -481,7 +487,14 @@ class Dispatcher:
         message = session.get_one(Message, sms.id)
         message.transport = transport.name
         message.provider_ref = result.provider_ref
+        if result.provider_id:
+            message.provider_id = result.provider_id
         message.attempts = sms.attempts + 1
+        if message.status != outbox.SENDING:
+            # the provider's webhook told its fate before this answer was recorded
+            log.info("message %d to %s: %s via %s (reported before its send was recorded)",
+                     sms.id, sms.number, message.status, transport.name)
+            return
         message.error = message.error_kind = None
         outbox.transition(message, result.status, self.clock(), transport.name)
         log.info("message %d to %s %s via %s", sms.id, sms.number, result.status,
@@ -498,7 +511,8 @@ class Dispatcher:
                     transport.name, error)
 
     def _later(self, session: Session, sms: OutboundSms, problems: list[str],
-               when: float | None, turn: bool) -> list[tuple[int, int, str | None]]:
+               when: float | None, turn: bool, uncertain: str | None = None
+               ) -> list[tuple[int, int, str | None]]:
         """Back to the queue; with a turn booked, also returns the texts due now that
         wait behind this one (they get turns too, rather than each being claimed)."""
         message = session.get_one(Message, sms.id)
@@ -514,6 +528,8 @@ class Dispatcher:
             return outbox.waiting_due(session, now, TURNS_PER_TRANSACTION) if turn else []
         message.attempts = sms.attempts + 1
         message.error, message.error_kind = error, "temporary"
+        if uncertain:
+            message.transport = uncertain  # pinned: only it can tell whether it left
         if message.attempts >= self.max_attempts:
             outbox.transition(message, outbox.FAILED, now, f"gave up after "
                               f"{message.attempts} attempts: {error}")
