@@ -142,10 +142,14 @@ def telnyx_event() -> Any:
         if state is not None:
             code, words = telnyx.error_words(payload.get("errors"))
             session = get_session()
-            receipts.report(session, telnyx.NAME, str(payload["id"]), state, now,
-                            error=words if state == receipts.FAILED else None,
-                            permanent=code in telnyx.NOT_TEXTABLE)
+            outcome = receipts.report(session, telnyx.NAME, str(payload["id"]), state, now,
+                                      error=words if state == receipts.FAILED else None,
+                                      permanent=code in telnyx.NOT_TEXTABLE)
             session.commit()
+            if outcome == "unknown":
+                # come before the send's answer was recorded (or not ours): Telnyx tries
+                # a webhook again when it is not answered with 2xx
+                return Response(status=404)
     return Response(status=204)
 
 
