@@ -12,6 +12,8 @@ import dataclasses
 import datetime as dt
 import itertools
 import os
+import socket
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -434,3 +436,48 @@ def test_provider_secrets_must_be_private_files(api: Provider, tmp_path: Path) -
     data["sms"][api.name][key] = str(tmp_path / "missing")
     with pytest.raises(ConfigError, match=f"sms.{api.name}.{key} cannot read"):
         parse(data, tmp_path / "textback.toml")
+
+
+# --------------------------------------------------------------------------- doctor
+
+def test_doctor_checks_the_credentials_the_signature_secret_and_the_public_url(
+        api: Provider, cfg: Config) -> None:
+    from werkzeug.serving import make_server
+
+    from agent.ops import doctor
+    from web import create_app
+
+    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "test-" + "k" * 40,
+                                  "DATABASE_URL": cfg.database.url})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        public = f"http://127.0.0.1:{server.server_port}"
+        config = dataclasses.replace(cfg, web=dataclasses.replace(cfg.web, public_url=public))
+        app.config["TEXTBACK_CONFIG"] = config
+        checks = asyncio.run(doctor.provider_checks(config))
+        assert [c.ok for c in checks] == [True, True, True], checks
+        assert "credentials accepted" in checks[0].what and "signatures" in checks[1].what
+        assert "refuses unsigned posts" in checks[2].what
+        assert ("GET", f"/2010-04-01/Accounts/{ACCOUNT_SID}.json" if api.name == "twilio"
+                else "/v2/balance") in api.requests
+
+        section = getattr(config.sms, api.name)
+        wrong = dataclasses.replace(section, **{
+            "auth_token" if api.name == "twilio" else "api_key": "not-the-key"})
+        nowhere = f"http://127.0.0.1:{closed_port()}"
+        broken = dataclasses.replace(config, sms=dataclasses.replace(
+            config.sms, **{api.name: wrong}), web=dataclasses.replace(config.web,
+                                                                      public_url=nowhere))
+        failed = asyncio.run(doctor.provider_checks(broken))
+        assert [c.ok for c in failed] == [False, False]
+        assert "401" in failed[0].what and f"[sms.{api.name}]" in failed[0].fix
+        assert "not reachable" in failed[1].what and "web.public_url" in failed[1].fix
+    finally:
+        server.shutdown()
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

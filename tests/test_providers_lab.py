@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 from test_providers import (
+    closed_port,
     missed_call,
     new_customer,
     out_to,
@@ -46,12 +46,6 @@ def fakes() -> Iterator[dict[str, Provider]]:
     yield apis
     for api in apis.values():
         api.close()
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.mark.parametrize("down", ["refused", "503"])

@@ -158,18 +158,22 @@ class TelnyxTransport:
             self._problem = text
         raise SendError(text, permanent=False)
 
-    async def check(self) -> str:
-        """One authenticated GET (`textback doctor`): the account's balance."""
-        url = f"{self.config.api_base}/v2/balance"
-        response = await self.client.get(url, headers=self.headers)
-        if response.status_code != 200:
-            _code, words = error_words(_json(response).get("errors"))
-            raise SendError(f"{url} answered {response.status_code}: {words}", permanent=True)
-        data = _json(response).get("data") or {}
-        return f"balance {data.get('balance', '?')} {data.get('currency', '')}".strip()
-
     async def close(self) -> None:
         await self.client.aclose()
+
+
+async def check_account(config: TelnyxConfig, client: httpx.AsyncClient) -> str:
+    """One authenticated GET (`textback doctor`): the account's balance, or raises
+    SendError with what the API said."""
+    url = f"{config.api_base}/v2/balance"
+    response = await client.get(url, headers={"Authorization": f"Bearer {config.api_key}",
+                                              "Accept": "application/json"})
+    body = _json(response)
+    if response.status_code != 200:
+        _code, words = error_words(body.get("errors"))
+        raise SendError(f"GET {url} answered {response.status_code}: {words}", permanent=True)
+    data = body.get("data") or {}
+    return f"balance {data.get('balance', '?')} {data.get('currency', '')}".strip()
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -224,18 +224,20 @@ class TwilioTransport:
                 return str(item.get("sid"))
         return False
 
-    async def check(self) -> str:
-        """One authenticated GET of the account (`textback doctor`); raises on failure."""
-        url = f"{self.config.api_base}/2010-04-01/Accounts/{self.config.account_sid}.json"
-        response = await self.client.get(url, auth=self.auth)
-        body = _json(response)
-        if response.status_code != 200:
-            raise SendError(f"{url} answered {response.status_code}: "
-                            f"{body.get('message') or response.reason_phrase}", permanent=True)
-        return str(body.get("friendly_name") or body.get("status") or "ok")
-
     async def close(self) -> None:
         await self.client.aclose()
+
+
+async def check_account(config: TwilioConfig, client: httpx.AsyncClient) -> str:
+    """One authenticated GET of the account (`textback doctor`): its name, or raises
+    SendError with what the API said."""
+    url = f"{config.api_base}/2010-04-01/Accounts/{config.account_sid}.json"
+    response = await client.get(url, auth=(config.account_sid, config.auth_token))
+    body = _json(response)
+    if response.status_code != 200:
+        raise SendError(f"GET {url} answered {response.status_code}: "
+                        f"{body.get('message') or response.reason_phrase}", permanent=True)
+    return str(body.get("friendly_name") or body.get("sid") or "ok")
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
