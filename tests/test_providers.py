@@ -248,6 +248,40 @@ def test_a_report_that_comes_before_the_send_is_recorded_still_counts(
     assert statuses[statuses.index("sending"):] == expected
 
 
+def test_with_a_provider_the_delivery_rate_is_real_and_the_thread_says_why_one_failed(
+        api: Provider, agent: Agent, hooks: FlaskClient, owner: FlaskClient,
+        engine: Engine) -> None:
+    from agent.reports import dashboard
+
+    reached, unreached = new_customer(), new_customer()
+
+    async def steps() -> None:
+        for customer in (reached, unreached):
+            await agent.handle(missed_call(f"{customer}.1", customer))
+        for customer in (reached, unreached):
+            await until(agent, out_to(customer, "submitted"))
+
+    run(agent, steps)
+    api.report(hooks, sent_to(api, reached)[0], "sent")
+    api.report(hooks, sent_to(api, reached)[0], "delivered")
+    if isinstance(api, FakeTwilio):
+        api.report(hooks, sent_to(api, unreached)[0], "undelivered", error_code="30003")
+        reason = "Twilio error 30003"
+    else:
+        api.report(hooks, sent_to(api, unreached)[0], "delivery_failed", error_code="40001")
+        reason = "Telnyx error 40001: Not routable"
+    with sessions(engine)() as session:
+        figures = dashboard.report(session, {"days": "7"}, dt.datetime.now(dt.UTC))
+        delivery = next(k for k in figures.kpis if k.slug == "delivery")
+        assert delivery.value == "50%", delivery
+        contact_id = session.scalar(select(Contact.id).where(Contact.number == unreached))
+    page = owner.get(f"/inbox/{contact_id}").get_data(as_text=True)
+    assert "status-failed" in page and reason in page
+    updates = owner.get(f"/inbox/{contact_id}/updates.json").get_json()
+    assert [item["why"] for item in updates["items"] if item["status"] == "failed"] == [
+        next(item["why"] for item in updates["items"] if reason in item["why"])]
+
+
 def test_a_callback_with_a_wrong_or_missing_signature_is_refused_and_changes_nothing(
         api: Provider, agent: Agent, hooks: FlaskClient, engine: Engine) -> None:
     customer = new_customer()

@@ -39,7 +39,7 @@ from flask_login import current_user
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from agent.messages import desk, inbox, kinds
+from agent.messages import desk, inbox, kinds, outbox
 from agent.people import contacts
 from agent.rules.settings import business_zone
 from agent.store.models import Call, CallbackRequest, Contact, Message, User
@@ -87,6 +87,7 @@ class Item:
     label: str
     body: str
     status: str
+    why: str = ""  # why an outbound text failed (the provider's reason, when it gave one)
 
 
 def timeline(session: Session, contact: Contact, zone: Any) -> list[Item]:
@@ -124,7 +125,7 @@ def timeline(session: Session, contact: Contact, zone: Any) -> list[Item]:
                 label += f" to {message.number}"
         items.append((message.created_at, 1, Item(
             f"message-{message.id}", at.isoformat(), f"{at:%Y-%m-%d %H:%M}", side, label,
-            message.body, status)))
+            message.body, status, (message.error or "") if status == outbox.FAILED else "")))
     items.sort(key=lambda entry: (entry[0], entry[1], entry[2].key))
     return [item for _at, _order, item in items[-TIMELINE_LIMIT:]]
 
