@@ -609,6 +609,21 @@ from_number = ""
 # max_per_day = 200     # SMS parts in any 24 h (more gets a consumer SIM blocked); 0: none
 # delivery_reports = true
 
+# A messaging API (US: the usual way, see the README's "US texting"); add its name to
+# transports above, e.g. transports = ["twilio", "sip"], and set [web] public_url.
+# [sms.twilio]                  # Twilio, or SignalWire's compatible API
+# account_sid = "AC..."         # SignalWire: the project id
+# auth_token_file = "/etc/textback/twilio.token"   # mode 0600 (or 0640 root:textback)
+# from_number = "+15550001234"  # or messaging_service_sid = "MG..."
+# api_base = "https://api.twilio.com"   # SignalWire: "https://<space>.signalwire.com/api/laml"
+# max_per_minute = 60
+# [sms.telnyx]
+# api_key_file = "/etc/textback/telnyx.key"        # mode 0600 (or 0640 root:textback)
+# public_key = "..."            # the account's public key: webhooks are signed with it
+# from_number = "+15550001234"  # and/or messaging_profile_id = "..."
+# api_base = "https://api.telnyx.com"
+# max_per_minute = 60
+
 [agi]
 # FastAGI routing inside the agent, for TEXTBACK_AGI=agi://127.0.0.1:4573/textback-route
 # in the dialplan. Off: Asterisk runs the textback-route command per call instead.
@@ -626,4 +641,7 @@ port = 8080
 # secret_key_file = "/etc/textback/web.secret"
 # true when browsers reach the UI over https: cookies are then never sent in clear
 secure_cookies = false
+# with a messaging API: the https address where the provider reaches this UI (its
+# webhooks are <public_url>/hooks/...); "": none
+public_url = ""
 """

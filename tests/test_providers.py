@@ -515,3 +515,25 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_send_test_sends_one_text_through_the_provider(api: Provider, engine: Engine,
+                                                       tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from agent.cli import main
+
+    data = provider_config(api, tmp_path, engine.url.render_as_string(hide_password=False))
+    lines = [f'[ami]\nsecret = "x"\n[database]\nurl = "{data["database"]["url"]}"\n',
+             f'[web]\npublic_url = "{PUBLIC_URL}"\n',
+             f'[sms]\ntransports = ["{api.name}", "sip"]\n[sms.{api.name}]\n']
+    lines += [f'{key} = "{value}"\n' for key, value in data["sms"][api.name].items()]
+    path = tmp_path / "textback.toml"
+    path.write_text("".join(lines))
+    customer = new_customer()
+    result = CliRunner().invoke(main, ["send-test", "--config", str(path), "--to", customer,
+                                       "--text", "Test from textback", "--transport",
+                                       api.name])
+    assert result.exit_code == 0, result.output
+    assert f"submitted via {api.name}" in result.output
+    assert [body(m) for m in sent_to(api, customer)] == ["Test from textback"]

@@ -24,6 +24,7 @@ request that was written but never answered is retried through Telnyx alone
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -160,6 +161,14 @@ class TelnyxTransport:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+    async def client_closed(self) -> None:
+        """Wait until cancelled, then close the HTTP client: the task that keeps this
+        transport alive for `textback send-test`, as AMI's and the modem's do theirs."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.close()
 
 
 async def check_account(config: TelnyxConfig, client: httpx.AsyncClient) -> str:

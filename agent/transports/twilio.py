@@ -23,6 +23,7 @@ there, and never failed over meanwhile (SendError(uncertain=True) pins it here).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -226,6 +227,14 @@ class TwilioTransport:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+    async def client_closed(self) -> None:
+        """Wait until cancelled, then close the HTTP client: the task that keeps this
+        transport alive for `textback send-test`, as AMI's and the modem's do theirs."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.close()
 
 
 async def check_account(config: TwilioConfig, client: httpx.AsyncClient) -> str:
