@@ -87,8 +87,9 @@ PUBLIC_URL = "https://textback.example.com"
 OUR_NUMBER = "+15550000100"
 
 # what a scripted answer may be: an error code the API gives for a number, a status,
-# "hang" (the message is taken, the answer never comes in time) or "slow" (taken, and
-# answered 0.3 s later: its webhooks can come first)
+# "hang" (the message is taken, the answer never comes in time), "lost" (not taken,
+# and no answer in time either) or "slow" (taken, and answered 0.3 s later: its
+# webhooks can come first)
 Plan = int | str
 
 
@@ -205,6 +206,8 @@ class FakeTwilio(FakeApi):
         if not (form.get("From") or form.get("MessagingServiceSid")):
             return self.error(400, 21603, "A 'From' phone number is required.")
         plan = self.next_plan()
+        if plan == "lost":  # the request never reached the API: no answer, nothing taken
+            return 502, {}, "hang"
         if plan == 503:
             return self.error(503, 20503, "Service Unavailable")
         if plan == 429:

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from agent.calls.tracker import FinishedCall
 from agent.config import Config, ConfigError, parse
 from agent.daemon import Agent
-from agent.messages import kinds
+from agent.messages import kinds, outbox
 from agent.store import audit
 from agent.store.db import sessions
 from agent.store.models import AuditEntry, Call, Contact, Message
@@ -410,6 +410,34 @@ def test_a_send_the_provider_took_but_never_answered_is_not_sent_again(
     assert sent.provider_id == taken["sid" if api.name == "twilio" else "id"]
     assert sent.transport == api.name  # never failed over to the trunk meanwhile
     assert len(api.messages) == 1
+
+
+def test_a_request_lost_on_the_way_is_sent_again_and_an_earlier_same_text_is_not_it(
+        fakes: dict[str, Provider], engine: Engine, tmp_path: Path,
+        quick_retries: None) -> None:
+    """Twilio honours no idempotency key: after a send without an answer the transport
+    asks the message list. An earlier text with the same words to the same number is
+    there, but it is another row's: this one is sent again, once."""
+    api = fakes["twilio"]
+    api.reset()
+    data = provider_config(api, tmp_path, engine.url.render_as_string(hide_password=False))
+    config = parse(data, tmp_path / "textback.toml")
+    section = dataclasses.replace(config.sms.twilio, timeout=0.5)
+    agent = Agent(dataclasses.replace(config, sms=dataclasses.replace(config.sms,
+                                                                      twilio=section)))
+    customer = new_customer()
+    api.plans.extend([None, "lost"])
+    with sessions(engine)() as session:
+        for key in ("first", "second"):
+            outbox.enqueue(session, now=dt.datetime.now(dt.UTC), kind=kinds.STAFF_REPLY,
+                           number=customer, body="We are on our way.", idempotency_key=key)
+        session.commit()
+    ids = run(agent, lambda: until(agent, lambda s: (lambda rows: rows if len(rows) == 2
+                                                     else None)(out_to(customer,
+                                                                       "submitted")(s) or [])))
+    first, second = (row(engine, message_id) for message_id in sorted(ids))
+    assert [m["sid"] for m in api.messages] == [first.provider_id, second.provider_id]
+    assert first.provider_id != second.provider_id and api.posts() == 3
 
 
 # --------------------------------------------------------------------------- the hooks

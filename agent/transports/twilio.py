@@ -33,10 +33,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from agent.config import TwilioConfig
 from agent.messages.outbox import OutboundSms
 from agent.store.db import DbRunner
+from agent.store.models import Message
 from agent.transports import SendError, SendResult, receipts
 from agent.transports.health import DOWN, UP, Health
 
@@ -217,13 +219,19 @@ class TwilioTransport:
             return None
         if response.status_code != 200:
             return None
+        candidates = []
         for item in _json(response).get("messages") or []:
             if not isinstance(item, Mapping) or item.get("body") != sms.body:
                 continue
             created = _rfc2822(str(item.get("date_created") or ""))
-            if created is None or created >= since:
-                return str(item.get("sid"))
-        return False
+            if item.get("sid") and (created is None or created >= since):
+                candidates.append(str(item["sid"]))
+        if not candidates:
+            return False
+        # an earlier text with the same words (stored with its own id) is not this one
+        known = await self.db(lambda s: set(s.scalars(
+            select(Message.provider_id).where(Message.provider_id.in_(candidates)))))
+        return next((sid for sid in candidates if sid not in known), False)
 
     async def close(self) -> None:
         await self.client.aclose()
