@@ -171,7 +171,12 @@ class FakeTwilio(FakeApi):
 
     def __init__(self, account_sid: str, token: str) -> None:
         self.account_sid, self.token = account_sid, token
+        self.list_down = 0  # the next message-list reads that answer 503
         super().__init__()
+
+    def reset(self) -> None:
+        super().reset()
+        self.list_down = 0
 
     def error(self, status: int, code: int, message: str) -> tuple[int, dict[str, Any], None]:
         return status, {"code": code, "message": message, "status": status,
@@ -190,6 +195,10 @@ class FakeTwilio(FakeApi):
         if parts.path != account + "/Messages.json":
             return self.error(404, 20404, "The requested resource was not found")
         if method == "GET":
+            with self.lock:
+                down, self.list_down = self.list_down > 0, max(0, self.list_down - 1)
+            if down:
+                return self.error(503, 20503, "Service Unavailable")
             query = dict(parse_qsl(parts.query))
             with self.lock:
                 found = [m for m in reversed(self.messages)

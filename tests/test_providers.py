@@ -440,6 +440,26 @@ def test_a_request_lost_on_the_way_is_sent_again_and_an_earlier_same_text_is_not
     assert first.provider_id != second.provider_id and api.posts() == 3
 
 
+def test_while_twilio_cannot_say_whether_it_took_a_text_it_is_not_sent_again(
+        fakes: dict[str, Provider], engine: Engine, tmp_path: Path,
+        quick_retries: None) -> None:
+    api = fakes["twilio"]
+    assert isinstance(api, FakeTwilio)
+    api.reset()
+    config = parse(provider_config(api, tmp_path, engine.url.render_as_string(
+        hide_password=False)), tmp_path / "textback.toml")
+    section = dataclasses.replace(config.sms.twilio, timeout=0.5)
+    agent = Agent(dataclasses.replace(config, sms=dataclasses.replace(config.sms,
+                                                                      twilio=section)))
+    customer = new_customer()
+    api.plans.append("hang")  # taken, unanswered…
+    api.list_down = 2  # …and the message list unreadable for two looks
+    message_id = text_back(agent, customer, "submitted")
+    sent = row(engine, message_id)
+    assert api.posts() == 1 and len(api.messages) == 1
+    assert sent.provider_id == api.messages[0]["sid"] and sent.attempts == 3
+
+
 # --------------------------------------------------------------------------- the hooks
 
 def test_the_hooks_refuse_big_bodies_and_other_methods(api: Provider,

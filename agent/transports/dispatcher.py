@@ -9,7 +9,10 @@ unknown" (failed, never resent: it may have reached the customer).
 
 A temporary failure tries the next transport, then comes back later with
 exponential backoff, a bounded number of times; a permanent failure ends that
-message at once, so one invalid number never holds up the ones behind it. Waiting
+message at once, so one invalid number never holds up the ones behind it. A failure
+that may have sent the text all the same (a messaging API that took the request and
+never answered) is not failed over: the row is pinned to that transport, which finds
+out whether it has the text before sending again. Waiting
 for a rate limit costs no attempt: when a transport's bucket is empty, the texts
 waiting get turns, one each, at the instants the bucket will have their tokens, so a
 backlog of n is claimed about n times, not n² times.

@@ -157,6 +157,11 @@ class TwilioTransport:
                 log.warning("message %d: the provider had taken it (%s) though it never "
                             "answered; not sent again", sms.id, found)
                 return SendResult(status="submitted", provider_id=found, provider_ref=found)
+            if found is None:  # still cannot ask: sending now could text them twice
+                self._unanswered[sms.id] = since
+                raise SendError("the messaging API could not say whether it took an earlier "
+                                "try of this text; asked again later", permanent=False,
+                                uncertain=True)
         started = dt.datetime.now(dt.UTC) - LOOK_BACK
         try:
             response = await self.client.post(self.messages_url, data=self.form(sms),
