@@ -92,6 +92,9 @@ class TwilioConfig:
     account_sid: str = ""  # "AC…"; SignalWire: the project id
     auth_token: str = ""  # read from auth_token_file; also signs the webhooks
     auth_token_file: Path | None = None
+    # SignalWire signs its webhooks with the project's signing key, not the API token
+    signing_key: str = ""
+    signing_key_file: Path | None = None
     from_number: str = ""  # E.164, or…
     messaging_service_sid: str = ""  # "MG…": the service picks the number
     api_base: str = "https://api.twilio.com"  # SignalWire: https://<space>.signalwire.com/api/laml
@@ -341,15 +344,22 @@ def _twilio(reader: _Reader, sms_t: dict[str, Any], used: bool) -> TwilioConfig 
     if "twilio" not in sms_t and not used:
         return None
     t = reader.table(sms_t, "twilio", "sms.twilio")
-    reader.only(t, "sms.twilio", {"account_sid", "auth_token_file", "from_number",
-                                  "messaging_service_sid", "api_base", "max_per_minute",
-                                  "max_per_day"})
+    reader.only(t, "sms.twilio", {"account_sid", "auth_token_file", "signing_key_file",
+                                  "from_number", "messaging_service_sid", "api_base",
+                                  "max_per_minute", "max_per_day"})
     sid = reader.string(t, "sms.twilio.account_sid", "", required=True).strip()
     token_file = reader.string(t, "sms.twilio.auth_token_file", "", required=True).strip()
     token = _read_secret_file(reader, "sms.twilio.auth_token_file", Path(token_file))
     if not token:
         raise reader.error("sms.twilio.auth_token_file", f"{token_file} is empty; put the "
                            "account's auth token in it (Console → Account → API keys)")
+    key_file = reader.string(t, "sms.twilio.signing_key_file", "").strip()
+    signing_key = ""
+    if key_file:
+        signing_key = _read_secret_file(reader, "sms.twilio.signing_key_file", Path(key_file))
+        if not signing_key:
+            raise reader.error("sms.twilio.signing_key_file", f"{key_file} is empty; put the "
+                               "project's signing key in it (SignalWire: API → Signing Key)")
     sender = reader.string(t, "sms.twilio.from_number", "").strip()
     service = reader.string(t, "sms.twilio.messaging_service_sid", "").strip()
     if bool(sender) == bool(service):
@@ -364,6 +374,7 @@ def _twilio(reader: _Reader, sms_t: dict[str, Any], used: bool) -> TwilioConfig 
                            f'"{TwilioConfig.api_base}", not {base!r}')
     return TwilioConfig(
         account_sid=sid, auth_token=token, auth_token_file=Path(token_file),
+        signing_key=signing_key, signing_key_file=Path(key_file) if key_file else None,
         from_number=sender, messaging_service_sid=service, api_base=base,
         max_per_minute=int(reader.number(t, "sms.twilio.max_per_minute",
                                          TwilioConfig.max_per_minute, 1, 6000)),
@@ -614,6 +625,7 @@ from_number = ""
 # [sms.twilio]                  # Twilio, or SignalWire's compatible API
 # account_sid = "AC..."         # SignalWire: the project id
 # auth_token_file = "/etc/textback/twilio.token"   # mode 0600 (or 0640 root:textback)
+# signing_key_file = "/etc/textback/signalwire.key"  # SignalWire only: its webhook key
 # from_number = "+15550001234"  # or messaging_service_sid = "MG..."
 # api_base = "https://api.twilio.com"   # SignalWire: "https://<space>.signalwire.com/api/laml"
 # max_per_minute = 60

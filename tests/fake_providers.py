@@ -166,6 +166,12 @@ class FakeApi:
 
 # ------------------------------------------------------------------------------ Twilio
 
+def twilio_signature(key: str, url: str, form: dict[str, str]) -> str:
+    """X-Twilio-Signature as the provider computes it (SignalWire: with its signing key)."""
+    data = url + "".join(k + form[k] for k in sorted(form))
+    return base64.b64encode(hmac.new(key.encode(), data.encode(), hashlib.sha1).digest()).decode()
+
+
 class FakeTwilio(FakeApi):
     name = "twilio"
 
@@ -249,9 +255,7 @@ class FakeTwilio(FakeApi):
         return 201, public, (plan if plan in ("hang", "slow") else None)
 
     def signature(self, url: str, form: dict[str, str]) -> str:
-        data = url + "".join(k + form[k] for k in sorted(form))
-        digest = hmac.new(self.token.encode(), data.encode(), hashlib.sha1).digest()
-        return base64.b64encode(digest).decode()
+        return twilio_signature(self.token, url, form)
 
     def post(self, client: FlaskClient, url: str, form: dict[str, str],
              signature: str | None = "valid") -> TestResponse:

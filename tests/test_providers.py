@@ -32,7 +32,14 @@ from agent.store.db import sessions
 from agent.store.models import AuditEntry, Call, Contact, Message
 from agent.transports import dispatcher
 
-from fake_providers import OUR_NUMBER, PUBLIC_URL, FakeTelnyx, FakeTwilio, Provider
+from fake_providers import (
+    OUR_NUMBER,
+    PUBLIC_URL,
+    FakeTelnyx,
+    FakeTwilio,
+    Provider,
+    twilio_signature,
+)
 
 T = TypeVar("T")
 ACCOUNT_SID = "AC" + "5f" * 16
@@ -461,6 +468,27 @@ def test_while_twilio_cannot_say_whether_it_took_a_text_it_is_not_sent_again(
 
 
 # --------------------------------------------------------------------------- the hooks
+
+def test_signalwire_webhooks_are_checked_with_the_projects_signing_key(
+        fakes: dict[str, Provider], engine: Engine, tmp_path: Path) -> None:
+    from web import create_app
+
+    api = fakes["twilio"]
+    assert isinstance(api, FakeTwilio)
+    data = provider_config(api, tmp_path, engine.url.render_as_string(hide_password=False))
+    data["sms"]["twilio"]["signing_key_file"] = str(secret_file(tmp_path / "signing.key",
+                                                                "PSK_" + "7" * 28))
+    config = parse(data, tmp_path / "textback.toml")
+    hooks = create_app(test_config={"TESTING": True, "SECRET_KEY": "test-" + "k" * 40,
+                                    "DATABASE_URL": config.database.url,
+                                    "TEXTBACK_CONFIG": config}).test_client()
+    url, form = f"{PUBLIC_URL}/hooks/twilio/sms", {
+        "MessageSid": "SMsw1", "From": new_customer(), "To": OUR_NUMBER, "Body": "Hello"}
+    with_token = api.post(hooks, url, form)  # the API token does not sign them
+    with_key = hooks.post("/hooks/twilio/sms", data=form, headers={
+        "X-SignalWire-Signature": twilio_signature("PSK_" + "7" * 28, url, form)})
+    assert (with_token.status_code, with_key.status_code) == (403, 200)
+
 
 def test_the_hooks_refuse_big_bodies_and_other_methods(api: Provider,
                                                        hooks: FlaskClient) -> None:

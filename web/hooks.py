@@ -1,7 +1,8 @@
 """The messaging providers' webhooks: delivery reports and customers' texts.
 
 Twilio (and SignalWire) post forms to `/hooks/twilio/status` and `/hooks/twilio/sms`,
-signed with `X-Twilio-Signature`; Telnyx posts JSON events to `/hooks/telnyx`, signed
+signed with `X-Twilio-Signature` (SignalWire: `X-SignalWire-Signature`, the same HMAC
+keyed with the project's signing key); Telnyx posts JSON events to `/hooks/telnyx`, signed
 with Ed25519. A request whose signature is missing or wrong gets 403 and nothing is
 stored. These routes take no CSRF token (a provider has none), never read or set a
 session, refuse bodies over MAX_BODY, and have no rate limit of their own: only a
@@ -54,20 +55,23 @@ def _small_bodies_only() -> None:
         abort(413)
 
 
-def _twilio_token() -> str:
+def _twilio_key() -> str:
+    """What signs the webhooks: Twilio's auth token, or SignalWire's signing key."""
     provider = _config().sms.twilio
     if provider is None:
         abort(404)
-    return provider.auth_token
+    return provider.signing_key or provider.auth_token
 
 
 def _twilio_signed() -> dict[str, str]:
     """The form, once its signature is checked against the address the provider called
     (public_url + path + query: behind a TLS proxy, request.url is not that address)."""
-    token, config = _twilio_token(), _config()
+    key, config = _twilio_key(), _config()
     url = config.web.public_url + request.full_path.rstrip("?")
     pairs = [(name, value) for name, values in request.form.lists() for value in values]
-    if not twilio.signature_ok(token, url, pairs, request.headers.get("X-Twilio-Signature")):
+    given = (request.headers.get("X-Twilio-Signature")
+             or request.headers.get("X-SignalWire-Signature"))
+    if not twilio.signature_ok(key, url, pairs, given):
         log.warning("twilio webhook %s from %s refused: missing or wrong signature",
                     request.path, request.remote_addr)
         abort(403)

@@ -158,8 +158,10 @@ async def provider_checks(cfg: Config) -> list[Check]:
             try:
                 if name == "twilio" and cfg.sms.twilio is not None:
                     what = await twilio.check_account(cfg.sms.twilio, client)
+                    source = cfg.sms.twilio.signing_key_file or cfg.sms.twilio.auth_token_file
+                    kind = "signing key" if cfg.sms.twilio.signing_key_file else "auth token"
                     secret = (f"webhook signatures (X-Twilio-Signature) checked with the "
-                              f"auth token in {cfg.sms.twilio.auth_token_file}")
+                              f"{kind} in {source}")
                 elif cfg.sms.telnyx is not None:
                     what = await telnyx.check_account(cfg.sms.telnyx, client)
                     secret = ("webhook signatures (Ed25519) checked with "
@@ -236,6 +238,7 @@ def _file_checks(cfg: Config, user: access.Account) -> list[Check]:
     """The config file and the secrets the services read at start-up."""
     paths = [cfg.path, cfg.ami.secret_file,
              cfg.sms.twilio.auth_token_file if cfg.sms.twilio else None,
+             cfg.sms.twilio.signing_key_file if cfg.sms.twilio else None,
              cfg.sms.telnyx.api_key_file if cfg.sms.telnyx else None]
     if cfg.web_secret_key_file.exists():
         paths.append(cfg.web_secret_key_file)
