@@ -14,6 +14,7 @@ import itertools
 import os
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -496,6 +497,11 @@ def test_the_hooks_refuse_big_bodies_and_other_methods(api: Provider,
     assert hooks.post(path, data=b"x" * 70_000,
                       content_type="application/octet-stream").status_code == 413
     assert hooks.get(path).status_code == 405
+    if isinstance(api, FakeTelnyx):  # signed, but not an event
+        raw, now = b'{"data": {"event_type": "message.received"}}', int(time.time())
+        assert hooks.post(path, data=raw, headers={
+            "telnyx-timestamp": str(now), "telnyx-signature-ed25519": api.sign(raw, now),
+            "Content-Type": "application/json"}).status_code == 400
 
 
 def test_the_hooks_are_absent_without_the_provider(client: FlaskClient) -> None:

@@ -17,7 +17,6 @@ seconds). Both are idempotent: providers retry, and the same MessageSid is store
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -123,30 +122,23 @@ def telnyx_event() -> Any:
                     request.remote_addr)
         abort(403)
     try:
-        data = json.loads(raw)["data"]
-        kind, payload = str(data["event_type"]), data["payload"]
-        assert isinstance(payload, dict)
-    except (ValueError, KeyError, TypeError, AssertionError):
+        event = telnyx.read_event(raw)
+    except ValueError:
         abort(400)
-    if kind == "message.received":
-        to = payload.get("to") or [{}]
-        sms = inbound.InboundSms(
-            sender=str((payload.get("from") or {}).get("phone_number") or ""),
-            to=str(to[0].get("phone_number") or "") or None, body=str(payload.get("text") or ""),
-            transport=telnyx.NAME, received_at=now, reference=str(payload.get("id") or "") or None)
-        if payload.get("media"):
-            sms = inbound.InboundSms(
-                sms.sender, sms.to, sms.body + f"\n[{len(payload['media'])} picture(s) or "
-                "file(s) sent with this text; see the provider's log]", sms.transport,
-                sms.received_at, sms.reference)
-        _take(sms)
-    elif kind in ("message.sent", "message.finalized") and payload.get("id"):
-        to = payload.get("to") or [{}]
-        state = telnyx.STATES.get(str(to[0].get("status") or ""))
+    if event.kind == "message.received":
+        body = event.text
+        if event.media:
+            body += (f"\n[{event.media} picture(s) or file(s) sent with this text; see the "
+                     "provider's log]")
+        _take(inbound.InboundSms(sender=event.sender, to=event.to or None, body=body,
+                                 transport=telnyx.NAME, received_at=now,
+                                 reference=event.message_id or None))
+    elif event.kind in ("message.sent", "message.finalized") and event.message_id:
+        state = telnyx.STATES.get(event.status)
         if state is not None:
-            code, words = telnyx.error_words(payload.get("errors"))
+            code, words = telnyx.error_words(event.errors)
             session = get_session()
-            outcome = receipts.report(session, telnyx.NAME, str(payload["id"]), state, now,
+            outcome = receipts.report(session, telnyx.NAME, event.message_id, state, now,
                                       error=words if state == receipts.FAILED else None,
                                       permanent=code in telnyx.NOT_TEXTABLE)
             session.commit()

@@ -31,6 +31,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -71,6 +72,37 @@ def signature_ok(public_key: str, timestamp: str | None, body: bytes, given: str
     except (InvalidSignature, ValueError, binascii.Error):
         return False
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One webhook, as much of it as textback uses."""
+
+    kind: str  # "message.received" | "message.sent" | "message.finalized" | …
+    message_id: str
+    sender: str  # message.received: the customer's number
+    to: str  # the first recipient's number
+    text: str
+    media: int  # pictures or files with it
+    status: str  # the first recipient's status: "sent", "delivered", "delivery_failed"…
+    errors: list[Any]
+
+
+def read_event(raw: bytes) -> Event:
+    """The webhook's JSON body; ValueError when it is not one."""
+    try:
+        data = json.loads(raw)["data"]
+        payload = data["payload"]
+        first = (payload.get("to") or [{}])[0]
+        return Event(kind=str(data["event_type"]), message_id=str(payload.get("id") or ""),
+                     sender=str((payload.get("from") or {}).get("phone_number") or ""),
+                     to=str(first.get("phone_number") or ""),
+                     text=str(payload.get("text") or ""),
+                     media=len(payload.get("media") or []),
+                     status=str(first.get("status") or ""),
+                     errors=list(payload.get("errors") or []))
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise ValueError(f"not a Telnyx webhook: {exc!r}") from None
 
 
 def error_words(errors: object) -> tuple[str | None, str]:
