@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from agent.calls import cdr, missed
 from agent.calls.tracker import CallTracker, FinishedCall
 from agent.config import Config
-from agent.messages import inbound, inbox, timers
+from agent.messages import inbound, inbox, rings, timers
 from agent.messages.outbox import OutboundSms
 from agent.pbx import originate
 from agent.pbx.ami import AmiError, AmiLink
@@ -415,6 +415,8 @@ class Agent:
                     self.dispatcher.submit(sms)
                 # "Call back" clicks from the inbox (the web UI has no AMI link)
                 await inbox.run_pending(self.db, self.ami.action, trunk, worker)
+                # emergencies texted through a messaging API's webhook (web/hooks.py)
+                await rings.run_pending(self.db, self.ami.action, trunk, worker)
                 if self.modem_store is not None and time.monotonic() >= next_expiry:
                     next_expiry = time.monotonic() + FRAGMENT_SWEEP
                     await self.modem_store.expire()

@@ -5,6 +5,7 @@ through the trunk as a SIP MESSAGE, once."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,3 +99,58 @@ def _wait_for_trunk(trunk: TrunkPeer, number: str) -> list[Any]:
     wait_until("the SIP MESSAGE at the trunk",
                lambda: [m for m in list(trunk.messages) if m.to == number])
     return [m for m in list(trunk.messages) if m.to == number]
+
+
+def test_an_emergency_texted_through_a_webhook_rings_the_on_call_phone(
+        fakes: dict[str, Provider], lab: LabPbx, trunk: TrunkPeer, engine: Engine,
+        tmp_path: Path) -> None:
+    """The web app has no PBX link: it asks the agent, which rings desk2 within seconds."""
+    from test_providers import PUBLIC_URL
+
+    from agent.messages import rings
+    from agent.rules import settings
+    from agent.store.models import RingRequest
+    from web import create_app
+
+    api = fakes["twilio"]
+    api.reset()
+    data = provider_config(api, tmp_path, engine.url.render_as_string(hide_password=False))
+    data["ami"] = {"host": lab.ami_host, "port": lab.ami_port, "username": lab.ami_user,
+                   "secret": lab.ami_secret}
+    config = parse(data, tmp_path / "textback.toml")
+    with sessions(engine)() as session:
+        settings.set(session, "oncall.target", "desk2", dt.datetime.now(dt.UTC), region="US")
+        session.commit()
+    hooks = create_app(test_config={"TESTING": True, "SECRET_KEY": "test-" + "k" * 40,
+                                    "DATABASE_URL": config.database.url,
+                                    "TEXTBACK_CONFIG": config}).test_client()
+    assert config.web.public_url == PUBLIC_URL
+    agent = Agent(config)
+    customer = new_customer()
+    phone = lab.phone("desk2", "ring", timeout=15)
+
+    async def steps() -> str:
+        link = asyncio.create_task(agent.ami.run())
+        timers = asyncio.create_task(agent.run_timers())
+        try:
+            while not agent.ami.connected:
+                await asyncio.sleep(0.05)
+            response = api.text_in(hooks, customer, "Water everywhere in the kitchen!!")
+            assert response.status_code == 200
+            sent = asyncio.get_running_loop().time()
+            channel = await asyncio.to_thread(lab.wait_channel, "PJSIP/desk2", 5)
+            assert asyncio.get_running_loop().time() - sent < 5
+            return str(channel)
+        finally:
+            timers.cancel()
+            agent.ami.close()
+            link.cancel()
+
+    try:
+        assert run(agent, steps).startswith("PJSIP/desk2")
+    finally:
+        phone.stop()
+    with sessions(engine)() as session:
+        ring = session.scalars(select(RingRequest)).one()
+        assert (ring.target, ring.number, ring.label, ring.status) == (
+            "desk2", customer, "EMERGENCY", rings.RINGING)

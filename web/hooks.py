@@ -12,7 +12,9 @@ never see them, so a busy provider is never locked out.
 A report changes the agent's rows through agent.transports.receipts; a text takes
 the same way in as SIP and modem texts (agent.messages.inbound.take), and what it sets
 off is queued for the agent's dispatcher, which sends it at its next look (within
-seconds). Both are idempotent: providers retry, and the same MessageSid is stored once.
+seconds); an emergency's ring of the on-call phone is asked of the agent the same way
+(agent.messages.rings). Both are idempotent: providers retry, and the same MessageSid
+is stored once.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, request
 
 from agent.config import Config
-from agent.messages import inbound
+from agent.messages import inbound, rings
 from agent.transports import receipts, telnyx, twilio
 from web import csrf
 from web.clock import now as clock_now
@@ -155,13 +157,13 @@ def _take(sms: inbound.InboundSms) -> None:
         return
     session = get_session()
     region = _config().pbx.default_region
-    # no worker: what the text sets off is queued, and the agent's dispatcher sends it
+    # no worker: what the text sets off is queued, and the agent's dispatcher sends it;
+    # an emergency's ring is asked of the agent too, in the same transaction
     taken = inbound.take(session, sms, region, worker=None)
+    if taken is not None and taken.reaction.ring_oncall:
+        rings.request(session, taken.reaction.ring_oncall, taken.message.number, "EMERGENCY",
+                      sms.received_at)
     session.commit()
     if taken is not None:
         log.info("%s text from %s stored as message %d", sms.transport, taken.message.number,
                  taken.message.id)
-        if taken.reaction.ring_oncall:
-            log.warning("an emergency text came through %s: the alert texts are queued, but "
-                        "the web app cannot ring %s (only the agent has the PBX link)",
-                        sms.transport, taken.reaction.ring_oncall)
