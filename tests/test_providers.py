@@ -43,6 +43,9 @@ from fake_providers import (
 )
 
 T = TypeVar("T")
+# the paths where the web app's hooks and the agent share the database (and the
+# dashboard's SQL) run on PostgreSQL too; the rest on SQLite, to keep the suite quick
+BOTH_DATABASES = pytest.mark.databases("sqlite", "postgresql")
 ACCOUNT_SID = "AC" + "5f" * 16
 AUTH_TOKEN = "9c0e" * 8
 TELNYX_KEY = "KEY0189A2B3C4D5E6F7_fakekeyfortests"
@@ -200,6 +203,7 @@ def body(message: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- sending
 
+@BOTH_DATABASES
 def test_a_text_back_leaves_through_the_provider_and_is_delivered_on_a_signed_report(
         api: Provider, agent: Agent, hooks: FlaskClient, engine: Engine) -> None:
     customer = new_customer()
@@ -256,6 +260,7 @@ def test_a_report_that_comes_before_the_send_is_recorded_still_counts(
     assert statuses[statuses.index("sending"):] == expected
 
 
+@BOTH_DATABASES
 def test_with_a_provider_the_delivery_rate_is_real_and_the_thread_says_why_one_failed(
         api: Provider, agent: Agent, hooks: FlaskClient, owner: FlaskClient,
         engine: Engine) -> None:
@@ -320,6 +325,7 @@ def test_a_callback_with_a_wrong_or_missing_signature_is_refused_and_changes_not
             Contact.number == customer)) is False
 
 
+@BOTH_DATABASES
 def test_a_signed_stop_opts_out_and_exactly_one_confirmation_goes_out(
         api: Provider, agent: Agent, hooks: FlaskClient, engine: Engine) -> None:
     customer = new_customer()
