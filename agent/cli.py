@@ -503,7 +503,8 @@ def doctor(config_path: str | None, user: str | None) -> None:
 @config_option
 @click.option("--to", "to", required=True, help="The phone number to text.")
 @click.option("--text", required=True, help="The message.")
-@click.option("--transport", type=click.Choice(["gsm", "sip"]), default=None,
+@click.option("--transport", type=click.Choice(["gsm", "sip", "twilio", "telnyx"]),
+              default=None,
               help="Default: the first of [sms] transports.")
 def send_test(config_path: str | None, to: str, text: str, transport: str | None) -> None:
     """Send one SMS now through one transport; print its id and status."""

@@ -8,6 +8,7 @@ silently ignored `[ami] secert = …` costs an IT person an afternoon.
 
 from __future__ import annotations
 
+import base64
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PATH = Path("/etc/textback/textback.toml")
-KNOWN_TRANSPORTS = ("sip", "gsm")
+KNOWN_TRANSPORTS = ("sip", "gsm", "twilio", "telnyx")
+PROVIDERS = ("twilio", "telnyx")  # messaging APIs: they call the web app back
 
 
 class ConfigError(Exception):
@@ -84,10 +86,45 @@ class GsmTransportConfig:
 
 
 @dataclass(frozen=True)
+class TwilioConfig:
+    """[sms.twilio]: Twilio's Messages API, or SignalWire's compatible (LaML) one."""
+
+    account_sid: str = ""  # "AC…"; SignalWire: the project id
+    auth_token: str = ""  # read from auth_token_file; also signs the webhooks
+    auth_token_file: Path | None = None
+    # SignalWire signs its webhooks with the project's signing key, not the API token
+    signing_key: str = ""
+    signing_key_file: Path | None = None
+    from_number: str = ""  # E.164, or…
+    messaging_service_sid: str = ""  # "MG…": the service picks the number
+    api_base: str = "https://api.twilio.com"  # SignalWire: https://<space>.signalwire.com/api/laml
+    max_per_minute: int = 60
+    max_per_day: int = 0
+    timeout: float = 10.0  # seconds an API request may take (not in the TOML)
+
+
+@dataclass(frozen=True)
+class TelnyxConfig:
+    """[sms.telnyx]: Telnyx's Messaging API v2."""
+
+    api_key: str = ""  # read from api_key_file
+    api_key_file: Path | None = None
+    public_key: str = ""  # the account's Ed25519 key (base64) that signs webhooks
+    from_number: str = ""
+    messaging_profile_id: str = ""
+    api_base: str = "https://api.telnyx.com"
+    max_per_minute: int = 60
+    max_per_day: int = 0
+    timeout: float = 10.0  # seconds an API request may take (not in the TOML)
+
+
+@dataclass(frozen=True)
 class SmsConfig:
     transports: tuple[str, ...] = ("sip",)
     sip: SipTransportConfig = field(default_factory=SipTransportConfig)
     gsm: GsmTransportConfig = field(default_factory=GsmTransportConfig)
+    twilio: TwilioConfig | None = None  # None: no [sms.twilio] table
+    telnyx: TelnyxConfig | None = None
     max_attempts: int = 5
 
 
@@ -115,6 +152,9 @@ class WebConfig:
     secret_key_file: Path | None = None
     # true when served over https (behind a proxy): cookies only travel encrypted
     secure_cookies: bool = False
+    # where a messaging provider reaches this web app (its TLS proxy), no trailing
+    # slash: its webhooks are public_url + /hooks/...; "" when no provider is used
+    public_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -238,7 +278,7 @@ def parse(data: dict[str, Any], path: Path) -> Config:
                            "sqlite:////var/lib/textback/textback.db")
 
     sms_t = reader.table(data, "sms")
-    reader.only(sms_t, "sms", {"transports", "sip", "gsm", "max_attempts"})
+    reader.only(sms_t, "sms", {"transports", "sip", "gsm", "twilio", "telnyx", "max_attempts"})
     transports = reader.strings(sms_t, "sms.transports", SmsConfig.transports)
     for name in transports:
         if name not in KNOWN_TRANSPORTS:
@@ -260,6 +300,8 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         transports=transports,
         sip=sip,
         gsm=_gsm(reader, reader.table(sms_t, "gsm", "sms.gsm")),
+        twilio=_twilio(reader, sms_t, "twilio" in transports),
+        telnyx=_telnyx(reader, sms_t, "telnyx" in transports),
         max_attempts=int(reader.number(sms_t, "sms.max_attempts", SmsConfig.max_attempts, 1, 50)),
     )
     agi_t = reader.table(data, "agi")
@@ -269,8 +311,14 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         raise reader.error("agi.enabled", f"must be true or false, not {enabled!r}")
     agi = AgiConfig(enabled=enabled, host=reader.string(agi_t, "agi.host", AgiConfig.host),
                     port=reader.port(agi_t, "agi.port", AgiConfig.port))
-    return Config(path=path, ami=ami, pbx=pbx, database=database, sms=sms, agi=agi,
-                  web=_web(reader, reader.table(data, "web")),
+    web = _web(reader, reader.table(data, "web"))
+    for name in PROVIDERS:
+        if name in transports and not web.public_url:
+            raise reader.error("web.public_url", f'is required with the {name} transport: the '
+                               "https address where the provider reaches this web app, like "
+                               '"https://textback.example.com" (its delivery reports and '
+                               "customers' texts come there)")
+    return Config(path=path, ami=ami, pbx=pbx, database=database, sms=sms, agi=agi, web=web,
                   digest=_digest(reader, reader.table(data, "digest")))
 
 
@@ -288,7 +336,12 @@ def _cdr_csv(reader: _Reader, pbx_t: dict[str, Any]) -> tuple[Path | None, bool]
 
 
 def _web(reader: _Reader, web_t: dict[str, Any]) -> WebConfig:
-    reader.only(web_t, "web", {"host", "port", "secret_key_file", "secure_cookies"})
+    reader.only(web_t, "web", {"host", "port", "secret_key_file", "secure_cookies",
+                               "public_url"})
+    public_url = reader.string(web_t, "web.public_url", "").strip().rstrip("/")
+    if public_url and not _is_http_url(public_url):
+        raise reader.error("web.public_url", "must be an address like "
+                           f'"https://textback.example.com", not {public_url!r}')
     secure = web_t.get("secure_cookies", WebConfig.secure_cookies)
     if not isinstance(secure, bool):
         raise reader.error("web.secure_cookies", f"must be true or false, not {secure!r}")
@@ -302,6 +355,97 @@ def _web(reader: _Reader, web_t: dict[str, Any]) -> WebConfig:
         # a relative path is read from the config's own directory, not the cwd
         secret_key_file=reader.path.parent / key_file if key_file else None,
         secure_cookies=secure,
+        public_url=public_url,
+    )
+
+
+def _is_http_url(url: str) -> bool:
+    scheme, _, rest = url.partition("://")
+    return scheme in ("http", "https") and bool(rest) and " " not in url
+
+
+def _twilio(reader: _Reader, sms_t: dict[str, Any], used: bool) -> TwilioConfig | None:
+    if "twilio" not in sms_t and not used:
+        return None
+    t = reader.table(sms_t, "twilio", "sms.twilio")
+    reader.only(t, "sms.twilio", {"account_sid", "auth_token_file", "signing_key_file",
+                                  "from_number", "messaging_service_sid", "api_base",
+                                  "max_per_minute", "max_per_day"})
+    sid = reader.string(t, "sms.twilio.account_sid", "", required=True).strip()
+    token_file = reader.string(t, "sms.twilio.auth_token_file", "", required=True).strip()
+    token = _read_secret_file(reader, "sms.twilio.auth_token_file", Path(token_file))
+    if not token:
+        raise reader.error("sms.twilio.auth_token_file", f"{token_file} is empty; put the "
+                           "account's auth token in it (Console → Account → API keys)")
+    key_file = reader.string(t, "sms.twilio.signing_key_file", "").strip()
+    signing_key = ""
+    if key_file:
+        signing_key = _read_secret_file(reader, "sms.twilio.signing_key_file", Path(key_file))
+        if not signing_key:
+            raise reader.error("sms.twilio.signing_key_file", f"{key_file} is empty; put the "
+                               "project's signing key in it (SignalWire: API → Signing Key)")
+    sender = reader.string(t, "sms.twilio.from_number", "").strip()
+    service = reader.string(t, "sms.twilio.messaging_service_sid", "").strip()
+    if bool(sender) == bool(service):
+        raise reader.error("sms.twilio.from_number", "give either from_number (E.164, like "
+                           '"+15550001234") or messaging_service_sid ("MG…"), one of them')
+    if sender and not (sender.startswith("+") and sender[1:].isdigit()):
+        raise reader.error("sms.twilio.from_number", f'must be E.164, like "+15550001234", '
+                           f"not {sender!r}")
+    base = reader.string(t, "sms.twilio.api_base", TwilioConfig.api_base).strip().rstrip("/")
+    if not _is_http_url(base):
+        raise reader.error("sms.twilio.api_base", f'must be an address like '
+                           f'"{TwilioConfig.api_base}", not {base!r}')
+    return TwilioConfig(
+        account_sid=sid, auth_token=token, auth_token_file=Path(token_file),
+        signing_key=signing_key, signing_key_file=Path(key_file) if key_file else None,
+        from_number=sender, messaging_service_sid=service, api_base=base,
+        max_per_minute=int(reader.number(t, "sms.twilio.max_per_minute",
+                                         TwilioConfig.max_per_minute, 1, 6000)),
+        max_per_day=int(reader.number(t, "sms.twilio.max_per_day", 0, 0, 10_000_000)),
+    )
+
+
+def _telnyx(reader: _Reader, sms_t: dict[str, Any], used: bool) -> TelnyxConfig | None:
+    if "telnyx" not in sms_t and not used:
+        return None
+    t = reader.table(sms_t, "telnyx", "sms.telnyx")
+    reader.only(t, "sms.telnyx", {"api_key_file", "public_key", "from_number",
+                                  "messaging_profile_id", "api_base", "max_per_minute",
+                                  "max_per_day"})
+    key_file = reader.string(t, "sms.telnyx.api_key_file", "", required=True).strip()
+    key = _read_secret_file(reader, "sms.telnyx.api_key_file", Path(key_file))
+    if not key:
+        raise reader.error("sms.telnyx.api_key_file", f"{key_file} is empty; put an API key "
+                           "in it (Portal → Account settings → Keys & credentials)")
+    public_key = reader.string(t, "sms.telnyx.public_key", "", required=True).strip()
+    try:
+        raw = base64.b64decode(public_key, validate=True)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise reader.error("sms.telnyx.public_key", "must be the account's public key as the "
+                           "portal shows it (base64, 32 bytes; Portal → Keys & credentials → "
+                           "Public key)")
+    sender = reader.string(t, "sms.telnyx.from_number", "").strip()
+    profile = reader.string(t, "sms.telnyx.messaging_profile_id", "").strip()
+    if not sender and not profile:
+        raise reader.error("sms.telnyx.from_number", 'is required (E.164, like '
+                           '"+15550001234"), unless messaging_profile_id names a profile '
+                           "with a number pool")
+    if sender and not (sender.startswith("+") and sender[1:].isdigit()):
+        raise reader.error("sms.telnyx.from_number", f'must be E.164, like "+15550001234", '
+                           f"not {sender!r}")
+    base = reader.string(t, "sms.telnyx.api_base", TelnyxConfig.api_base).strip().rstrip("/")
+    if not _is_http_url(base):
+        raise reader.error("sms.telnyx.api_base", f'must be an address like '
+                           f'"{TelnyxConfig.api_base}", not {base!r}')
+    return TelnyxConfig(
+        api_key=key, api_key_file=Path(key_file), public_key=public_key,
+        from_number=sender, messaging_profile_id=profile, api_base=base,
+        max_per_minute=int(reader.number(t, "sms.telnyx.max_per_minute",
+                                         TelnyxConfig.max_per_minute, 1, 6000)),
+        max_per_day=int(reader.number(t, "sms.telnyx.max_per_day", 0, 0, 10_000_000)),
     )
 
 
@@ -532,6 +676,22 @@ from_number = ""
 # max_per_day = 200     # SMS parts in any 24 h (more gets a consumer SIM blocked); 0: none
 # delivery_reports = true
 
+# A messaging API (US: the usual way, see the README's "US texting"); add its name to
+# transports above, e.g. transports = ["twilio", "sip"], and set [web] public_url.
+# [sms.twilio]                  # Twilio, or SignalWire's compatible API
+# account_sid = "AC..."         # SignalWire: the project id
+# auth_token_file = "/etc/textback/twilio.token"   # mode 0600 (or 0640 root:textback)
+# signing_key_file = "/etc/textback/signalwire.key"  # SignalWire only: its webhook key
+# from_number = "+15550001234"  # or messaging_service_sid = "MG..."
+# api_base = "https://api.twilio.com"   # SignalWire: "https://<space>.signalwire.com/api/laml"
+# max_per_minute = 60
+# [sms.telnyx]
+# api_key_file = "/etc/textback/telnyx.key"        # mode 0600 (or 0640 root:textback)
+# public_key = "..."            # the account's public key: webhooks are signed with it
+# from_number = "+15550001234"  # and/or messaging_profile_id = "..."
+# api_base = "https://api.telnyx.com"
+# max_per_minute = 60
+
 [agi]
 # FastAGI routing inside the agent, for TEXTBACK_AGI=agi://127.0.0.1:4573/textback-route
 # in the dialplan. Off: Asterisk runs the textback-route command per call instead.
@@ -549,4 +709,7 @@ port = 8080
 # secret_key_file = "/etc/textback/web.secret"
 # true when browsers reach the UI over https: cookies are then never sent in clear
 secure_cookies = false
+# with a messaging API: the https address where the provider reaches this UI (its
+# webhooks are <public_url>/hooks/...); "": none
+public_url = ""
 """

@@ -15,7 +15,7 @@ import signal
 import socket
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from agent.calls import cdr, missed
 from agent.calls.tracker import CallTracker, FinishedCall
 from agent.config import Config
-from agent.messages import inbound, inbox, timers
+from agent.messages import inbound, inbox, rings, timers
 from agent.messages.outbox import OutboundSms
 from agent.pbx import originate
 from agent.pbx.ami import AmiError, AmiLink
@@ -38,6 +38,8 @@ from agent.transports.gsm import GsmModemTransport
 from agent.transports.modem.driver import Modem
 from agent.transports.modem.store import ModemStore
 from agent.transports.sip import SipTrunk
+from agent.transports.telnyx import TelnyxTransport
+from agent.transports.twilio import TwilioTransport
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,15 @@ DECISION_RETRY = 0.5
 DECISION_RETRY_MAX = 15.0
 DATABASE_NAG = 30.0  # seconds between log lines while calls wait for the database
 LOCK_CHECK = 30.0  # PostgreSQL: seconds between looks at the connection holding the lock
+
+
+T = TypeVar("T")
+
+
+def _given(section: T | None) -> T:
+    """A provider's table, which the config requires when its transport is listed."""
+    assert section is not None
+    return section
 
 
 def _utc(ts: float) -> dt.datetime:
@@ -97,8 +108,14 @@ class Agent:
             self.modem_store = modem_store = ModemStore(self.db, self.deliver_inbound)
             self.modem = Modem(config.sms.gsm, on_deliver=modem_store.deliver,
                                on_report=modem_store.report)
+        public_url = config.web.public_url
         transports = {"sip": lambda: SipTrunk(config.sms.sip, self.ami),
-                      "gsm": lambda: GsmModemTransport(config.sms.gsm, self.modem, self.db)}
+                      "gsm": lambda: GsmModemTransport(config.sms.gsm, self.modem, self.db),
+                      # their webhooks land on the web app, which shares the database
+                      "twilio": lambda: TwilioTransport(_given(config.sms.twilio), public_url,
+                                                        self.db),
+                      "telnyx": lambda: TelnyxTransport(_given(config.sms.telnyx), public_url,
+                                                        self.db)}
         self.dispatcher = Dispatcher(
             self.db, [transports[name]() for name in config.sms.transports],
             worker=f"{socket.gethostname()}/agent", max_attempts=config.sms.max_attempts,
@@ -400,6 +417,8 @@ class Agent:
                     self.dispatcher.submit(sms)
                 # "Call back" clicks from the inbox (the web UI has no AMI link)
                 await inbox.run_pending(self.db, self.ami.action, trunk, worker)
+                # emergencies texted through a messaging API's webhook (web/hooks.py)
+                await rings.run_pending(self.db, self.ami.action, trunk, worker)
                 if self.modem_store is not None and time.monotonic() >= next_expiry:
                     next_expiry = time.monotonic() + FRAGMENT_SWEEP
                     await self.modem_store.expire()
@@ -539,6 +558,9 @@ class Agent:
                       self._waiting, "the next start reads them from the CDR file"
                       if self.config.pbx.cdr_csv else "they are lost (set [pbx] cdr_csv)")
         await self.dispatcher.drain(timeout=5)
+        for transport in self.dispatcher.transports:
+            if isinstance(transport, TwilioTransport | TelnyxTransport):
+                await transport.close()
         if routing_server is not None:
             await routing_server.close()
         self.ami.close()

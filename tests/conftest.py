@@ -2,7 +2,8 @@
 migrations).
 
 SQLite is the default everywhere. A test module that sets
-`DATABASES = ("sqlite", "postgresql")` runs its database tests on both: the
+`DATABASES = ("sqlite", "postgresql")` (or a test marked
+`@pytest.mark.databases("sqlite", "postgresql")`) runs its database tests on both: the
 PostgreSQL server is a throwaway cluster started once per test run (the Makefile
 installs Debian's postgresql; without it those cases are skipped with the reason).
 """
@@ -45,8 +46,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or _default_profile)
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "database" in metafunc.fixturenames:
-        metafunc.parametrize("database", getattr(metafunc.module, "DATABASES", ("sqlite",)),
-                             indirect=True)
+        # a module's DATABASES, or a test's own @pytest.mark.databases(...)
+        marker = metafunc.definition.get_closest_marker("databases")
+        names = marker.args if marker else getattr(metafunc.module, "DATABASES", ("sqlite",))
+        metafunc.parametrize("database", names, indirect=True)
 
 
 @pytest.fixture

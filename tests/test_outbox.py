@@ -184,6 +184,30 @@ def test_failover_to_the_next_transport(engine: Engine, session: Session) -> Non
     assert len(first.sent) == 1 and len(second.sent) == 1
 
 
+def test_a_send_that_may_have_left_is_retried_through_its_transport_only(
+        engine: Engine, session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A messaging API that took the request and never answered: failing over could
+    text the customer twice, so the text waits for that transport, pinned to it."""
+    monkeypatch.setattr(dispatching, "RETRY_FIRST", 0.05)
+    queue(session, "+15551230001", "x")
+    session.commit()
+    tries: list[int] = []
+
+    def unanswered_once(sms: OutboundSms) -> SendResult:
+        tries.append(sms.attempts)
+        if len(tries) == 1:
+            raise SendError("no answer", permanent=False, uncertain=True)
+        assert sms.pinned_transport == "twilio"
+        return SendResult("submitted", provider_id="SM1")
+
+    first = ScriptedTransport("twilio", unanswered_once)
+    second = ScriptedTransport("sip", ok)
+    rows = run_until(engine, [first, second], settled)
+    assert (rows[0].status, rows[0].transport, rows[0].provider_id) == (
+        "submitted", "twilio", "SM1")
+    assert tries == [0, 1] and second.sent == []
+
+
 def test_opt_out_is_checked_at_send_time(engine: Engine, session: Session) -> None:
     queue(session, "+15551230001", "x", send_at=NOW)
     session.add(Contact(number="+15551230001", opted_out=True, created_at=NOW, tags=[]))

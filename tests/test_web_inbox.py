@@ -253,7 +253,7 @@ def test_polling_endpoint_reports_new_messages(staff: FlaskClient, session: Sess
     assert later["token"] != first["token"]
     assert later["items"][-1] | {"at": "", "when": ""} == {
         "key": later["items"][-1]["key"], "at": "", "when": "", "side": "in",
-        "label": "Customer", "body": "<i>yes</i> please", "status": ""}
+        "label": "Customer", "body": "<i>yes</i> please", "status": "", "why": ""}
     assert staff.get("/inbox/updates.json").get_json()["token"] != listed
     partial = staff.get("/inbox?view=open&partial=1").get_data(as_text=True)
     assert "<html" not in partial and "+15550000001" in partial

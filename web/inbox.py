@@ -90,6 +90,7 @@ class Item:
     label: str
     body: str
     status: str
+    why: str = ""  # why an outbound text failed (the provider's reason, when it gave one)
 
 
 def timeline(session: Session, contact: Contact, zone: Any) -> list[Item]:
@@ -135,7 +136,7 @@ def timeline(session: Session, contact: Contact, zone: Any) -> list[Item]:
                 label += " · held back by the daily limit on automated texts"
         items.append((message.created_at, 1, Item(
             f"message-{message.id}", at.isoformat(), f"{at:%Y-%m-%d %H:%M}", side, label,
-            message.body, status)))
+            message.body, status, (message.error or "") if status == outbox.FAILED else "")))
     items.sort(key=lambda entry: (entry[0], entry[1], entry[2].key))
     return [item for _at, _order, item in items[-TIMELINE_LIMIT:]]
 

@@ -69,10 +69,17 @@ class Queued:
 _MESSAGES = Message.__table__
 _ADD_EVENT = insert(MessageEvent.__table__)
 # built once (bound names differ from the columns they set, as Core requires)
-_LEFT = (update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message_id"))
+_LEFT = (update(_MESSAGES)
+         .where(_MESSAGES.c.id == bindparam("message_id"), _MESSAGES.c.status == SENDING)
          .values(status=bindparam("new_status"), transport=bindparam("by"),
-                 provider_ref=bindparam("ref"), attempts=bindparam("tries"),
-                 error=None, error_kind=None, updated_at=bindparam("at")))
+                 provider_ref=bindparam("ref"), provider_id=bindparam("pid"),
+                 attempts=bindparam("tries"), error=None, error_kind=None,
+                 updated_at=bindparam("at")))
+# a provider's report came first (it moved the row on): only what the send returned
+_LEFT_LATE = (update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message_id"))
+              .values(transport=bindparam("by"), provider_ref=bindparam("ref"),
+                      provider_id=func.coalesce(_MESSAGES.c.provider_id, bindparam("pid")),
+                      attempts=bindparam("tries")))
 _HAND_OVER = (update(_MESSAGES)
               .where(_MESSAGES.c.id == bindparam("message_id"),
                      _MESSAGES.c.status == CLAIMED, _MESSAGES.c.claimed_by == bindparam("worker"))
@@ -266,13 +273,19 @@ def hand_over(session: Session, message_id: int, now: dt.datetime, worker: str,
 
 
 def left(session: Session, message_id: int, now: dt.datetime, *, status: str,
-         transport: str, provider_ref: str | None, attempts: int) -> None:
+         transport: str, provider_ref: str | None, attempts: int,
+         provider_id: str | None = None) -> bool:
     """A transport took the text (sending → submitted or sent): one UPDATE and one
-    history line, without loading the row."""
-    session.connection().execute(_LEFT, {"message_id": message_id, "new_status": status,
-                                         "by": transport, "ref": provider_ref,
-                                         "tries": attempts, "at": now})
+    history line, without loading the row. False when a provider's report of its fate
+    came first (the row moved on already): then only what the send returned is kept."""
+    fields = {"message_id": message_id, "by": transport, "ref": provider_ref,
+              "pid": provider_id, "tries": attempts}
+    connection = session.connection()
+    if connection.execute(_LEFT, {**fields, "new_status": status, "at": now}).rowcount != 1:
+        connection.execute(_LEFT_LATE, fields)
+        return False
     log_event(session, message_id, status, now, transport)
+    return True
 
 
 def release(message: Message, now: dt.datetime, why: str) -> None:

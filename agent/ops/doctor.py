@@ -38,7 +38,7 @@ def run_checks(cfg: Config, echo: Callable[[str], None] = print,
     results = [*asyncio.run(_ami_checks(cfg)), *about_user, *_file_checks(cfg, account),
                _database_check(cfg, account), *_cdr_checks(cfg, account),
                *(Check(c.ok, c.what, c.fix) for c in modem_checks(cfg)),
-               *_port_checks(cfg, account)]
+               *_port_checks(cfg, account), *asyncio.run(provider_checks(cfg))]
     for check in results:
         mark = {True: "ok  ", False: "FAIL", None: "??  "}[check.ok]
         echo(f"{mark} {check.what}")
@@ -145,6 +145,70 @@ async def _trunk_check(cfg: Config, link: object, allowed: set[str]) -> Check:
                  f"run `asterisk -rx 'pjsip show endpoint {endpoint}'` as root to confirm")
 
 
+async def provider_checks(cfg: Config) -> list[Check]:
+    """The messaging APIs in [sms] transports: the credentials work (one authenticated
+    GET), the webhook signature secret is set, and public_url reaches this web app."""
+    import httpx
+
+    from agent.transports import SendError, telnyx, twilio
+
+    checks: list[Check] = []
+    async with httpx.AsyncClient(timeout=10) as client:
+        for name in (n for n in cfg.sms.transports if n in ("twilio", "telnyx")):
+            try:
+                if name == "twilio" and cfg.sms.twilio is not None:
+                    what = await twilio.check_account(cfg.sms.twilio, client)
+                    source = cfg.sms.twilio.signing_key_file or cfg.sms.twilio.auth_token_file
+                    kind = "signing key" if cfg.sms.twilio.signing_key_file else "auth token"
+                    secret = (f"webhook signatures (X-Twilio-Signature) checked with the "
+                              f"{kind} in {source}")
+                elif cfg.sms.telnyx is not None:
+                    what = await telnyx.check_account(cfg.sms.telnyx, client)
+                    secret = ("webhook signatures (Ed25519) checked with "
+                              "[sms.telnyx] public_key")
+                else:
+                    continue
+            except (SendError, httpx.HTTPError) as exc:
+                key = ("account_sid and auth_token_file" if name == "twilio"
+                       else "api_key_file")
+                checks.append(Check(False, f"{name} credentials: {exc or type(exc).__name__}",
+                                    f"check [sms.{name}] {key} and api_base in {cfg.path} "
+                                    "against the provider's console"))
+            else:
+                checks.append(Check(True, f"{name} credentials accepted ({what})"))
+                checks.append(Check(True, secret))
+            checks.append(await _webhook_check(cfg, client, name))
+    return checks
+
+
+async def _webhook_check(cfg: Config, client: object, name: str) -> Check:
+    """public_url reaches this web app: /healthz answers as it does, and the provider's
+    hook refuses an unsigned post (so the route is there and checks signatures)."""
+    import httpx
+
+    assert isinstance(client, httpx.AsyncClient)
+    base = cfg.web.public_url
+    hook = f"{base}/hooks/twilio/status" if name == "twilio" else f"{base}/hooks/telnyx"
+    fix = (f"make {base} (web.public_url in {cfg.path}) reach `textback web` through "
+           "your TLS proxy, from the internet; then paste the webhook addresses of the "
+           "README's \"US texting\" into the provider's console")
+    try:
+        health = await client.get(f"{base}/healthz")
+        status = health.json().get("status") if health.headers.get(
+            "content-type", "").startswith("application/json") else None
+        unsigned = await client.post(hook, data={"doctor": "unsigned"})
+    except (httpx.HTTPError, ValueError) as exc:
+        return Check(False, f"{base} not reachable: {exc or type(exc).__name__}", fix)
+    if status is None:
+        return Check(False, f"{base}/healthz is not textback's (HTTP {health.status_code})",
+                     fix)
+    if unsigned.status_code != 403:
+        return Check(False, f"{hook} answered an unsigned post with HTTP "
+                     f"{unsigned.status_code}, not 403", fix + f"; is [sms.{name}] in the "
+                     "config `textback web` reads?")
+    return Check(True, f"{base} reaches the web app; {hook} refuses unsigned posts")
+
+
 def _account(name: str | None) -> tuple[access.Account, list[Check]]:
     """Whom files are checked for, and what doctor has to say about that user."""
     me = access.current()
@@ -172,7 +236,10 @@ def _account(name: str | None) -> tuple[access.Account, list[Check]]:
 
 def _file_checks(cfg: Config, user: access.Account) -> list[Check]:
     """The config file and the secrets the services read at start-up."""
-    paths = [cfg.path, cfg.ami.secret_file]
+    paths = [cfg.path, cfg.ami.secret_file,
+             cfg.sms.twilio.auth_token_file if cfg.sms.twilio else None,
+             cfg.sms.twilio.signing_key_file if cfg.sms.twilio else None,
+             cfg.sms.telnyx.api_key_file if cfg.sms.telnyx else None]
     if cfg.web_secret_key_file.exists():
         paths.append(cfg.web_secret_key_file)
     checks = []

@@ -61,6 +61,18 @@ async def _transport(cfg: Config, name: str, db: DbRunner) -> tuple[Any, Any]:
                 "running it holds the port (stop it, or let it send); run `textback doctor`"
             ) from None
         return GsmModemTransport(cfg.sms.gsm, modem, db), task
+    if name in ("twilio", "telnyx"):  # HTTP: nothing to keep alive but the client
+        from agent.transports.telnyx import TelnyxTransport
+        from agent.transports.twilio import TwilioTransport
+
+        provider = (TwilioTransport(cfg.sms.twilio, cfg.web.public_url, db)
+                    if name == "twilio" and cfg.sms.twilio is not None else
+                    TelnyxTransport(cfg.sms.telnyx, cfg.web.public_url, db)
+                    if name == "telnyx" and cfg.sms.telnyx is not None else None)
+        if provider is None:
+            raise SendTestError(f"[sms.{name}] is not in {cfg.path}; see the README's "
+                                "\"US texting\"")
+        return provider, asyncio.get_running_loop().create_task(provider.client_closed())
     from agent.pbx.ami import AmiLink
     from agent.transports.sip import SipTrunk
 

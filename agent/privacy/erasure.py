@@ -45,6 +45,7 @@ from agent.store.models import (
     Contact,
     Job,
     Message,
+    RingRequest,
     SmsFragment,
     TransportStatus,
 )
@@ -232,6 +233,10 @@ def erase(session: Session, contact: Contact, now: dt.datetime, actor: str, *,
     callbacks = session.execute(
         delete(CallbackRequest).where(or_(CallbackRequest.contact_id == contact_id,
                                           CallbackRequest.number == number))
+        .execution_options(synchronize_session=False)).rowcount or 0
+    # an emergency's ring through a webhook is a call back the agent placed for it
+    callbacks += session.execute(
+        delete(RingRequest).where(RingRequest.number == number)
         .execution_options(synchronize_session=False)).rowcount or 0
     for fragment in fragments:
         session.delete(fragment)

@@ -7,7 +7,8 @@ Definitions (shown on the page too, so an owner can check them):
   send rate          missed calls whose text-back left (submitted, sent or
                      delivered) / missed calls
   delivery rate      delivered / text-backs sent over a route that reports delivery
-                     (the SIP trunk only says "submitted": then it is n/a)
+                     (a messaging API's "delivered" or "undelivered", a modem's report;
+                     the SIP trunk only says "submitted": then it is n/a)
   time to text       median from the end of the missed call to the text leaving
   reply rate         text-backs answered by the customer within 7 days / text-backs
   contacted rate     missed calls whose caller staff reached afterwards

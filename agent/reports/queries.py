@@ -39,6 +39,7 @@ REPLY_WINDOW_DAYS = 7
 UNCONTACTABLE = ("withheld", "invalid_number", "fixed_line")
 LEFT = ("submitted", "sent", "delivered")  # the text left textback
 REPORTED = ("sent", "delivered")  # accepted by a network that reports delivery
+# a text that left and then failed was reported on too: a provider said it was undelivered
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ _TIME_PARAMS = (bindparam("start", type_=UTCDateTime()), bindparam("end", type_=
 
 def _missed_calls_cte(d: Dialect) -> str:
     """`missed`: each missed inbound call of the period with its text-back, when that left,
-    the customer's first reply within the reply window, whether a network reported on it,
+    the customer's first reply within the reply window, whether a network reported on it
+    (sent or delivered, or failed after it left: a provider's "undelivered"),
     and the caller's contact dates. One seek per call on ix_calls_missed_started, the
     unique idempotency key, then index-only look-ups on ix_message_events_message_status_at
     and ix_messages_number_direction_created.
@@ -108,7 +110,9 @@ def _missed_calls_cte(d: Dialect) -> str:
                  AND i.created_at >= m.created_at
                  AND i.created_at < {d.reply_until("m.created_at")}) AS reply_at,
              CASE WHEN EXISTS (SELECT 1 FROM message_events r WHERE r.message_id = m.id
-                                 AND r.status IN {_in(REPORTED)}) THEN 1 ELSE 0 END
+                                 AND (r.status IN {_in(REPORTED)}
+                                      OR (m.status = 'failed' AND r.status IN {_in(LEFT)})))
+                  THEN 1 ELSE 0 END
                AS reported
       FROM calls c
       LEFT JOIN messages m ON m.idempotency_key = c.linkedid || :suffix

@@ -152,6 +152,8 @@ class Message(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     transport: Mapped[str | None] = mapped_column(String(16))
     provider_ref: Mapped[str | None] = mapped_column(String(200))
+    # a messaging API's own id of the message ("SM…", a UUID): its webhooks name it
+    provider_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     error: Mapped[str | None] = mapped_column(Text)
     error_kind: Mapped[str | None] = mapped_column(String(16))  # "permanent" | "temporary"
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
@@ -342,6 +344,30 @@ class CallbackRequest(Base):
     done_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_callback_requests_status_created", "status", "created_at"),)
+
+
+class RingRequest(Base):
+    """A ring the web app asks of the agent: an emergency text that came through a
+    messaging API's webhook rings the on-call phone, then connects it to the customer.
+
+    The web process has no AMI link: it writes this row, and the agent's timers loop
+    claims it once (a conditional UPDATE) and places the call. The result stays here.
+    """
+
+    __tablename__ = "ring_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    target: Mapped[str] = mapped_column(String(200), nullable=False)  # oncall.target
+    number: Mapped[str] = mapped_column(String(64), nullable=False)  # the customer's, E.164
+    label: Mapped[str] = mapped_column(String(32), nullable=False)  # "EMERGENCY"
+    # pending → calling (claimed) → ringing (Originate accepted) | failed
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    done_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_ring_requests_status_created", "status", "created_at"),)
 
 
 class TransportStatus(Base):

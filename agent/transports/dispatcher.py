@@ -9,7 +9,10 @@ unknown" (failed, never resent: it may have reached the customer).
 
 A temporary failure tries the next transport, then comes back later with
 exponential backoff, a bounded number of times; a permanent failure ends that
-message at once, so one invalid number never holds up the ones behind it. Waiting
+message at once, so one invalid number never holds up the ones behind it. A failure
+that may have sent the text all the same (a messaging API that took the request and
+never answered) is not failed over: the row is pinned to that transport, which finds
+out whether it has the text before sending again. Waiting
 for a rate limit costs no attempt: when a transport's bucket is empty, the texts
 waiting get turns, one each, at the instants the bucket will have their tokens, so a
 backlog of n is claimed about n times, not n² times.
@@ -374,6 +377,7 @@ class Dispatcher:
         turns: list[tuple[float, str]] = []  # rate limits: when each could take it
         days: list[float] = []  # daily limits: when each could take it
         tried = handed = False
+        uncertain: str | None = None  # the transport that may have sent it
         booked = self._booked.pop(sms.id, ("", 0.0))[0]
         pinned = sms.pinned_transport
         if pinned and pinned not in self.limits:
@@ -412,6 +416,10 @@ class Dispatcher:
                                                                                   str(e)))
                     return
                 problems.append(f"{transport.name}: {exc}")
+                if exc.uncertain:
+                    # it may have left: another transport now could text them twice
+                    uncertain = transport.name
+                    break
                 continue
             budget.spend(self._now(), sms.parts)
             await self._record(lambda s, r=result, t=transport: self._done(s, sms, t, r))
@@ -429,7 +437,8 @@ class Dispatcher:
                 self._booked[sms.id] = (best[1], when)
             else:
                 when = min(days)
-        waiting = await self._record(lambda s: self._later(s, sms, problems, when, turn))
+        waiting = await self._record(lambda s: self._later(s, sms, problems, when, turn,
+                                                           uncertain))
         assert isinstance(waiting, list)
         if waiting:
             turns_given = self._give_turns(waiting)
@@ -478,9 +487,13 @@ class Dispatcher:
 
     def _done(self, session: Session, sms: OutboundSms, transport: Transport,
               result: SendResult) -> None:
-        outbox.left(session, sms.id, self.clock(), status=result.status,
-                    transport=transport.name, provider_ref=result.provider_ref,
-                    attempts=sms.attempts + 1)
+        if not outbox.left(session, sms.id, self.clock(), status=result.status,
+                           transport=transport.name, provider_ref=result.provider_ref,
+                           provider_id=result.provider_id, attempts=sms.attempts + 1):
+            # the provider's webhook told its fate before this answer was recorded
+            log.info("message %d to %s: reported via %s before its send was recorded",
+                     sms.id, sms.number, transport.name)
+            return
         log.info("message %d to %s %s via %s", sms.id, sms.number, result.status,
                  transport.name)
 
@@ -495,7 +508,8 @@ class Dispatcher:
                     transport.name, error)
 
     def _later(self, session: Session, sms: OutboundSms, problems: list[str],
-               when: float | None, turn: bool) -> list[tuple[int, int, str | None]]:
+               when: float | None, turn: bool, uncertain: str | None = None
+               ) -> list[tuple[int, int, str | None]]:
         """Back to the queue; with a turn booked, also returns the texts due now that
         wait behind this one (they get turns too, rather than each being claimed)."""
         message = session.get_one(Message, sms.id)
@@ -511,6 +525,8 @@ class Dispatcher:
             return outbox.waiting_due(session, now, TURNS_PER_TRANSACTION) if turn else []
         message.attempts = sms.attempts + 1
         message.error, message.error_kind = error, "temporary"
+        if uncertain:
+            message.transport = uncertain  # pinned: only it can tell whether it left
         if message.attempts >= self.max_attempts:
             outbox.transition(message, outbox.FAILED, now, f"gave up after "
                               f"{message.attempts} attempts: {error}")

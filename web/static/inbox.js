@@ -55,6 +55,12 @@
           badge.textContent = item.status;
           li.append(" ", badge);
         }
+        if (item.why) {  // why it failed, as the provider said
+          var why = document.createElement("span");
+          why.className = "hint why";
+          why.textContent = item.why;
+          li.append(" ", why);
+        }
         if (item.body) {
           var body = document.createElement("p");
           body.className = "body";

@@ -13,8 +13,8 @@ import datetime as dt
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

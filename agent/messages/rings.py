@@ -1,0 +1,94 @@
+"""Rings the web app asks of the agent: an emergency text that came through a messaging
+API's webhook (web/hooks.py) rings the on-call phone as one that came by SIP or the
+modem does (agent.daemon `ring`), though the web process has no link to the PBX.
+
+The web app writes a `ring_requests` row; the agent's timers loop claims it once — a
+conditional UPDATE, so two agents never ring twice — and places the call: the on-call
+target first, then the customer. A request the agent picks up more than STALE late is
+failed rather than rung (the alert texts went out meanwhile).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from agent.pbx import originate
+from agent.store.models import RingRequest
+
+log = logging.getLogger(__name__)
+
+PENDING, CALLING, RINGING, FAILED = "pending", "calling", "ringing", "failed"
+STALE = dt.timedelta(minutes=2)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: int
+    target: str
+    number: str
+    label: str
+
+
+def request(session: Session, target: str, number: str, label: str,
+            now: dt.datetime) -> RingRequest:
+    """Ask the agent to ring `target`, then connect it to `number` (the caller commits)."""
+    ring = RingRequest(target=target, number=number, label=label, status=PENDING,
+                       created_at=now)
+    session.add(ring)
+    return ring
+
+
+def claim_pending(session: Session, now: dt.datetime, worker: str) -> list[Claimed]:
+    claimed: list[Claimed] = []
+    for ring in session.scalars(select(RingRequest).where(RingRequest.status == PENDING)
+                                .order_by(RingRequest.id).limit(10)):
+        won = session.execute(
+            update(RingRequest).where(RingRequest.id == ring.id, RingRequest.status == PENDING)
+            .values(status=CALLING, claimed_by=worker)
+            .execution_options(synchronize_session=False)).rowcount == 1
+        if not won:
+            continue
+        session.refresh(ring)
+        if now - ring.created_at > STALE:
+            finish(session, ring.id, FAILED, "not placed: the agent picked it up more than "
+                   f"{int(STALE.total_seconds() // 60)} minutes late", now)
+            continue
+        claimed.append(Claimed(ring.id, ring.target, ring.number, ring.label))
+    return claimed
+
+
+def finish(session: Session, ring_id: int, status: str, detail: str,
+           now: dt.datetime) -> None:
+    ring = session.get(RingRequest, ring_id)
+    if ring is not None:
+        ring.status, ring.detail, ring.done_at = status, detail, now
+
+
+async def run_pending(db: Callable[[Callable[[Session], Any]], Awaitable[Any]],
+                      ami_action: Callable[..., Awaitable[Mapping[str, str]]],
+                      trunk: str, worker: str) -> int:
+    """Place every pending ring; returns how many were claimed."""
+    claimed: list[Claimed] = await db(
+        lambda s: claim_pending(s, dt.datetime.now(dt.UTC), worker))
+    for ring in claimed:
+        try:
+            action = originate.connect_action(ring.target, ring.number, trunk=trunk,
+                                              label=ring.label)
+            await ami_action(action, timeout=5)
+        except Exception as exc:  # AmiError, a bad target: recorded, never retried
+            status, detail = FAILED, f"not placed: {exc}"
+            log.error("could not ring %s for %s (%s): %s; the alert texts still went out",
+                      ring.target, ring.number, ring.label, exc)
+        else:
+            status, detail = RINGING, f"ringing {ring.target}, then the customer"
+            log.info("ringing %s to connect %s (%s)", ring.target, ring.number, ring.label)
+        await db(lambda s, r=ring.id, st=status, d=detail:
+                 finish(s, r, st, d, dt.datetime.now(dt.UTC)))
+    return len(claimed)
