@@ -27,9 +27,10 @@ def serve(cfg: Config) -> Iterator[str]:
     """The admin UI for `cfg`, as `textback web` serves it; yields its base URL."""
     from waitress.server import create_server
 
-    from web import create_app
+    from web import create_app, live
 
-    server = create_server(create_app(cfg), host="127.0.0.1", port=0, threads=4)
+    app = create_app(cfg)
+    server = create_server(app, host="127.0.0.1", port=0, threads=live.threads(app))
     threading.Thread(target=server.run, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.effective_port}"

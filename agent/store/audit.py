@@ -33,6 +33,9 @@ CONTACT_EDITED, CONTACT_OPTED_OUT, CONTACT_ERASED = (
     "contact.edit", "contact.opt_out", "contact.erase")
 # the inbox's "Booked a job" and its undo
 BOOKED, BOOKING_CLEARED = "booked", "booking_cleared"
+# the inbox's internal notes (never sent) and the admins' saved replies
+NOTE_ADDED = "note_added"
+SAVED_REPLY_CHANGED, SAVED_REPLY_DELETED = "saved_reply_changed", "saved_reply_deleted"
 
 # the actor of erasures made by the retention limit (privacy.retention), not by a person
 RETENTION = "retention"
