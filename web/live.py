@@ -73,6 +73,7 @@ class Watcher:
         self._last_message = self._last_call = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self.ready = threading.Event()  # the baseline is taken: changes from now on count
 
     # -- the one loop ----------------------------------------------------------------
     def start(self) -> None:
@@ -95,6 +96,7 @@ class Watcher:
                     connection = self.engine.connect()
                     self._baseline()
                 now = self._version(connection)
+                self.ready.set()
                 if version is not None and now != version:
                     self._changed()
                 version = now

@@ -17,7 +17,8 @@
   var baseTitle = document.title.replace(/^\(\d+\) /, "");
   var waiting = null;
   var source = null, pollTimer = null;
-  window.textbackLive = {events: 0, lastAt: null, mode: "starting"};
+  // what the page heard, and when (read by the browser tests to time the push)
+  window.textbackLive = {events: 0, lastAt: null, mode: "starting", log: []};
 
   function favicon(count) {
     var canvas = document.createElement("canvas");
@@ -86,6 +87,8 @@
   function handle(data) {
     window.textbackLive.events += 1;
     window.textbackLive.lastAt = Date.now();
+    window.textbackLive.log.push({at: window.textbackLive.lastAt, alerts: data.alerts || []});
+    if (window.textbackLive.log.length > 200) { window.textbackLive.log.shift(); }
     var before = waiting;
     setWaiting(data.waiting);
     (data.alerts || []).forEach(alertOf);
