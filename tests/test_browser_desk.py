@@ -174,8 +174,14 @@ def test_push_latency_from_a_row_written_by_another_process(site: Site, laptop: 
     page.goto(site.base + "/inbox")
     page.wait_for_function("() => window.textbackLive.mode === 'stream'")
     db = sqlite3.connect(site.database)
-    (contact_id, number) = db.execute(
-        "SELECT id, number FROM contacts WHERE last_message_at IS NOT NULL LIMIT 1").fetchone()
+    number = "+13125550999"
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    with db:
+        contact_id = db.execute(
+            "INSERT INTO contacts (number, name, opted_out, tags, source, created_at, "
+            "conversation_status, last_message_at, last_inbound_at) VALUES "
+            "(?, 'Pat Probe', 0, '[]', 'sms', ?, 'closed', ?, ?)",
+            (number, stamp, stamp, stamp)).lastrowid
     latencies = []
     for n in range(8):
         body = f"latency probe {n}"
@@ -254,6 +260,7 @@ def test_two_panes_keys_search_notes_and_a_saved_reply(
     assert sent[0].body == "Hi Maria, we can be there Thursday 9am."
     assert not [m for m in texts_to(trunk, caller) if "Gate code" in m.body]
     page.locator("#timeline li.out", has_text="Hi Maria, we can").wait_for()
+    page.screenshot(path=str(SHOTS / "desk-thread.png"))
     page.keyboard.press("Escape")  # back to the list
     page.wait_for_url("**/inbox?*")
 
