@@ -77,7 +77,7 @@ def test_search_finds_names_numbers_written_any_way_and_words_of_a_text(
     for written in ("(212) 555-0142", "212.555.0142", "+1 212 555 0142", "2125550142",
                     "0142"):
         assert _listed(staff, f"/inbox?view=all&q={written}") == ["+12125550142"], written
-    assert _listed(staff, "/inbox?view=all&q=020 7946 0958") == []  # US region: no match
+    assert _listed(staff, "/inbox?view=all&q=020 7946 0958") == ["+442079460958"]  # trunk 0
     assert _listed(staff, "/inbox?view=all&q=44 20 7946 0958") == ["+442079460958"]
     assert _listed(staff, "/inbox?view=all&q=boiler cover") == ["+12125550142"]
     assert _listed(staff, "/inbox?view=all&q=THURSDAY") == ["+13125550199"]

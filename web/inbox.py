@@ -173,8 +173,8 @@ def _list(session: Session, view: str, query: str, after: str) -> dict[str, Any]
     """The left pane: a page of a view (or of a search), and where the next one starts."""
     before = inbox.parse_cursor(after) if after else None
     shown = session.scalars(inbox.conversations(
-        view, current_user.user_id, query, current_app.config["REGION"], before)
-        .limit(PAGE_SIZE + 1)).all()
+        view, current_user.user_id, query, current_app.config["REGION"], before,
+        session.get_bind().dialect.name).limit(PAGE_SIZE + 1)).all()
     more = len(shown) > PAGE_SIZE
     shown = shown[:PAGE_SIZE]
     return {"view": view, "views": VIEWS, "query": query, "after": after,

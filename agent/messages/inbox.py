@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from agent.pbx import originate
@@ -86,7 +86,8 @@ def waiting(contact: Contact) -> bool:
 
 # -- the list: views, search, keyset paging, "new for me" ----------------------------
 def conversations(view: str, user_id: int, query: str = "", region: str = "US",
-                  before: tuple[dt.datetime, int] | None = None) -> Select[tuple[Contact]]:
+                  before: tuple[dt.datetime, int] | None = None,
+                  dialect: str = "sqlite") -> Select[tuple[Contact]]:
     """The conversations of a view matching `query`, newest activity first, from just
     after `before` (the last row of the previous page: keyset paging, on ix_contacts_*)."""
     listed = select(Contact).where(Contact.last_message_at.is_not(None))
@@ -98,7 +99,7 @@ def conversations(view: str, user_id: int, query: str = "", region: str = "US",
         listed = listed.where(Contact.conversation_status == view)
     query = " ".join(query.split())[:MAX_QUERY]
     if query:
-        listed = listed.where(search_clause(query, region))
+        listed = listed.where(search_clause(query, region, dialect))
     if before is not None:
         at, contact_id = before
         listed = listed.where(or_(Contact.last_message_at < at,
@@ -106,23 +107,29 @@ def conversations(view: str, user_id: int, query: str = "", region: str = "US",
     return listed.order_by(Contact.last_message_at.desc(), Contact.id.desc())
 
 
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+def _containing(column: Any, text: str, dialect: str) -> ColumnElement[bool]:
+    """`column` contains `text`, in any case. SQLite's LIKE ignores case already (and its
+    lower() knows ASCII only), so it is asked without lower(), at half the cost."""
+    if dialect == "sqlite":
+        return column.contains(text, autoescape=True)  # type: ignore[no-any-return]
+    return func.lower(column).contains(text.lower(), autoescape=True)  # type: ignore[no-any-return]
 
 
-def search_clause(query: str, region: str) -> ColumnElement[bool]:
+def search_clause(query: str, region: str, dialect: str = "sqlite") -> ColumnElement[bool]:
     """A name, a number written any way ("(212) 555-0142", "212.555.0142", "+1 212…",
     the last digits) or words of a text or note: any one of them matches."""
-    pattern = _like(query)
     found: list[ColumnElement[bool]] = [
-        Contact.name.ilike(pattern, escape="\\"),
-        Contact.number.in_(select(Message.number).where(Message.body.ilike(pattern,
-                                                                        escape="\\"))),
-        Contact.id.in_(select(Note.contact_id).where(Note.body.ilike(pattern, escape="\\"))),
+        _containing(Contact.name, query, dialect),
+        Contact.number.in_(select(Message.number).where(
+            _containing(Message.body, query, dialect))),
+        Contact.id.in_(select(Note.contact_id).where(_containing(Note.body, query, dialect))),
     ]
     digits = "".join(ch for ch in query if ch.isdigit())
     if len(digits) >= 3 and len(digits) * 2 >= len(query.replace(" ", "")):
-        found.append(Contact.number.like(f"%{digits}%"))
+        found.append(Contact.number.contains(digits, autoescape=True))
+        if digits.startswith("0") and len(digits) > 3:
+            # a national trunk prefix ("020 7946…") is not in the E.164 number
+            found.append(Contact.number.contains(digits.lstrip("0"), autoescape=True))
         e164 = numbers.to_e164(query, region)
         if e164:
             found.append(Contact.number == e164)
