@@ -1,7 +1,10 @@
 """The shared inbox: one conversation per contact, worked by the whole front desk.
 
 The list shows conversations by the latest move of the customer or staff (newest
-first), with who owns each and whether the customer is waiting. A thread shows
+first), with who owns each, whether the customer is waiting and whether they said
+something since this user last looked; a search (agent.messages.inbox.search_clause)
+and keyset paging ("Older conversations") reach all of them. On a desk the list stays
+beside the open thread (the thread page renders both panes). A thread shows
 one timeline: the calls, the text-back, the customer's replies, automatic answers,
 follow-ups and staff alerts, each with its delivery status. Staff reply from the
 thread (an outbox row the agent sends; opted-out numbers are refused), take or
@@ -11,9 +14,10 @@ conversation booked a job (the dashboard's bookings and A/B comparison count
 these; "Not booked" undoes a mistaken click, and both are in the audit log).
 
 Each action is one call to agent.messages.desk, which writes the rows (messages,
-callback_requests) for the view to commit; the agent sends and dials. Pages poll
-small JSON endpoints every few seconds, so new texts show up without a reload and
-without a framework.
+callback_requests) for the view to commit; the agent sends and dials. Call back is
+refused while the agent has not reported its health (nothing would ring). Pages
+redraw from small JSON endpoints when web/live.py's stream says something changed
+(or, without a stream, every few seconds), without a reload and without a framework.
 """
 
 from __future__ import annotations
