@@ -71,8 +71,9 @@ def texts_to(trunk: TrunkPeer, number: str) -> list[TrunkMessage]:
 
 
 class Site:
-    def __init__(self, base: str, database: Path, agent: AgentProcess) -> None:
-        self.base, self.database, self.agent = base, database, agent
+    def __init__(self, base: str, database: Path, agent: AgentProcess,
+                 cfg: configuration.Config) -> None:
+        self.base, self.database, self.agent, self.cfg = base, database, agent, cfg
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, lab: LabPbx) -> Iterator[Site
     agent.start()
     try:
         with serve(cfg) as base:
-            yield Site(base, database, agent)
+            yield Site(base, database, agent, cfg)
     finally:
         if agent.proc is not None and agent.proc.poll() is None:
             assert agent.stop() == 0, agent.log()[-3000:]
@@ -301,3 +302,47 @@ def test_call_back_with_the_agent_stopped_says_so(site: Site, laptop: Any) -> No
     assert "nothing would ring your desk phone" in page.locator("#callback-state").inner_text()
     assert db.execute("SELECT COUNT(*) FROM callback_requests").fetchone()[0] == before
     db.close()
+
+    # the agent is back: its first health report makes Call back possible again
+    site.agent.start()
+    back = sqlite3.connect(site.database)
+    wait_until("the agent's first health report", lambda: back.execute(
+        "SELECT 1 FROM transport_status WHERE updated_at > ?", (
+            (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)).strftime(
+                "%Y-%m-%d %H:%M:%S.%f"),)).fetchone())
+    back.close()
+    page.reload()
+    assert page.locator("#callback-button").inner_text() == "Call back"
+    assert page.locator("#callback-button").is_enabled()
+
+
+def _probe(database: Path, body: str) -> None:
+    """A customer's text as the agent stores it (another process, plain sqlite3)."""
+    db = sqlite3.connect(database)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    with db:
+        db.execute("INSERT INTO messages (direction, kind, number, body, status, attempts, "
+                   "created_at, updated_at) VALUES ('in', 'reply', '+13125550999', ?, "
+                   "'received', 0, ?, ?)", (body, stamp, stamp))
+    db.close()
+
+
+def test_an_open_page_survives_a_restart_of_the_web_ui(chromium: Any, site: Site) -> None:
+    port = PORT_BASE + 390
+    context = chromium.new_context(viewport=LAPTOP)
+    context.add_init_script(RECORDER)
+    page = context.new_page()
+    heard = "() => window.textbackLive.log.some(e => e.alerts.some(a => a.body === '{}'))"
+    with serve(site.cfg, port) as base:
+        sign_in(page, base + "/login", "frontdesk", PASSWORD, "**/dashboard")
+        page.goto(base + "/inbox")
+        page.wait_for_function("() => window.textbackLive.mode === 'stream'")
+        _probe(site.database, "before the restart")
+        page.wait_for_function(heard.format("before the restart"), timeout=ARRIVES_WITHIN_MS)
+    # the web UI is down: the page polls (and fails quietly) until it is back
+    page.wait_for_function("() => window.textbackLive.mode === 'polling'", timeout=10_000)
+    with serve(site.cfg, port):
+        page.wait_for_function("() => window.textbackLive.mode === 'stream'", timeout=15_000)
+        _probe(site.database, "after the restart")
+        page.wait_for_function(heard.format("after the restart"), timeout=ARRIVES_WITHIN_MS)
+    context.close()

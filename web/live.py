@@ -85,7 +85,10 @@ class Watcher:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop watching and end every stream (the pages reconnect to whoever serves next)."""
         self._stop.set()
+        with self.cond:
+            self.cond.notify_all()
 
     def _run(self) -> None:
         version: object = None
@@ -188,7 +191,7 @@ class Watcher:
             seq = self.seq if last is None or last > self.seq else last
             yield Event(seq, hello).encoded()
             ends = time.monotonic() + STREAM_SECONDS
-            while (left := ends - time.monotonic()) > 0:
+            while (left := ends - time.monotonic()) > 0 and not self._stop.is_set():
                 events = self.since(seq, min(PING_SECONDS, left))
                 if not events:
                     yield b": ping\n\n"
