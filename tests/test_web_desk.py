@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import sqlite3
 import time
 from typing import Any
 
@@ -17,10 +16,11 @@ import pytest
 from conftest import csrf_token
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session
 
 from agent.messages import inbox
+from agent.store.db import sessions
 from agent.store.models import (
     AuditEntry,
     CallbackRequest,
@@ -34,6 +34,7 @@ from agent.store.models import (
 from web import live
 
 pytestmark = pytest.mark.clock
+DATABASES = ("sqlite", "postgresql")  # the search's SQL and the watcher differ per dialect
 
 T0 = dt.datetime(2026, 11, 2, 15, 0, tzinfo=dt.UTC)
 
@@ -211,31 +212,28 @@ def test_a_call_back_the_agent_never_took_says_not_placed_and_a_retry_rings_once
 
 def test_the_watcher_pushes_a_row_another_process_wrote(app: Flask, engine: Engine,
                                                         session: Session) -> None:
-    if engine.dialect.name != "sqlite":
-        pytest.skip("the raw sqlite3 writer stands for the agent on SQLite")
     contact = _conversation(session, "+12125550142", T0, name="Maria Lopez")
     session.commit()
     watcher = live.watcher(app)
     watcher.start()
+    # another process (the agent) on its own connection pool
+    other = create_engine(engine.url.render_as_string(hide_password=False))
     try:
         assert watcher.ready.wait(5)
         start = watcher.seq
-        # another process (the agent) stores a customer's text: plain sqlite3, no ORM
-        path = engine.url.database
-        assert path
-        other = sqlite3.connect(path)
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-        with other:
-            other.execute(
-                "INSERT INTO messages (direction, kind, number, body, status, attempts, "
-                "created_at, updated_at, contact_id) VALUES ('in', 'reply', ?, ?, "
-                "'received', 0, ?, ?, ?)",
-                ("+12125550142", "Running late, 10 min", stamp, stamp, contact.id))
-            other.execute("UPDATE contacts SET last_inbound_at = ?, last_message_at = ? "
-                          "WHERE id = ?", (stamp, stamp, contact.id))
-        other.close()
+        now = dt.datetime.now(dt.UTC)
+        with sessions(other)() as writer:
+            writer.add(Message(direction="in", kind="reply", number="+12125550142",
+                               body="Running late, 10 min", status="received",
+                               created_at=now, updated_at=now, contact_id=contact.id))
+            found = writer.get(Contact, contact.id)
+            assert found is not None
+            inbox.customer_activity(found, now)
+            writer.commit()
         began = time.monotonic()
         events = watcher.since(start, 3.0)
+        while events and not events[-1].data["alerts"] and time.monotonic() - began < 3:
+            events = watcher.since(events[-1].seq, 3.0)  # a snapshot moved before the commit
         took = time.monotonic() - began
         assert events, "no event within 3 s"
         assert took < 1.0
@@ -245,6 +243,7 @@ def test_the_watcher_pushes_a_row_another_process_wrote(app: Flask, engine: Engi
         assert events[-1].data["waiting"] == 1
     finally:
         watcher.stop()
+        other.dispose()
 
 
 def test_the_stream_is_refused_when_full_so_the_page_polls(app: Flask,
