@@ -302,9 +302,11 @@ def thread_updates(contact_id: int) -> Any:
     session = get_session()
     contact = _contact(session, contact_id)
     items = timeline(session, contact, business_zone(session))
+    now = clock.now()
     return jsonify(token=_timeline_token(items), status=contact.conversation_status,
                    items=[asdict(item) for item in items],
-                   callback=callback_state(session, contact, clock.now()))
+                   callback=callback_state(session, contact, now),
+                   online=agent_online(session, now))
 
 
 @bp.post("/<int:contact_id>/reply")

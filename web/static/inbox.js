@@ -150,13 +150,22 @@
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (data) {
         if (!data) { return; }
-        if (callbackState && data.callback && !callbackState.dataset.offline) {
-          callbackState.textContent = data.callback.text;
-          var button = document.getElementById("callback-button");
-          if (button && !button.disabled) {
-            button.textContent = data.callback.retry ? "Retry call back" : "Call back";
+        var button = document.getElementById("callback-button");
+        if (callbackState && data.callback) {
+          // the agent stopped or came back: the button says so (a desk extension needed)
+          var usable = data.online && button && button.dataset.extension === "1";
+          if (button && button.dataset.extension === "1") { button.disabled = !data.online; }
+          if (!data.online) {
+            if (button) { button.textContent = "Call back — agent offline"; }
+            callbackState.textContent =
+              "The agent has not reported lately: nothing would ring your desk phone.";
+          } else {
+            callbackState.textContent = data.callback.text;
+            if (usable) {
+              button.textContent = data.callback.retry ? "Retry call back" : "Call back";
+            }
           }
-          armPending(data.callback.pending);
+          armPending(data.online && data.callback.pending);
         }
         if (data.token === threadToken) { return; }
         threadToken = data.token;
