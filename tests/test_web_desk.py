@@ -181,7 +181,8 @@ def test_call_back_with_the_agent_offline_says_so_and_queues_nothing(
                                 updated_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)))
     session.commit()
     thread = staff.get(f"/inbox/{contact.id}").get_data(as_text=True)
-    assert 'disabled id="callback-button">Call back — agent offline' in thread
+    assert re.search(r'<button type="submit" disabled id="callback-button"[^>]*>'
+                     r'Call back — agent offline</button>', thread)
     page = _post(staff, f"/inbox/{contact.id}/callback").get_data(as_text=True)
     assert "The agent is offline" in page
     assert session.scalars(select(CallbackRequest)).all() == []
