@@ -212,7 +212,9 @@ def test_two_panes_keys_search_notes_and_a_saved_reply(
     caller = wait_until("Maria's conversation", lambda: sqlite3.connect(site.database).execute(
         "SELECT number FROM contacts WHERE name = 'Maria Lopez'").fetchone())[0]  # type: ignore[index]
     # an admin writes a saved reply, with the live counter of the templates
-    page.goto(site.base + "/inbox/saved-replies")
+    page.goto(site.base + "/inbox")
+    page.click(".alerts-toggle >> text=Saved replies")
+    page.wait_for_url("**/inbox/saved-replies")
     page.fill("input[name=title]", "On our way")
     page.fill("textarea[name=body]", "Hi {first_name}, we can be there Thursday 9am.")
     page.locator("#counter-new", has_text="1 SMS").wait_for(timeout=5000)
