@@ -256,8 +256,12 @@ def web(config_path: str | None) -> None:
         app = create_app(cfg)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    from web import live
+
     log.info("web UI on http://%s:%d/", cfg.web.host, cfg.web.port)
-    waitress.serve(app, host=cfg.web.host, port=cfg.web.port, threads=8, ident="textback")
+    # each open page holds a thread for its live stream; the others serve requests
+    waitress.serve(app, host=cfg.web.host, port=cfg.web.port, threads=live.threads(app),
+                   ident="textback")
 
 
 @main.group("users")

@@ -6,6 +6,7 @@ person would see in tests/browser/screenshots/ (desktop and phone width)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,18 +24,28 @@ PHONE = {"width": 390, "height": 844}
 
 
 @contextmanager
-def serve(cfg: Config) -> Iterator[str]:
+def serve(cfg: Config, port: int = 0) -> Iterator[str]:
     """The admin UI for `cfg`, as `textback web` serves it; yields its base URL."""
+    from waitress import wasyncore
     from waitress.server import create_server
 
-    from web import create_app
+    from web import create_app, live
 
-    server = create_server(create_app(cfg), host="127.0.0.1", port=0, threads=4)
+    app = create_app(cfg)
+    server = create_server(app, host="127.0.0.1", port=port,
+                           threads=live.threads(app))
     threading.Thread(target=server.run, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
-        server.close()
+        watcher = live.watcher(app)
+        watcher.stop()  # the open pages' streams end, as when the process stops
+        deadline = time.monotonic() + 2
+        while watcher.streams and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # as when the process ends: the listening socket and every open connection close
+        wasyncore.close_all(server._map)
+        server.task_dispatcher.shutdown()
 
 
 def sign_in(tab: Any, url: str, username: str, password: str, landing: str) -> None:

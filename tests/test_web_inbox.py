@@ -22,7 +22,16 @@ from sqlalchemy.orm import Session
 from agent.messages import inbound, inbox, timers
 from agent.rules import templates
 from agent.store.db import DbRunner
-from agent.store.models import AuditEntry, Call, CallbackRequest, Contact, Job, Message, User
+from agent.store.models import (
+    AuditEntry,
+    Call,
+    CallbackRequest,
+    Contact,
+    Job,
+    Message,
+    TransportStatus,
+    User,
+)
 
 pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
 
@@ -275,6 +284,9 @@ def test_signed_out_and_forged_posts_are_refused(client: FlaskClient, session: S
 def test_call_back_needs_an_extension_then_writes_a_request(staff: FlaskClient,
                                                             session: Session) -> None:
     contact = _contact(session, "+15550000001", T0)
+    # the agent is running: it reported its transport a moment ago
+    session.add(TransportStatus(name="sip", state="up", detail="AMI",
+                                updated_at=dt.datetime.now(dt.UTC)))
     session.commit()
     page = _post(staff, f"/inbox/{contact.id}/callback").get_data(as_text=True)
     assert "needs your desk extension" in page

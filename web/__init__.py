@@ -55,7 +55,21 @@ def create_app(config: Config | None = None, test_config: dict[str, Any] | None 
     check_schema(engine)
     app.extensions["textback.sessions"] = sessions(engine)
 
-    from web import audit, auth, calls, contacts, dashboard, db, home, hooks, inbox, settings, users
+    from web import (
+        audit,
+        auth,
+        calls,
+        contacts,
+        dashboard,
+        db,
+        desk,
+        home,
+        hooks,
+        inbox,
+        live,
+        settings,
+        users,
+    )
 
     region = app.config["REGION"]
     # numbers as the front desk writes them: "(212) 555-0142" at home, "+44 20 7946 0958"
@@ -66,8 +80,9 @@ def create_app(config: Config | None = None, test_config: dict[str, Any] | None 
     csrf.init_app(app)
     db.init_app(app)
     auth.init_app(app)
-    for module in (home, auth, inbox, contacts, calls, dashboard, users, audit, settings,
-                   hooks):
+    live.init_app(app, engine)
+    for module in (home, auth, inbox, desk, live, contacts, calls, dashboard, users, audit,
+                   settings, hooks):
         app.register_blueprint(module.bp)
     app.register_blueprint(users.account_bp)  # everyone's own account, beside the admins' pages
 

@@ -1,7 +1,10 @@
 """The shared inbox: one conversation per contact, worked by the whole front desk.
 
 The list shows conversations by the latest move of the customer or staff (newest
-first), with who owns each and whether the customer is waiting. A thread shows
+first), with who owns each, whether the customer is waiting and whether they said
+something since this user last looked; a search (agent.messages.inbox.search_clause)
+and keyset paging ("Older conversations") reach all of them. On a desk the list stays
+beside the open thread (the thread page renders both panes). A thread shows
 one timeline: the calls, the text-back, the customer's replies, automatic answers,
 follow-ups and staff alerts, each with its delivery status. Staff reply from the
 thread (an outbox row the agent sends; opted-out numbers are refused), take or
@@ -11,9 +14,10 @@ conversation booked a job (the dashboard's bookings and A/B comparison count
 these; "Not booked" undoes a mistaken click, and both are in the audit log).
 
 Each action is one call to agent.messages.desk, which writes the rows (messages,
-callback_requests) for the view to commit; the agent sends and dials. Pages poll
-small JSON endpoints every few seconds, so new texts show up without a reload and
-without a framework.
+callback_requests) for the view to commit; the agent sends and dials. Call back is
+refused while the agent has not reported its health (nothing would ring). Pages
+redraw from small JSON endpoints when web/live.py's stream says something changed
+(or, without a stream, every few seconds), without a reload and without a framework.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 from flask import (
     Blueprint,
     abort,
+    current_app,
     flash,
     jsonify,
     redirect,
@@ -36,15 +41,16 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from agent.messages import conversations, desk, inbox, kinds, outbox
+from agent.messages import conversations, desk, inbox, kinds, notes, outbox
 from agent.people import contacts
 from agent.privacy import optout
 from agent.rules import settings
 from agent.rules.settings import business_zone
-from agent.store.models import Call, CallbackRequest, Contact, Message, User
+from agent.store.models import Call, CallbackRequest, Contact, Message, TransportStatus, User
+from agent.transports import health
 from web import clock
 from web.auth import login_required
 from web.calls import MISS_REASONS
@@ -65,18 +71,6 @@ OUT_LABELS = {
     kinds.STAFF_REPLY: "Reply", kinds.OPT_OUT_CONFIRMATION: "Opt-out confirmation",
     kinds.OPT_IN_CONFIRMATION: "Opt-in confirmation", kinds.HELP: "Help answer",
 }
-
-
-def listed(view: str, user_id: int) -> Select[tuple[Contact]]:
-    """The conversations of a view, newest activity first (on ix_contacts_*)."""
-    query = select(Contact).where(Contact.last_message_at.is_not(None))
-    if view == "unassigned":
-        query = query.where(Contact.assigned_to.is_(None))
-    elif view == "mine":
-        query = query.where(Contact.assigned_to == user_id)
-    elif view in (inbox.OPEN, inbox.CLOSED):
-        query = query.where(Contact.conversation_status == view)
-    return query.order_by(Contact.last_message_at.desc(), Contact.id.desc())
 
 
 @dataclass(frozen=True)
@@ -137,6 +131,11 @@ def timeline(session: Session, contact: Contact, zone: Any) -> list[Item]:
         items.append((message.created_at, 1, Item(
             f"message-{message.id}", at.isoformat(), f"{at:%Y-%m-%d %H:%M}", side, label,
             message.body, status, (message.error or "") if status == outbox.FAILED else "")))
+    for note in notes.notes_of(session, contact, TIMELINE_LIMIT):
+        at = note.created_at.astimezone(zone)
+        items.append((note.created_at, 2, Item(
+            f"note-{note.id}", at.isoformat(), f"{at:%Y-%m-%d %H:%M}", "note",
+            f"Internal note from {note.author} · not sent", note.body, "")))
     items.sort(key=lambda entry: (entry[0], entry[1], entry[2].key))
     return [item for _at, _order, item in items[-TIMELINE_LIMIT:]]
 
@@ -185,21 +184,39 @@ def _names(session: Session) -> dict[int, str]:
     return {user_id: name for user_id, name in session.execute(select(User.id, User.username))}
 
 
+def _list(session: Session, view: str, query: str, after: str) -> dict[str, Any]:
+    """The left pane: a page of a view (or of a search), and where the next one starts."""
+    before = inbox.parse_cursor(after) if after else None
+    shown = session.scalars(inbox.conversations(
+        view, current_user.user_id, query, current_app.config["REGION"], before,
+        session.get_bind().dialect.name).limit(PAGE_SIZE + 1)).all()
+    more = len(shown) > PAGE_SIZE
+    shown = shown[:PAGE_SIZE]
+    return {"view": view, "views": VIEWS, "query": query, "after": after,
+            "conversations": shown, "previews": previews(session, shown),
+            "fresh": inbox.new_for(session, current_user.user_id, list(shown)),
+            "older": inbox.cursor(shown[-1]) if more else None,
+            "names": _names(session), "waiting": inbox.waiting,
+            "waiting_count": _waiting_count(session), "zone": business_zone(session),
+            "token": _list_token(session)}
+
+
+def _list_args() -> tuple[str, str, str]:
+    view = request.args.get("view", "open")
+    return (view if view in VIEWS else "open", (request.args.get("q") or "").strip(),
+            request.args.get("after") or "")
+
+
 @bp.get("")
 @login_required
 def index() -> Any:
     session = get_session()
-    view = request.args.get("view", "open")
-    if view not in VIEWS:
-        view = "open"
-    conversations = session.scalars(listed(view, current_user.user_id).limit(PAGE_SIZE)).all()
-    zone = business_zone(session)
-    template = "inbox/_list.html" if request.args.get("partial") == "1" else "inbox/index.html"
-    return render_template(template, view=view, views=VIEWS, conversations=conversations,
-                           previews=previews(session, conversations),
-                           waiting_count=_waiting_count(session),
-                           names=_names(session), waiting=inbox.waiting, zone=zone,
-                           token=_list_token(session))
+    context = _list(session, *_list_args())
+    if request.args.get("partial") == "1":
+        return render_template("inbox/_list.html", **context)
+    me = session.get(User, current_user.user_id)
+    return render_template("inbox/index.html", contact=None,
+                           alerts_on=bool(me and me.desk_alerts), **context)
 
 
 def _list_token(session: Session) -> str:
@@ -227,28 +244,63 @@ def _waiting_count(session: Session) -> int:
                           .where(inbox.waiting_clause())) or 0
 
 
+def agent_online(session: Session, now: dt.datetime) -> bool:
+    """The agent reported its transports' health lately (agent.transports.health)."""
+    rows = session.scalars(select(TransportStatus)).all()
+    return any(not health.is_stale(row, now) for row in rows)
+
+
+def callback_state(session: Session, contact: Contact, now: dt.datetime) -> dict[str, Any]:
+    """What the thread says of the latest call back, and whether to offer a retry."""
+    request_ = session.scalar(select(CallbackRequest).where(
+        CallbackRequest.contact_id == contact.id).order_by(CallbackRequest.id.desc()).limit(1))
+    if request_ is None:
+        return {"text": "", "retry": False, "pending": False}
+    if inbox.not_picked_up(request_, now):
+        return {"text": "Last call back: not placed — the agent did not pick it up.",
+                "retry": True, "pending": False}
+    if request_.status == inbox.PENDING:
+        return {"text": "Last call back: pending, waiting for the agent…", "retry": False,
+                "pending": True}
+    detail = f" ({request_.detail})" if request_.detail else ""
+    return {"text": f"Last call back: {request_.status}{detail}",
+            "retry": request_.status == inbox.FAILED, "pending": False}
+
+
 @bp.get("/<int:contact_id>")
 @login_required
 def thread(contact_id: int) -> Any:
     session = get_session()
     contact = _contact(session, contact_id)
+    now = clock.now()
     zone = business_zone(session)
     items = timeline(session, contact, zone)
     users = session.scalars(select(User).where(User.active.is_(True))
                             .order_by(User.username)).all()
     me = session.get(User, current_user.user_id)
-    callback = session.scalar(select(CallbackRequest).where(
-        CallbackRequest.contact_id == contact.id).order_by(CallbackRequest.id.desc()).limit(1))
     flagged = next((item for item in reversed(items)
                     if item.side == "in" and item.label.endswith(POSSIBLE_OPT_OUT)), None)
+    inbox.seen(session, current_user.user_id, contact.id, now)
+    session.commit()
+    values = settings.all_values(session)
+    did = session.scalar(select(Message.from_number).where(
+        Message.number == contact.number, Message.from_number.is_not(None))
+        .order_by(Message.id.desc()).limit(1))
+    fields = notes.fields_for(contact, values, did)
+    saved = [{"title": saved.title, "body": notes.filled(saved, fields)}
+             for saved in notes.saved_replies(session)]
     return render_template("inbox/thread.html", contact=contact, items=items, users=users,
                            possible_opt_out=flagged,
-                           token=_timeline_token(items),
-                           names=_names(session), waiting=inbox.waiting(contact),
-                           extension=me.extension if me else None, callback=callback,
-                           max_reply=desk.MAX_REPLY, zone=zone.key,
+                           thread_token=_timeline_token(items),
+                           waiting_now=inbox.waiting(contact),
+                           extension=me.extension if me else None,
+                           alerts_on=bool(me and me.desk_alerts),
+                           online=agent_online(session, now),
+                           callback=callback_state(session, contact, now),
+                           saved=saved, max_reply=desk.MAX_REPLY, max_note=notes.MAX_NOTE,
                            booked_at=contact.booked_at.astimezone(zone)
-                           if contact.booked_at else None)
+                           if contact.booked_at else None,
+                           **_list(session, *_list_args()))
 
 
 def _timeline_token(items: list[Item]) -> str:
@@ -264,8 +316,11 @@ def thread_updates(contact_id: int) -> Any:
     session = get_session()
     contact = _contact(session, contact_id)
     items = timeline(session, contact, business_zone(session))
+    now = clock.now()
     return jsonify(token=_timeline_token(items), status=contact.conversation_status,
-                   items=[asdict(item) for item in items])
+                   items=[asdict(item) for item in items],
+                   callback=callback_state(session, contact, now),
+                   online=agent_online(session, now))
 
 
 @bp.post("/<int:contact_id>/reply")
@@ -370,8 +425,9 @@ def callback(contact_id: int) -> Any:
     contact = _contact(session, contact_id)
     back = redirect(url_for("inbox.thread", contact_id=contact.id))
     try:
-        _request, extension = desk.call_back(session, contact, current_user.user_id,
-                                             clock.now())
+        now = clock.now()
+        _request, extension = desk.call_back(session, contact, current_user.user_id, now,
+                                             agent_online(session, now))
     except desk.Refused as exc:
         flash(str(exc), "error")
         return back

@@ -120,17 +120,27 @@ def clear_booking(session: Session, contact: Contact, username: str, now: dt.dat
     return True
 
 
-def call_back(session: Session, contact: Contact, user_id: int,
-              now: dt.datetime) -> tuple[CallbackRequest, str]:
+AGENT_OFFLINE = ("The agent is offline (it has not reported lately), so nothing can ring "
+                 "your desk phone: call the customer from your phone, or ask IT to start "
+                 "the textback agent.")
+
+
+def call_back(session: Session, contact: Contact, user_id: int, now: dt.datetime,
+              agent_online: bool = True) -> tuple[CallbackRequest, str]:
     """Ask the agent to ring the user's desk phone, then dial the customer; returns the
-    request and the extension that rings. Needs the user's desk extension and a full
-    international number."""
+    request and the extension that rings. Needs the agent running (`agent_online`: it
+    reported its health lately; nothing is queued otherwise), the user's desk extension
+    and a full international number. Earlier requests the agent never took are given
+    up first, so a retry rings once."""
+    if not agent_online:
+        raise Refused(AGENT_OFFLINE)
     user = session.get(User, user_id)
     if user is None or not user.extension:
         raise Refused("Call back needs your desk extension on your user profile; ask an "
                       "admin to add it.")
     if not contact.number.startswith("+"):
         raise Refused(f"Cannot call {contact.number}: not a full international number.")
+    inbox.give_up_pending(session, contact, now)
     request = inbox.request_callback(session, contact, user.id, user.extension, now)
     inbox.staff_activity(contact, user.id, now)
     return request, user.extension

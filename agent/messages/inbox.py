@@ -21,19 +21,23 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from agent.pbx import originate
-from agent.store.models import CallbackRequest, Contact, User
+from agent.rules import numbers
+from agent.store.models import CallbackRequest, Contact, ConversationRead, Message, Note, User
 
 log = logging.getLogger(__name__)
 
 OPEN, CLOSED = "open", "closed"
 PENDING, CALLING, RINGING, FAILED = "pending", "calling", "ringing", "failed"
-# a request nobody picked up in this long is stale: ringing a desk minutes after the
-# click would surprise whoever sits there now
-STALE = dt.timedelta(minutes=2)
+# a request nobody picked up in this long is stale: the thread then says "not placed"
+# and offers a retry, so the agent must never place it later (ringing a desk long after
+# the click would surprise whoever sits there now, and a retry would ring it twice)
+STALE = dt.timedelta(seconds=30)
+VIEWS = ("all", "unassigned", "mine", OPEN, CLOSED)
+MAX_QUERY = 100  # characters of a search
 
 T = TypeVar("T")
 
@@ -98,6 +102,98 @@ def waiting(contact: Contact) -> bool:
             and (contact.contacted_at is None or contact.contacted_at < contact.last_inbound_at))
 
 
+# -- the list: views, search, keyset paging, "new for me" ----------------------------
+def conversations(view: str, user_id: int, query: str = "", region: str = "US",
+                  before: tuple[dt.datetime, int] | None = None,
+                  dialect: str = "sqlite") -> Select[tuple[Contact]]:
+    """The conversations of a view matching `query`, newest activity first, from just
+    after `before` (the last row of the previous page: keyset paging, on ix_contacts_*)."""
+    listed = select(Contact).where(Contact.last_message_at.is_not(None))
+    if view == "unassigned":
+        listed = listed.where(Contact.assigned_to.is_(None))
+    elif view == "mine":
+        listed = listed.where(Contact.assigned_to == user_id)
+    elif view in (OPEN, CLOSED):
+        listed = listed.where(Contact.conversation_status == view)
+    query = " ".join(query.split())[:MAX_QUERY]
+    if query:
+        listed = listed.where(search_clause(query, region, dialect))
+    if before is not None:
+        at, contact_id = before
+        listed = listed.where(or_(Contact.last_message_at < at,
+                                  and_(Contact.last_message_at == at, Contact.id < contact_id)))
+    return listed.order_by(Contact.last_message_at.desc(), Contact.id.desc())
+
+
+def _containing(column: Any, text: str, dialect: str) -> ColumnElement[bool]:
+    """`column` contains `text`, in any case. SQLite's LIKE ignores case already (and its
+    lower() knows ASCII only), so it is asked without lower(), at half the cost."""
+    if dialect == "sqlite":
+        return column.contains(text, autoescape=True)  # type: ignore[no-any-return]
+    return func.lower(column).contains(text.lower(), autoescape=True)  # type: ignore[no-any-return]
+
+
+def search_clause(query: str, region: str, dialect: str = "sqlite") -> ColumnElement[bool]:
+    """A name, a number written any way ("(212) 555-0142", "212.555.0142", "+1 212…",
+    the last digits) or words of a text or note: any one of them matches."""
+    found: list[ColumnElement[bool]] = [
+        _containing(Contact.name, query, dialect),
+        Contact.number.in_(select(Message.number).where(
+            _containing(Message.body, query, dialect))),
+        Contact.id.in_(select(Note.contact_id).where(_containing(Note.body, query, dialect))),
+    ]
+    digits = "".join(ch for ch in query if ch.isdigit())
+    if len(digits) >= 3 and len(digits) * 2 >= len(query.replace(" ", "")):
+        found.append(Contact.number.contains(digits, autoescape=True))
+        if digits.startswith("0") and len(digits) > 3:
+            # a national trunk prefix ("020 7946…") is not in the E.164 number
+            found.append(Contact.number.contains(digits.lstrip("0"), autoescape=True))
+        e164 = numbers.to_e164(query, region)
+        if e164:
+            found.append(Contact.number == e164)
+    return or_(*found)
+
+
+def cursor(contact: Contact) -> str:
+    """Where the next page starts: after this conversation."""
+    assert contact.last_message_at is not None
+    return f"{contact.last_message_at.astimezone(dt.UTC).isoformat()}_{contact.id}"
+
+
+def parse_cursor(raw: str) -> tuple[dt.datetime, int] | None:
+    """The cursor of `cursor`, or None when it is not one (the first page then)."""
+    at, _sep, contact_id = raw.rpartition("_")
+    try:
+        parsed = dt.datetime.fromisoformat(at)
+    except ValueError:
+        return None
+    if not contact_id.isdigit() or parsed.tzinfo is None:
+        return None
+    return parsed, int(contact_id)
+
+
+def seen(session: Session, user_id: int, contact_id: int, now: dt.datetime) -> None:
+    """The user opened the conversation: what came before now is not new for them."""
+    read = session.get(ConversationRead, (user_id, contact_id))
+    if read is None:
+        session.add(ConversationRead(user_id=user_id, contact_id=contact_id, seen_at=now))
+    elif read.seen_at < now:
+        read.seen_at = now
+
+
+def new_for(session: Session, user_id: int, shown: list[Contact]) -> set[int]:
+    """Which of the listed conversations the customer moved in since the user last
+    opened them (or ever, when they never did)."""
+    ids = [contact.id for contact in shown if contact.last_inbound_at is not None]
+    if not ids:
+        return set()
+    reads = {contact_id: at for contact_id, at in session.execute(
+        select(ConversationRead.contact_id, ConversationRead.seen_at)
+        .where(ConversationRead.user_id == user_id, ConversationRead.contact_id.in_(ids)))}
+    return {contact.id for contact in shown if contact.last_inbound_at is not None
+            and (contact.id not in reads or reads[contact.id] < contact.last_inbound_at)}
+
+
 # -- call back --------------------------------------------------------------------------
 def request_callback(session: Session, contact: Contact, user_id: int, extension: str,
                      now: dt.datetime) -> CallbackRequest:
@@ -131,11 +227,24 @@ def claim_pending(session: Session, now: dt.datetime, worker: str) -> list[Claim
             continue
         session.refresh(request)
         if now - request.created_at > STALE:
-            finish(session, request.id, FAILED, "not placed: the agent picked it up "
-                   f"more than {int(STALE.total_seconds() // 60)} minutes late", now)
+            finish(session, request.id, FAILED, "not placed: the agent did not pick it up "
+                   f"within {int(STALE.total_seconds())} seconds", now)
             continue
         claimed.append(Claimed(request.id, request.extension, request.number))
     return claimed
+
+
+def not_picked_up(request: CallbackRequest, now: dt.datetime) -> bool:
+    """Still pending after STALE: the agent did not take it (and never will)."""
+    return request.status == PENDING and now - request.created_at > STALE
+
+
+def give_up_pending(session: Session, contact: Contact, now: dt.datetime) -> None:
+    """Before a retry: the earlier requests nobody took are failed, so only one rings."""
+    for request in session.scalars(select(CallbackRequest).where(
+            CallbackRequest.contact_id == contact.id, CallbackRequest.status == PENDING)):
+        request.status, request.done_at = FAILED, now
+        request.detail = "not placed: the agent did not pick it up"
 
 
 def finish(session: Session, request_id: int, status: str, detail: str,

@@ -36,6 +36,9 @@ BOOKED, BOOKING_CLEARED = "booked", "booking_cleared"
 # message experiments (agent.rules.experiments): started, stopped, the winner adopted
 EXPERIMENT_STARTED, EXPERIMENT_STOPPED, EXPERIMENT_ADOPTED = (
     "experiment.start", "experiment.stop", "experiment.adopt")
+# the inbox's internal notes (never sent) and the admins' saved replies
+NOTE_ADDED = "note_added"
+SAVED_REPLY_CHANGED, SAVED_REPLY_DELETED = "saved_reply_changed", "saved_reply_deleted"
 
 # the actor of erasures made by the retention limit (privacy.retention), not by a person
 RETENTION = "retention"

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -298,6 +299,9 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # a sound and a desktop notification in the inbox for a customer's text or missed call
+    desk_alerts: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true(),
+                                              nullable=False)
 
 
 class AuditEntry(Base):
@@ -428,3 +432,42 @@ class DigestRun(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     done_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Note(Base):
+    """An internal note on a conversation, by staff for staff: never sent to anyone.
+    Added only (audited); shown in the thread's timeline, visibly not a text."""
+
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), nullable=False)
+    author: Mapped[str] = mapped_column(String(64), nullable=False)  # username
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+    __table_args__ = (Index("ix_notes_contact_created", "contact_id", "created_at"),)
+
+
+class SavedReply(Base):
+    """A reply the admins wrote once for the front desk to pick (merge fields as in
+    templates, filled in for the conversation it is picked in)."""
+
+    __tablename__ = "saved_replies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(80), unique=True, nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    updated_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ConversationRead(Base):
+    """When a user last opened a conversation: what came from the customer after it is
+    "new" for that user (each person has their own marker)."""
+
+    __tablename__ = "conversation_reads"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), primary_key=True)
+    seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
