@@ -292,6 +292,11 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # every session cookie carries the generation it was signed in under; raising it
+    # (sign-out, a new password, disabling, "sign out everywhere") refuses them all, on
+    # the server, however the cookie was kept
+    session_generation: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", nullable=False)
 
 
 class AuditEntry(Base):
