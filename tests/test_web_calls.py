@@ -57,7 +57,7 @@ def test_the_log_says_what_happened_to_each_call(staff: FlaskClient, session: Se
     _call(session, 3, missed=False)
     session.commit()
     page = staff.get("/calls").get_data(as_text=True)
-    assert "Times in America/Chicago." in page
+    assert "<span class=\"zone\">Times in America/Chicago</span>" in page  # once, in the header
     assert "2026-12-01 09:01" in page  # 15:01 UTC in Chicago
     assert "Jane Smith" in page and "+15550000001" in page
     assert "09:01:22" in page and "delivered" in page  # when the text went out

@@ -55,7 +55,7 @@ def create_app(config: Config | None = None, test_config: dict[str, Any] | None 
     check_schema(engine)
     app.extensions["textback.sessions"] = sessions(engine)
 
-    from web import audit, auth, calls, contacts, dashboard, db, home, inbox, settings, users
+    from web import audit, auth, calls, clock, contacts, dashboard, db, home, inbox, settings, users
 
     region = app.config["REGION"]
     # numbers as the front desk writes them: "(212) 555-0142" at home, "+44 20 7946 0958"
@@ -65,6 +65,7 @@ def create_app(config: Config | None = None, test_config: dict[str, Any] | None 
 
     csrf.init_app(app)
     db.init_app(app)
+    clock.init_app(app)
     auth.init_app(app)
     for module in (home, auth, inbox, contacts, calls, dashboard, users, audit, settings):
         app.register_blueprint(module.bp)

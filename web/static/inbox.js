@@ -20,6 +20,12 @@
     update();
   }
 
+  // the page's aria-live region (base.html): screen readers read out what lands here
+  var announcer = document.getElementById("announce");
+  function announce(text) {
+    if (announcer) { announcer.textContent = text; }
+  }
+
   function poll(url, onData) {
     var tick = function () {
       if (document.hidden) { return; }
@@ -37,6 +43,15 @@
     poll(timeline.dataset.poll, function (data) {
       if (data.token === last) { return; }
       last = data.token;
+      var known = {};
+      timeline.querySelectorAll("li[data-key]").forEach(function (li) {
+        known[li.dataset.key] = true;
+      });
+      data.items.forEach(function (item) {
+        if (item.side === "in" && !known[item.key]) {
+          announce("New text: " + (item.body || item.label));
+        }
+      });
       timeline.replaceChildren();
       data.items.forEach(function (item) {
         var li = document.createElement("li");
@@ -71,6 +86,11 @@
     var token = list.dataset.token;
     poll(list.dataset.poll, function (data) {
       // "(3) Inbox": customers waiting, visible from another tab
+      var before = parseInt((document.title.match(/^\((\d+)\) /) || [0, 0])[1], 10);
+      if (data.waiting > before) {
+        announce(data.waiting + (data.waiting === 1 ? " customer is" : " customers are") +
+                 " waiting for an answer");
+      }
       document.title = document.title.replace(/^\(\d+\) /, "");
       if (data.waiting > 0) { document.title = "(" + data.waiting + ") " + document.title; }
       if (data.token === token) { return; }
