@@ -154,7 +154,7 @@ def test_template_preview_and_counter_follow_the_typing(page: Any) -> None:
     shoot(tab, "settings-textback-typing")
     tab.click("text=Save text-back")
     assert "Nothing was saved" in tab.locator(".flash.error").inner_text()
-    assert "templates.business_hours: unknown merge field" in tab.locator(
+    assert "Unknown merge field" in tab.locator(
         "#setting-templates\\.business_hours .field-error").first.inner_text()
 
 

@@ -207,7 +207,9 @@ def test_bad_hours_name_the_key_keep_the_input_and_save_nothing(owner: FlaskClie
     assert answer.status_code == 400
     assert "Nothing was saved" in page
     monday = page.split('data-day="mon"')[1].split('data-day="tue"')[0]
-    assert "hours.weekly" in monday and "25:00" in monday and "is not a time" in monday
+    # in words beside the day, not the settings key
+    assert "Monday: &#39;25:00&#39; in &#39;25:00-26:00&#39; is not a time of day" in monday
+    assert "hours.weekly:" not in page
     assert grid_of(page)["mon"] == (True, "25:00-26:00")  # what was typed, still there
     assert grid_of(page)["tue"] == (True, "08:00-17:00")
     assert "2026-12-25" in dict(form_of(page, "/settings/hours"))["holidays"]
@@ -220,7 +222,7 @@ def test_no_day_open_is_refused_rather_than_read_as_open_around_the_clock(
         owner: FlaskClient, session: Session) -> None:
     answer = post(owner, "/settings/hours", {"holidays": "", "shifts_mon": "08:00-17:00"})
     assert answer.status_code == 400
-    assert "no day is ticked open" in answer.get_data(as_text=True)
+    assert "No day is ticked open" in answer.get_data(as_text=True)
     answer = post(owner, "/settings/hours", {"holidays": "", "open_wed": "1", "shifts_wed": ""})
     assert "Wednesday is ticked open but has no hours" in answer.get_data(as_text=True)
     assert stored(session) == {}
@@ -234,7 +236,7 @@ def test_one_bad_field_stores_nothing_of_its_section(owner: FlaskClient,
         "business.average_job_value": "250", "business.close_rate": "1.5"})
     page = answer.get_data(as_text=True)
     assert answer.status_code == 400 and "Nothing was saved" in page
-    assert "business.close_rate is between 0 and 1" in page
+    assert "Close rate is between 0 and 1" in page  # in words: the label, not the key
     assert 'value="1.5"' in page and 'value="Rapid Rooter"' in page
     assert stored(session) == {}
 

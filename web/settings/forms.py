@@ -100,7 +100,7 @@ def save(session: Session, inputs: Mapping[str, Any]) -> tuple[dict[str, str], l
         try:
             checked[key] = settings.validate(key, value, region)
         except settings.SettingError as exc:
-            errors[key] = str(exc)
+            errors[key] = in_words(key, exc)
     if errors:
         return errors, []
     now = clock.now()
@@ -125,8 +125,20 @@ def check(key: str, value: Any) -> str | None:
     try:
         settings.validate(key, value, default_region())
     except settings.SettingError as exc:
-        return str(exc)
+        return in_words(key, exc)
     return None
+
+
+def in_words(key: str, error: Exception) -> str:
+    """A refusal as the page shows it, beside its field: without the settings key the
+    command line needs ("hours.weekly: '25:00' is not…" → "'25:00' is not…")."""
+    message = str(error)
+    if message.startswith(f"{key}: "):
+        message = message[len(key) + 2:]
+        return message[:1].upper() + message[1:]
+    if message.startswith(f"{key} "):
+        return label(key) + message[len(key):]
+    return message
 
 
 def too_long(form: MultiDict[str, str]) -> bool:
