@@ -534,8 +534,11 @@ def test_the_transports_panel_shows_state_signal_errors_queue_and_silence(
     assert "state-up" in gsm and "-97 dBm (weak)" in gsm and "T-Mobile" in gsm
     assert "+CMS ERROR: 38 network out of order" in gsm and "not reported" not in gsm
     assert re.search(r"Reported</dt><dd>1\d s ago", gsm)
-    assert "state-down" in sip and "&lt;b&gt;denied&lt;/b&gt;" in sip
-    assert "The agent has not reported for 5 min: is it running?" in sip
+    assert "&lt;b&gt;denied&lt;/b&gt;" in sip
+    assert "The agent has not reported for 5 min: is it running? Its last report said down." \
+        in sip
+    # an old report is not shown as the state now
+    assert "state-down" not in sip and '<span class="badge state-unknown">not reporting' in sip
     assert "Queue: <strong>3</strong> messages waiting, the oldest for 10 min." in page
     panel = owner.get("/settings/transports/panel").get_data(as_text=True)
     assert "<html" not in panel and "-97 dBm (weak)" in panel
