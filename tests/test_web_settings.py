@@ -422,20 +422,20 @@ def test_the_preview_is_the_agents_own_rendering(owner: FlaskClient, session: Se
     assert (got["text"], got["encoding"], got["segments"], got["units"]) == (
         body, "UCS-2", 2, info.units)
     assert (info.encoding, info.segments) == ("UCS-2", 2)
-    # a mistake is named, with the key, and the rest still renders
+    # a mistake is named, in words (the key is beside the field), and the rest still renders
     got = preview(owner, "templates.business_hours", "Hi {firstname}. Call {business}.")
     data = got.get_json()
-    assert data["error"].startswith("templates.business_hours: unknown merge field {firstname}")
+    assert data["error"].startswith("Unknown merge field {firstname}")
     assert "did you mean {first_name}?" in data["error"]
     assert data["text"] == "Call Rapid Rooter."
     assert preview(owner, "templates.help", "").get_json()["error"] == \
-        "templates.help: the template is empty"
+        "The template is empty"
     # alerts to staff carry the customer and the message
     got = preview(owner, "templates.reply_alert", "From {customer}: {message}").get_json()
     assert got["error"] is None and got["text"].startswith("From +1")
     # follow-up steps are named by their own number
     got = preview(owner, "followup.templates", "Hi {nme}.", step=2).get_json()
-    assert got["error"].startswith("followup.templates[2]: unknown merge field {nme}")
+    assert got["error"].startswith("Step 3: unknown merge field {nme}")
     assert preview(owner, "business.name", "x").status_code == 400  # not a template
 
 

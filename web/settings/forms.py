@@ -32,6 +32,7 @@ from web.settings.fields import (
     base_key,
     default_region,
     default_text,
+    in_words,
     kind,
     label,
     layout,
@@ -128,17 +129,6 @@ def check(key: str, value: Any) -> str | None:
         return in_words(key, exc)
     return None
 
-
-def in_words(key: str, error: Exception) -> str:
-    """A refusal as the page shows it, beside its field: without the settings key the
-    command line needs ("hours.weekly: '25:00' is not…" → "'25:00' is not…")."""
-    message = str(error)
-    if message.startswith(f"{key}: "):
-        message = message[len(key) + 2:]
-        return message[:1].upper() + message[1:]
-    if message.startswith(f"{key} "):
-        return label(key) + message[len(key):]
-    return message
 
 
 def too_long(form: MultiDict[str, str]) -> bool:
