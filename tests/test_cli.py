@@ -72,7 +72,7 @@ def test_settings_set_get_list(config: Path) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("hours.weekly", "mon-fri 8-5", "hours.weekly"),
+        ("hours.weekly", "mon-fri 8:5-17:00", "hours.weekly"),
         ("textback.cooldown", "forever", "textback.cooldown"),
         ("busines.name", "x", "business.name"),  # a typo gets a suggestion
         ("templates.business_hours", "Hi {frist_name}", "first_name"),
@@ -83,6 +83,15 @@ def test_bad_setting_is_refused_with_the_key(config: Path, key: str, value: str,
     out = CliRunner().invoke(main, ["settings", "set", "--config", str(config), key, value])
     assert out.exit_code != 0
     assert message in out.output
+
+
+def test_hours_as_owners_write_them_are_stored_in_the_canonical_form(config: Path) -> None:
+    run = CliRunner().invoke
+    set_ = run(main, ["settings", "set", "--config", str(config), "hours.weekly",
+               "Mon–Fri 8am-5pm; sat 9-12; sun closed"])
+    assert set_.exit_code == 0, set_.output
+    got = run(main, ["settings", "get", "--config", str(config), "hours.weekly"])
+    assert json.loads(got.output) == "mon-fri 08:00-17:00; sat 09:00-12:00"
 
 
 def test_bad_config_exits_nonzero_naming_key_and_file(tmp_path: Path) -> None:
