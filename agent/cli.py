@@ -354,6 +354,24 @@ def users_disable(config_path: str | None, username: str) -> None:
     click.echo(f"{username} disabled")
 
 
+@users_group.command("signout")
+@config_option
+@click.argument("username")
+def users_signout(config_path: str | None, username: str) -> None:
+    """End every web session of someone now (a lost phone, a shared password)."""
+    from agent.people import accounts
+    from agent.store.db import sessions
+
+    cfg = _load(config_path)
+    with sessions(_engine(cfg))() as session, session.begin():
+        try:
+            accounts.sign_out_everywhere(session, dt.datetime.now(dt.UTC), username,
+                                         actor="cli")
+        except accounts.AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"every session of {username} has ended")
+
+
 @users_group.command("set")
 @config_option
 @click.argument("username")

@@ -240,6 +240,7 @@ def test_the_inbox_shows_who_is_waiting_and_each_newest_text(page: Any) -> None:
 def test_the_call_log_lists_the_calls(page: object) -> None:
     tab = page
     tab.click("nav >> text=Calls")  # type: ignore[attr-defined]
+    tab.wait_for_url("**/calls")  # type: ignore[attr-defined]  # count() does not wait
     assert tab.locator("table.calls tbody tr").count() == 50  # type: ignore[attr-defined]
     assert tab.locator("text=Jane Smith").count() > 0  # type: ignore[attr-defined]
     shoot(tab, "calls")

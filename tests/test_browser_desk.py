@@ -166,7 +166,7 @@ def test_a_missed_call_and_a_reply_reach_a_background_inbox_with_alerts(
         "n.body.includes('Thursday morning'))", timeout=ARRIVES_WITHIN_MS)
     page.locator("#timeline li.in", has_text="Thursday morning").wait_for(
         timeout=ARRIVES_WITHIN_MS)
-    assert "Thursday morning" in page.locator("#live-announce").inner_text()
+    assert "Thursday morning" in page.locator("#announce").inner_text()
     db.close()
     print(f"\nmissed call row → shown in the background inbox: {shown_after * 1000:.0f} ms")
 

@@ -72,7 +72,7 @@ def test_settings_set_get_list(config: Path) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("hours.weekly", "mon-fri 8-5", "hours.weekly"),
+        ("hours.weekly", "mon-fri 8:5-17:00", "hours.weekly"),
         ("textback.cooldown", "forever", "textback.cooldown"),
         ("busines.name", "x", "business.name"),  # a typo gets a suggestion
         ("templates.business_hours", "Hi {frist_name}", "first_name"),
@@ -83,6 +83,36 @@ def test_bad_setting_is_refused_with_the_key(config: Path, key: str, value: str,
     out = CliRunner().invoke(main, ["settings", "set", "--config", str(config), key, value])
     assert out.exit_code != 0
     assert message in out.output
+
+
+def test_hours_as_owners_write_them_are_stored_in_the_canonical_form(config: Path) -> None:
+    run = CliRunner().invoke
+    set_ = run(main, ["settings", "set", "--config", str(config), "hours.weekly",
+               "Mon–Fri 8am-5pm; sat 9-12; sun closed"])
+    assert set_.exit_code == 0, set_.output
+    got = run(main, ["settings", "get", "--config", str(config), "hours.weekly"])
+    assert json.loads(got.output) == "mon-fri 08:00-17:00; sat 09:00-12:00"
+
+
+def test_users_signout_ends_every_web_session(config: Path, tmp_path: Path) -> None:
+    from agent import config as configuration
+    from web import create_app
+
+    password = tmp_path / "pw"
+    password.write_text("a long enough password\n")
+    run = CliRunner().invoke
+    added = run(main, ["users", "add", "desk", "--role", "staff", "--password-file",
+                       str(password), "--config", str(config)])
+    assert added.exit_code == 0, added.output
+    app = create_app(configuration.load(config), {"WTF_CSRF_ENABLED": False})
+    browser = app.test_client()
+    browser.post("/login", data={"username": "desk", "password": "a long enough password"})
+    assert browser.get("/calls").status_code == 200
+    out = run(main, ["users", "signout", "desk", "--config", str(config)])
+    assert out.exit_code == 0, out.output
+    assert "every session of desk has ended" in out.output
+    assert browser.get("/calls").status_code == 302  # back to the sign-in page
+    assert run(main, ["users", "signout", "nobody", "--config", str(config)]).exit_code != 0
 
 
 def test_bad_config_exits_nonzero_naming_key_and_file(tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ from agent.rules.schedule import (
     Schedule,
     ScheduleError,
     Shift,
+    format_day,
     format_weekly,
+    parse_day,
     parse_weekly,
 )
 
@@ -104,7 +106,14 @@ def test_24_00_closes_at_midnight() -> None:
         ("08:00-17:00", "names no days"),
         ("tuz 08:00-17:00", "unknown day 'tuz'"),
         ("mon-fry 08:00-17:00", "unknown day 'fry'"),
-        ("mon 8-17", "'8' .* is not a time"),
+        ("mon 8:5-17:00", "'8:5' .* is not a time"),
+        ("mon 13pm-5pm", "'13pm' .* with am or pm the hour is 1 to 12"),
+        ("mon 8:75am-5pm", "'8:75am' .* minutes run to 59"),
+        ("mon 8 5", "not a range of two times"),
+        ("mon 8-5-7", "not a range of two times"),
+        ("sun closed", "every day named is closed"),
+        ("closed", "names no days"),
+        ("mon-frj 8-5", "unknown day 'frj'"),
         ("mon 25:00-26:00", "'25:00' .* is not a time of day"),
         ("mon 08:60-09:00", "'08:60' .* is not a time of day"),
         ("mon 24:00-02:00", "starts at 24:00"),
@@ -116,6 +125,69 @@ def test_24_00_closes_at_midnight() -> None:
 def test_bad_hours_are_refused_with_a_clear_message(text: str, message: str) -> None:
     with pytest.raises(ScheduleError, match=message):
         parse_weekly(text)
+
+
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [
+        ("mon-fri 8-5", "mon-fri 08:00-17:00"),
+        ("mon-fri 8am-5pm", "mon-fri 08:00-17:00"),
+        ("mon-fri 8 AM - 5 PM", "mon-fri 08:00-17:00"),
+        ("mon-fri 8a.m.-5p.m.", "mon-fri 08:00-17:00"),
+        ("Mon–Fri 08:00–17:00", "mon-fri 08:00-17:00"),  # en dashes, as word processors type
+        ("mon—fri 08:00—17:00", "mon-fri 08:00-17:00"),  # em dashes
+        ("mon 8:30a-5p", "mon 08:30-17:00"),
+        ("Monday to Friday 8 to 5", "mon-fri 08:00-17:00"),
+        ("Mon-Fri: 8-5", "mon-fri 08:00-17:00"),
+        ("weekdays 0800-1700", "mon-fri 08:00-17:00"),
+        ("weekends 10-2", "sat-sun 10:00-14:00"),
+        ("daily 9-5; sun closed", "mon-sat 09:00-17:00"),
+        ("mon-fri 9-5\nsat 9-12", "mon-fri 09:00-17:00; sat 09:00-12:00"),
+        ("sat closed; mon-fri 9-5", "mon-fri 09:00-17:00"),
+        ("mon 9-12, 1-5", "mon 09:00-12:00,13:00-17:00"),  # the afternoon after the morning
+        ("mon 9-12 and 1-5pm", "mon 09:00-12:00,13:00-17:00"),
+        ("mon 1-5pm", "mon 13:00-17:00"),
+        ("mon 9-9", "mon 09:00-21:00"),
+        ("sat noon-4pm", "sat 12:00-16:00"),
+        ("fri 5pm-midnight", "fri 17:00-24:00"),
+        ("fri 8pm-2am", "fri 20:00-02:00"),  # overnight
+        ("fri 22-2", "fri 22:00-02:00"),  # a bare evening start runs overnight too
+        ("fri 22:00-02:00", "fri 22:00-02:00"),  # 24-hour times mean what they say
+        ("mon 10:00-02:00", "mon 10:00-02:00"),
+        ("Monday 8.30-17.30", "mon 08:30-17:30"),
+        ("mon 12pm-12am", "mon 12:00-24:00"),
+        ("mon 8-17", "mon 08:00-17:00"),
+    ],
+)
+def test_hours_are_read_as_owners_write_them_and_stored_canonically(typed: str,
+                                                                      stored: str) -> None:
+    assert format_weekly(parse_weekly(typed)) == stored
+    assert parse_weekly(stored) == parse_weekly(typed)  # and read back the same
+
+
+@pytest.mark.parametrize(
+    ("typed", "spans"),
+    [
+        ("8-5", [(480, 1020)]),
+        ("8am-5pm", [(480, 1020)]),
+        ("08:00–17:00", [(480, 1020)]),
+        ("8:30a-5p", [(510, 1020)]),
+        ("9-12, 1-5", [(540, 720), (780, 1020)]),
+        ("closed", []),
+        ("Closed", []),
+        ("", []),
+    ],
+)
+def test_one_day_of_the_grid_is_read_the_same_way(typed: str, spans: list[tuple[int, int]]
+                                                  ) -> None:
+    assert parse_day(typed) == spans
+    if spans:
+        assert parse_day(format_day(spans)) == spans
+
+
+def test_a_day_the_grid_cannot_read_says_what_was_typed() -> None:
+    with pytest.raises(ScheduleError, match="'25:00' in '25:00-26:00' is not a time of day"):
+        parse_day("25:00-26:00")
 
 
 def test_bad_holidays_and_zones_are_refused() -> None:

@@ -138,7 +138,7 @@ def test_values_are_normalised_on_set(
             "business.booking_link: 'call us' is not a web address",
         ),
         ("business.booking_link", "ftp://x.example", "not a web address"),
-        ("hours.weekly", "mon-fri 9-5", "hours.weekly: '9' .* is not a time"),
+        ("hours.weekly", "mon-fri 9:5-17:00", "hours.weekly: '9:5' .* is not a time"),
         ("hours.holidays", ["25/12/2026"], "hours.holidays: holiday '25/12/2026'"),
         ("hours.holidays", {"day": "2026-12-25"}, "hours.holidays takes a list"),
         ("templates.after_hours", "Hi {frist_name}", r"templates.after_hours: unknown merge field"),

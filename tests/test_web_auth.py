@@ -58,6 +58,83 @@ def test_login_goes_back_to_the_page_asked_for_but_never_off_site(
     assert client.post("/login?next=//evil.example/", data=data).headers["Location"] == "/"
 
 
+HOSTILE_NEXT = ("/%09/evil.example/x", "//evil.example", "/\\evil.example", "\\\\evil.example",
+                "https://evil.example", "/%2F%2Fevil.example", "/%252F%252Fevil.example",
+                "%2F%2Fevil.example", "/%5Cevil.example", "/%0A/evil.example",
+                "%09//evil.example", "javascript:alert(1)", "http:/evil.example",
+                "///evil.example", " //evil.example", "/%5C/evil.example")
+
+
+@pytest.mark.parametrize("target", HOSTILE_NEXT)
+def test_a_hostile_next_never_leaves_the_site(
+        client: FlaskClient, web_users: dict[str, str], target: str) -> None:
+    data = {"username": "desk", "password": WEB_PASSWORD, "csrf_token": csrf_token(client)}
+    # as typed in the address bar: the query string reaches the app as written
+    where = client.post(f"/login?next={target}", data=data).headers["Location"]
+    assert where == "/", (target, where)
+
+
+def test_next_keeps_an_ordinary_page_with_its_query(
+        client: FlaskClient, web_users: dict[str, str]) -> None:
+    data = {"username": "desk", "password": WEB_PASSWORD, "csrf_token": csrf_token(client)}
+    where = client.post("/login?next=%2Fcontacts%3Fq%3DJohn%2520Smith", data=data)
+    assert where.headers["Location"] == "/contacts?q=John%20Smith"
+
+
+def test_a_cookie_copied_before_sign_out_is_refused_after_it(
+        client: FlaskClient, web_users: dict[str, str], session: Session) -> None:
+    login(client, "owner")
+    copied = client.get_cookie("session")
+    assert copied is not None
+    assert client.post("/logout", data={"csrf_token": csrf_token(client, "/calls")}
+                       ).status_code == 302
+    thief = client.application.test_client()
+    thief.set_cookie("session", copied.value)
+    for path in ("/dashboard", "/users", "/calls"):
+        assert thief.get(path).status_code == 302, path  # back to the login page
+    # signing in again opens a new session; the copy stays refused
+    login(client, "owner")
+    assert client.get("/users").status_code == 200
+    assert thief.get("/users").status_code == 302
+
+
+def test_re_enabling_an_account_does_not_bring_back_its_old_sessions(
+        client: FlaskClient, web_users: dict[str, str], session: Session) -> None:
+    login(client, "desk")
+    now = dt.datetime.now(dt.UTC)
+    accounts.update_user(session, now, "desk", actor="owner", active=False)
+    session.commit()
+    assert client.get("/calls").status_code == 302
+    accounts.update_user(session, now, "desk", actor="owner", active=True)
+    session.commit()
+    assert client.get("/calls").status_code == 302
+    assert login(client, "desk").status_code == 302  # a new sign-in works
+    assert client.get("/calls").status_code == 200
+
+
+def test_an_admin_signs_someone_out_everywhere(
+        client: FlaskClient, web_users: dict[str, str], session: Session) -> None:
+    desk_laptop, desk_phone = (client.application.test_client() for _ in range(2))
+    login(desk_laptop, "desk")
+    login(desk_phone, "desk")
+    login(client, "owner")
+    page = client.get("/users/desk").get_data(as_text=True)
+    assert "Sign desk out everywhere" in page
+    done = client.post("/users/desk/sign-out",
+                       data={"csrf_token": csrf_token(client, "/users/desk")},
+                       follow_redirects=True)
+    assert "Every session of desk has ended" in done.get_data(as_text=True)
+    assert desk_laptop.get("/calls").status_code == 302
+    assert desk_phone.get("/calls").status_code == 302
+    assert client.get("/users").status_code == 200  # the admin's own session stays
+    assert _actions(session)[-1] == ("owner", "sessions_ended", "desk")
+    # staff cannot do it
+    login(desk_laptop, "desk")
+    refused = desk_laptop.post("/users/owner/sign-out",
+                               data={"csrf_token": csrf_token(desk_laptop, "/calls")})
+    assert refused.status_code == 403
+
+
 def test_wrong_password_is_refused_and_audited(
         client: FlaskClient, web_users: dict[str, str], session: Session) -> None:
     response = login(client, "desk", "not the password")

@@ -10,11 +10,19 @@ import re
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from agent.rules import settings
-from agent.store.models import Call, Message, MessageEvent
+from agent.store.models import (
+    Call,
+    CallbackRequest,
+    Contact,
+    Message,
+    MessageEvent,
+    TransportStatus,
+    User,
+)
 from web import calls as call_log
 
 pytestmark = pytest.mark.clock  # make test-clock runs it at awkward instants too
@@ -57,7 +65,7 @@ def test_the_log_says_what_happened_to_each_call(staff: FlaskClient, session: Se
     _call(session, 3, missed=False)
     session.commit()
     page = staff.get("/calls").get_data(as_text=True)
-    assert "Times in America/Chicago." in page
+    assert "<span class=\"zone\">Times in America/Chicago</span>" in page  # once, in the header
     assert "2026-12-01 09:01" in page  # 15:01 UTC in Chicago
     assert "Jane Smith" in page and "+15550000001" in page
     assert "09:01:22" in page and "delivered" in page  # when the text went out
@@ -66,6 +74,41 @@ def test_the_log_says_what_happened_to_each_call(staff: FlaskClient, session: Se
     assert "answered" in page and "PJSIP/101" in page
     # newest first
     assert page.index("+15550000003") < page.index("+15550000002") < page.index("+15550000001")
+
+
+def test_each_call_links_to_its_conversation_and_calls_back_from_the_log(
+        staff: FlaskClient, session: Session) -> None:
+    contact = Contact(number="+15550000001", name="Jane Smith", created_at=T0, tags=[])
+    session.add(contact)
+    session.flush()
+    _call(session, 1, contact_id=contact.id, decision="send")
+    _call(session, 2, caller=None, caller_raw="anonymous")  # withheld: nothing to open or call
+    desk = session.scalar(select(User).where(User.username == "desk"))
+    assert desk is not None
+    desk.extension = "desk2"
+    # the agent is running: it reported its transport a moment ago
+    session.add(TransportStatus(name="sip", state="up", detail="AMI",
+                                updated_at=dt.datetime.now(dt.UTC)))
+    session.commit()
+    page = staff.get("/calls?missed=1").get_data(as_text=True)
+    assert f'<a class="number" href="/inbox/{contact.id}"' in page
+    assert page.count('>Call back</button>') == 1  # only the caller we can dial
+    thread = staff.get(f"/inbox/{contact.id}").get_data(as_text=True)
+    assert "Jane Smith" in thread
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    called = staff.post(f"/inbox/{contact.id}/callback",
+                        data={"csrf_token": token.group(1), "next": "/calls?missed=1"})
+    assert called.headers["Location"] == "/calls?missed=1"  # back to the log it came from
+    request = session.scalars(select(CallbackRequest)).one()
+    assert (request.extension, request.number, request.status) == (
+        "desk2", "+15550000001", "pending")
+    after = staff.get("/calls?missed=1").get_data(as_text=True)
+    assert "your desk phone (desk2) rings" in after
+    # a hostile "next" on the same form stays on the site
+    again = staff.post(f"/inbox/{contact.id}/callback",
+                       data={"csrf_token": token.group(1), "next": "//evil.example/"})
+    assert again.headers["Location"] == f"/inbox/{contact.id}"
 
 
 def test_caller_controlled_html_is_shown_escaped(staff: FlaskClient, session: Session) -> None:

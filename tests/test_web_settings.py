@@ -207,7 +207,9 @@ def test_bad_hours_name_the_key_keep_the_input_and_save_nothing(owner: FlaskClie
     assert answer.status_code == 400
     assert "Nothing was saved" in page
     monday = page.split('data-day="mon"')[1].split('data-day="tue"')[0]
-    assert "hours.weekly" in monday and "25:00" in monday and "is not a time" in monday
+    # in words beside the day, not the settings key
+    assert "Monday: &#39;25:00&#39; in &#39;25:00-26:00&#39; is not a time of day" in monday
+    assert "hours.weekly:" not in page
     assert grid_of(page)["mon"] == (True, "25:00-26:00")  # what was typed, still there
     assert grid_of(page)["tue"] == (True, "08:00-17:00")
     assert "2026-12-25" in dict(form_of(page, "/settings/hours"))["holidays"]
@@ -220,7 +222,7 @@ def test_no_day_open_is_refused_rather_than_read_as_open_around_the_clock(
         owner: FlaskClient, session: Session) -> None:
     answer = post(owner, "/settings/hours", {"holidays": "", "shifts_mon": "08:00-17:00"})
     assert answer.status_code == 400
-    assert "no day is ticked open" in answer.get_data(as_text=True)
+    assert "No day is ticked open" in answer.get_data(as_text=True)
     answer = post(owner, "/settings/hours", {"holidays": "", "open_wed": "1", "shifts_wed": ""})
     assert "Wednesday is ticked open but has no hours" in answer.get_data(as_text=True)
     assert stored(session) == {}
@@ -234,7 +236,7 @@ def test_one_bad_field_stores_nothing_of_its_section(owner: FlaskClient,
         "business.average_job_value": "250", "business.close_rate": "1.5"})
     page = answer.get_data(as_text=True)
     assert answer.status_code == 400 and "Nothing was saved" in page
-    assert "business.close_rate is between 0 and 1" in page
+    assert "Close rate is between 0 and 1" in page  # in words: the label, not the key
     assert 'value="1.5"' in page and 'value="Rapid Rooter"' in page
     assert stored(session) == {}
 
@@ -420,20 +422,20 @@ def test_the_preview_is_the_agents_own_rendering(owner: FlaskClient, session: Se
     assert (got["text"], got["encoding"], got["segments"], got["units"]) == (
         body, "UCS-2", 2, info.units)
     assert (info.encoding, info.segments) == ("UCS-2", 2)
-    # a mistake is named, with the key, and the rest still renders
+    # a mistake is named, in words (the key is beside the field), and the rest still renders
     got = preview(owner, "templates.business_hours", "Hi {firstname}. Call {business}.")
     data = got.get_json()
-    assert data["error"].startswith("templates.business_hours: unknown merge field {firstname}")
+    assert data["error"].startswith("Unknown merge field {firstname}")
     assert "did you mean {first_name}?" in data["error"]
     assert data["text"] == "Call Rapid Rooter."
     assert preview(owner, "templates.help", "").get_json()["error"] == \
-        "templates.help: the template is empty"
+        "The template is empty"
     # alerts to staff carry the customer and the message
     got = preview(owner, "templates.reply_alert", "From {customer}: {message}").get_json()
     assert got["error"] is None and got["text"].startswith("From +1")
     # follow-up steps are named by their own number
     got = preview(owner, "followup.templates", "Hi {nme}.", step=2).get_json()
-    assert got["error"].startswith("followup.templates[2]: unknown merge field {nme}")
+    assert got["error"].startswith("Step 3: unknown merge field {nme}")
     assert preview(owner, "business.name", "x").status_code == 400  # not a template
 
 
@@ -532,8 +534,11 @@ def test_the_transports_panel_shows_state_signal_errors_queue_and_silence(
     assert "state-up" in gsm and "-97 dBm (weak)" in gsm and "T-Mobile" in gsm
     assert "+CMS ERROR: 38 network out of order" in gsm and "not reported" not in gsm
     assert re.search(r"Reported</dt><dd>1\d s ago", gsm)
-    assert "state-down" in sip and "&lt;b&gt;denied&lt;/b&gt;" in sip
-    assert "The agent has not reported for 5 min: is it running?" in sip
+    assert "&lt;b&gt;denied&lt;/b&gt;" in sip
+    assert "The agent has not reported for 5 min: is it running? Its last report said down." \
+        in sip
+    # an old report is not shown as the state now
+    assert "state-down" not in sip and '<span class="badge state-unknown">not reporting' in sip
     assert "Queue: <strong>3</strong> messages waiting, the oldest for 10 min." in page
     panel = owner.get("/settings/transports/panel").get_data(as_text=True)
     assert "<html" not in panel and "-97 dBm (weak)" in panel

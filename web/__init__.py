@@ -59,6 +59,7 @@ def create_app(config: Config | None = None, test_config: dict[str, Any] | None 
         audit,
         auth,
         calls,
+        clock,
         contacts,
         dashboard,
         db,
@@ -79,6 +80,7 @@ def create_app(config: Config | None = None, test_config: dict[str, Any] | None 
 
     csrf.init_app(app)
     db.init_app(app)
+    clock.init_app(app)
     auth.init_app(app)
     live.init_app(app, engine)
     for module in (home, auth, inbox, desk, live, contacts, calls, dashboard, users, audit,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
 import logging
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
+from urllib.parse import unquote, urlsplit
 
 from flask import Blueprint, Flask, abort, flash, redirect, render_template, request, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
@@ -22,7 +23,6 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from agent.people import accounts
-from agent.store import audit
 from agent.store.models import User
 from web.db import get_session
 
@@ -40,35 +40,33 @@ F = TypeVar("F", bound=Callable[..., Any])
 class SignedIn(UserMixin):
     """The signed-in person as the session knows them.
 
-    The session id carries a fingerprint of the password hash, so changing a
-    password (or disabling the account) ends every other session at once.
+    The session id carries the account's session generation (agent.people.accounts):
+    signing out, a new password, disabling the account or an admin's "sign out
+    everywhere" raise it, and from then on every cookie signed in under the old one
+    (the session's and any remember-me cookie) is refused on the server.
     """
 
     def __init__(self, user: User) -> None:
         self.user_id = user.id
         self.username = user.username
         self.role = user.role
-        self._fingerprint = _fingerprint(user)
+        self.generation = user.session_generation or 0
 
     def get_id(self) -> str:
-        return f"{self.user_id}:{self._fingerprint}"
+        return f"{self.user_id}:{self.generation}"
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
 
 
-def _fingerprint(user: User) -> str:
-    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
-
-
 @login_manager.user_loader
 def load_user(session_id: str) -> SignedIn | None:
-    user_id, _, fingerprint = session_id.partition(":")
-    if not user_id.isdigit():
+    user_id, _, generation = session_id.partition(":")
+    if not (user_id.isdigit() and generation.isdigit()):
         return None
     user = get_session().get(User, int(user_id))
-    if user is None or not user.active or _fingerprint(user) != fingerprint:
+    if user is None or not user.active or (user.session_generation or 0) != int(generation):
         return None
     return SignedIn(user)
 
@@ -96,11 +94,42 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
 
 
-def _safe_next(target: str | None) -> str:
-    """Only a path on this site: a login link must not send people elsewhere."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("home.index")
+# what browsers drop from a URL before reading it (WHATWG URL: tabs and newlines
+# anywhere, other controls and spaces at either end)
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def safe_next(target: str | None) -> str | None:
+    """`target` when it is a path on this site, else None.
+
+    Judged as a browser would read it, after undoing every layer of %-encoding, dropping
+    tabs and newlines and reading backslashes as slashes: "/%09/evil.example",
+    "/\\evil.example" and "/%2F%2Fevil.example" all become "//evil.example", a link
+    to another site, and are refused.
+    """
+    if not target or len(target) > 2000:
+        return None
+    seen = target
+    for _ in range(5):  # a few layers of encoding; more than that is no honest link
+        decoded = unquote(seen)
+        if decoded == seen:
+            break
+        seen = decoded
+    else:
+        return None
+    seen = _CONTROLS.sub("", seen).strip(" ").replace("\\", "/")
+    if not seen.startswith("/") or seen.startswith("//"):
+        return None
+    parts = urlsplit(seen)
+    if parts.scheme or parts.netloc:
+        return None
+    if _CONTROLS.search(target) or "\\" in target or target != target.strip():
+        return None  # safe once cleaned, but a link nobody would write: go home instead
+    return target
+
+
+def _next_page() -> str:
+    return safe_next(request.args.get("next")) or url_for("home.index")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -125,7 +154,7 @@ def login() -> Any:
         db.commit()
         if user is not None:
             login_user(SignedIn(user))
-            return redirect(_safe_next(request.args.get("next")))
+            return redirect(_next_page())
         flash("Wrong username or password.", "error")
         status = 401
     return render_template("auth/login.html", form=form), status
@@ -135,8 +164,7 @@ def login() -> Any:
 @login_required
 def logout() -> Any:
     db = get_session()
-    audit.audit(db, dt.datetime.now(dt.UTC), current_user.username, audit.LOGOUT,
-                   current_user.username, request.remote_addr)
+    accounts.sign_out(db, dt.datetime.now(dt.UTC), current_user.username, request.remote_addr)
     db.commit()
     logout_user()
     flash("You are signed out.", "info")

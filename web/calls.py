@@ -2,7 +2,8 @@
 
 Pages are keyset-paginated newest first on indexes (ix_calls_started,
 ix_calls_missed_started), so the first page and every "older" page cost the same
-with a million calls. Times show in the business time zone (business.timezone).
+with a million calls. Times show in the business time zone (business.timezone). Each
+caller links to their conversation in the inbox, with the inbox's Call back beside it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, render_template, request, stream_with_context, url_for
+from flask_login import current_user
 from sqlalchemy import Select, and_, not_, or_, select
 from sqlalchemy.orm import Session
 
 from agent.rules.settings import business_zone
-from agent.store.models import Call, Message, MessageEvent
+from agent.store.models import Call, Message, MessageEvent, User
 from web.auth import login_required
 from web.db import get_session
 
@@ -213,6 +215,7 @@ def index() -> Any:
         has_older, page = len(page) > PAGE_SIZE, page[:PAGE_SIZE]
         has_newer = before is not None
     args = filters.args()
+    me = session.get(User, current_user.user_id)
     return render_template(
         "calls/index.html", rows=rows(session, page, zone), filters=filters, errors=errors,
         zone=zone.key, directions=DIRECTIONS,
@@ -222,6 +225,9 @@ def index() -> Any:
         else None,
         newest_url=url_for("calls.index", **args) if before or after else None,
         export_url=url_for("calls.export", **args),
+        # each row opens the caller's conversation and calls them back (the inbox's
+        # action: it rings this user's desk phone, then dials the caller)
+        extension=me.extension if me else None, here=request.full_path,
     )
 
 

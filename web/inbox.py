@@ -52,7 +52,7 @@ from agent.rules.settings import business_zone
 from agent.store.models import Call, CallbackRequest, Contact, Message, TransportStatus, User
 from agent.transports import health
 from web import clock
-from web.auth import login_required
+from web.auth import login_required, safe_next
 from web.calls import MISS_REASONS
 from web.db import get_session
 
@@ -423,7 +423,9 @@ def booking(contact_id: int) -> Any:
 def callback(contact_id: int) -> Any:
     session = get_session()
     contact = _contact(session, contact_id)
-    back = redirect(url_for("inbox.thread", contact_id=contact.id))
+    # the call log's rows call back too, and go back to the log they were on
+    back = redirect(safe_next(request.form.get("next"))
+                    or url_for("inbox.thread", contact_id=contact.id))
     try:
         now = clock.now()
         _request, extension = desk.call_back(session, contact, current_user.user_id, now,

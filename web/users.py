@@ -2,8 +2,8 @@
 
 The same rules as `textback users` (agent.people.accounts), and every change is audited
 under the name of whoever made it. A password change keeps the session that made it
-and ends every other session of that account (web.auth ties a session to the
-password hash).
+and ends every other session of that account; an admin may end them all ("sign out
+everywhere"). web.auth ties each session to the account's session generation.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def _also_show(form: FlaskForm, check: Callable[[], object]) -> None:
 
 def _keep_this_session(session: Session, username: str) -> None:
     """After someone's own new password: sign this browser in again under the new
-    fingerprint, so only their other sessions end."""
+    session generation, so only their other sessions end."""
     if username == current_user.username:
         login_user(SignedIn(accounts.require(session, username)))
 
@@ -151,6 +151,23 @@ def disable(username: str) -> Any:
     return redirect(url_for("users.index"))
 
 
+@bp.post("/<username>/sign-out")
+@admin_required
+def sign_out_everywhere(username: str) -> Any:
+    """End every session of this account now (a lost phone, a shared password)."""
+    session = get_session()
+    if not DisableForm().validate_on_submit():
+        abort(400)
+    try:
+        accounts.sign_out_everywhere(session, dt.datetime.now(dt.UTC), username,
+                                     actor=current_user.username, ip=request.remote_addr)
+    except accounts.AccountError:
+        abort(404)
+    session.commit()
+    flash(f"Every session of {username} has ended; they sign in again to continue.", "info")
+    return redirect(url_for("users.edit", username=username))
+
+
 @bp.route("/<username>", methods=["GET", "POST"])
 @admin_required
 def edit(username: str) -> Any:
@@ -193,7 +210,8 @@ def edit(username: str) -> Any:
         _also_show(form, lambda: accounts.check_changes(session, user, **changes))
         if form.password.data:
             _also_show(form, lambda: accounts.check_password(form.password.data or ""))
-    return render_template("users/edit.html", user=user, form=form), status
+    return render_template("users/edit.html", user=user, form=form,
+                           sign_out_form=DisableForm()), status
 
 
 @account_bp.route("/account", methods=["GET", "POST"], endpoint="index")

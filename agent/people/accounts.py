@@ -24,7 +24,9 @@ from agent.store.audit import (
     LOGIN,
     LOGIN_FAILED,
     LOGIN_LOCKED,
+    LOGOUT,
     PASSWORD_CHANGED,
+    SESSIONS_ENDED,
     USER_ADDED,
     USER_CHANGED,
     USER_DISABLED,
@@ -145,7 +147,30 @@ def set_password(session: Session, now: dt.datetime, username: str, password: st
     user = require(session, username)
     check_password(password)
     user.password_hash = generate_password_hash(password)
+    end_sessions(user)
     audit(session, now, actor, PASSWORD_CHANGED, username)
+    return user
+
+
+def end_sessions(user: User) -> None:
+    """Refuse every session of this account from now on (web.auth checks the generation
+    on each request); the caller audits why and commits."""
+    user.session_generation = (user.session_generation or 0) + 1
+
+
+def sign_out(session: Session, now: dt.datetime, username: str, ip: str | None) -> None:
+    """Someone signs out: their sessions end on the server, so a copy of the cookie
+    taken before (a shared computer, a proxy's log) opens nothing afterwards."""
+    end_sessions(require(session, username))
+    audit(session, now, username, LOGOUT, username, ip)
+
+
+def sign_out_everywhere(session: Session, now: dt.datetime, username: str, *,
+                        actor: str, ip: str | None = None) -> User:
+    """An admin ends every session of an account (a lost phone, a shared password)."""
+    user = require(session, username)
+    end_sessions(user)
+    audit(session, now, actor, SESSIONS_ENDED, username, ip)
     return user
 
 
@@ -246,6 +271,9 @@ def update_user(session: Session, now: dt.datetime, username: str, *, actor: str
         action = USER_CHANGED
         if field == "active":
             action = USER_ENABLED if wanted[field] else USER_DISABLED
+            # disabling ends the sessions; enabling starts from a new generation too,
+            # so a session from before the account was disabled never comes back
+            end_sessions(user)
         audit(session, now, actor, action, username,
               details={"field": field, "from": old, "to": wanted[field]})
     return changed
@@ -256,6 +284,7 @@ def disable(session: Session, now: dt.datetime, username: str, *, actor: str) ->
     user = require(session, username)
     check_keeps_an_admin(session, user, role=user.role, active=False)
     user.active = False
+    end_sessions(user)
     audit(session, now, actor, USER_DISABLED, username)
     return user
 

@@ -8,13 +8,19 @@ The weekly hours are one string, edited by people::
 
     mon-fri 08:00-12:00,13:00-17:00; sat 09:00-12:00
 
-Rules are separated by ";". Each rule is days then times. Days: "mon", "tue",
-"wed", "thu", "fri", "sat", "sun" (full names work too), lists "mon,wed",
-ranges "mon-fri", including ranges that wrap round the week ("fri-mon").
-Times: "HH:MM-HH:MM", several per rule for split shifts. "24:00" closes at
-midnight; an end earlier than the start runs overnight ("fri 22:00-02:00" is
-open until 02:00 on Saturday). Days not named are closed. An empty string is
-open around the clock.
+Rules are separated by ";" (or lines). Each rule is days then times. Days: "mon",
+"tue", "wed", "thu", "fri", "sat", "sun" (full names work too), lists "mon,wed",
+ranges "mon-fri", including ranges that wrap round the week ("fri-mon"), and
+"weekdays", "weekends", "daily". Times: "HH:MM-HH:MM", several per rule for split
+shifts. "24:00" closes at midnight; an end earlier than the start runs overnight
+("fri 22:00-02:00" is open until 02:00 on Saturday). Days not named are closed, and
+so are days in a rule that says so ("sun closed", which wins over other rules).
+An empty string is open around the clock.
+
+Owners write hours as they would on a shop door, and that is read too: "8-5"
+(a morning opening with a bare end closes in the afternoon: 08:00-17:00),
+"8am-5pm", "8:30a-5p", "08:00–17:00" (any dash, or "to"), "0800-1700", "noon",
+"midnight". What is stored is always the canonical form (`format_weekly`).
 
 Times are wall-clock times in the business's zone. On a DST change a shift
 simply follows the clock on the wall: a shift starting inside the hour the
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -79,67 +86,147 @@ class Shift:
 ALWAYS_OPEN: tuple[Shift, ...] = tuple(Shift(day, 0, _MINUTES_PER_DAY) for day in range(7))
 
 
-def _parse_time(text: str, *, rule: str) -> int:
-    hours, sep, minutes = text.strip().partition(":")
-    if (
-        not sep
-        or not hours.isdigit()
-        or not minutes.isdigit()
-        or not 1 <= len(hours) <= 2
-        or len(minutes) != 2
-    ):
-        raise ScheduleError(f"{text.strip()!r} in {rule!r} is not a time; write HH:MM, e.g. 08:30")
-    value = int(hours) * 60 + int(minutes)
-    if int(minutes) > 59 or value > _MINUTES_PER_DAY:
-        raise ScheduleError(f"{text.strip()!r} in {rule!r} is not a time of day (00:00 to 24:00)")
-    return value
+# How people write a time: "8", "8:30", "08:00", "17.30", "0800", "8am", "8:30 p.m.",
+# "5p", "noon", "midnight".
+_TIME = re.compile(
+    r"(?:(?P<hour>\d{1,2})(?:[:.h](?P<minute>\d{2}))?\s*(?:(?P<half>[ap])\.?\s*m?\.?)?"
+    r"|(?P<compact>\d{3,4})|(?P<word>noon|midday|midnight))"
+)
+_DASHES = re.compile(r"\s*(?:[-\u2010-\u2015\u2212~]|\bto\b|\buntil\b|\btill\b)\s*")
+_DAY_WORDS = {"weekdays": "mon-fri", "weekends": "sat,sun", "weekend": "sat,sun",
+              "daily": "mon-sun", "everyday": "mon-sun", "every day": "mon-sun",
+              "all week": "mon-sun"}
+_CLOSED = re.compile(r"\s*\b(?:closed|shut|off)\s*$")
+_HINT = "write it like 8:00, 8am, 5:30pm or 17:30"
+
+
+@dataclass(frozen=True, slots=True)
+class _Time:
+    minutes: int
+    # "5", "12" or "5:30" with no am/pm: at the end of a morning shift, 5 pm
+    vague: bool
+
+
+def _parse_time(text: str, *, rule: str) -> _Time:
+    written = text.strip()
+    match = _TIME.fullmatch(written.lower())
+    if not match:
+        raise ScheduleError(f"{written!r} in {rule!r} is not a time; {_HINT}")
+    if match["word"]:
+        return _Time(0 if match["word"] == "midnight" else 12 * 60, vague=False)
+    if match["compact"]:  # "0800", "930": hours and minutes run together
+        hour, minute = int(match["compact"][:-2]), int(match["compact"][-2:])
+    else:
+        hour, minute = int(match["hour"]), int(match["minute"] or 0)
+    if minute > 59:
+        raise ScheduleError(f"{written!r} in {rule!r} is not a time of day: minutes run to 59")
+    if match["half"]:
+        if not 1 <= hour <= 12:
+            raise ScheduleError(f"{written!r} in {rule!r} is not a time of day: with am or "
+                                "pm the hour is 1 to 12")
+        hour = hour % 12 + (12 if match["half"] == "p" else 0)
+        return _Time(hour * 60 + minute, vague=False)
+    value = hour * 60 + minute
+    if value > _MINUTES_PER_DAY:
+        raise ScheduleError(f"{written!r} in {rule!r} is not a time of day (00:00 to 24:00)")
+    # "5", "12" or "5:30" may be either half of the day; "05:00" and "10:00" are 24-hour
+    vague = 1 <= hour <= 12 and (match["minute"] is None or len(match["hour"]) == 1)
+    return _Time(value, vague=vague)
+
+
+def _parse_span(span: str, *, rule: str, after: int = 0) -> tuple[int, int]:
+    """"8-5", "8am-5pm", "08:00–17:00", "8:30a-5p" → (start, end) in minutes.
+
+    `after` is where the day's previous shift ended: in "9-12, 1-5" the second shift is
+    in the afternoon."""
+    parts = _DASHES.split(span.strip())
+    if len(parts) != 2 or not all(parts):
+        raise ScheduleError(f"{span.strip()!r} in {rule!r} is not a range of two times; "
+                            "write e.g. 8am-5pm or 08:00-17:00")
+    first, last = (_parse_time(part, rule=rule) for part in parts)
+    start, end = first.minutes, last.minutes
+    if last.vague and end <= start < 12 * 60:
+        end += 12 * 60  # "8-5": a morning opening closes in the afternoon
+    elif first.vague and not last.vague and start + 12 * 60 < end:
+        start += 12 * 60  # "1-5pm": both in the afternoon
+    if first.vague and start < after <= start + 12 * 60:
+        start += 12 * 60  # "9-12, 1-5": the second shift follows the first
+        if last.vague and end < start:
+            end += 12 * 60
+    if start == _MINUTES_PER_DAY:
+        raise ScheduleError(f"{span.strip()!r} in {rule!r} starts at 24:00; start at 00:00")
+    if end == start:
+        raise ScheduleError(
+            f"{span.strip()!r} in {rule!r} opens and closes at the same time; "
+            "write 00:00-24:00 for the whole day"
+        )
+    if end < start:
+        end += _MINUTES_PER_DAY  # overnight into the next day
+    return start, end
 
 
 def _parse_days(text: str, *, rule: str) -> list[int]:
     days: list[int] = []
+    text = text.strip().rstrip(":").strip()  # "Mon-Fri: 8-5"
+    text = _DAY_WORDS.get(text.lower(), text)
     for part in text.split(","):
         part = part.strip().lower()
         if not part:
             raise ScheduleError(f"empty day in {rule!r}; separate days with commas, e.g. mon,wed")
-        first, sep, last = (p.strip() for p in part.partition("-"))
-        ends = [first, last] if sep else [first]
-        for name in ends:
+        pieces = [piece.strip().rstrip(".") for piece in _DASHES.split(part, maxsplit=1)]
+        first, last = pieces[0], pieces[1] if len(pieces) == 2 else None
+        for name in (first, last) if last is not None else (first,):
             if name not in _DAY_ALIASES:
-                raise ScheduleError(f"unknown day {name!r} in {rule!r}; use {', '.join(DAY_NAMES)}")
+                raise ScheduleError(f"unknown day {name!r} in {rule!r}; use "
+                                    f"{', '.join(DAY_NAMES)} (or the full names)")
         start = _DAY_ALIASES[first]
-        stop = _DAY_ALIASES[last] if sep else start
+        stop = _DAY_ALIASES[last] if last is not None else start
         span = (stop - start) % 7  # "fri-mon" wraps round the weekend
         days.extend((start + offset) % 7 for offset in range(span + 1))
     return days
 
 
-def _parse_rule(rule: str) -> list[Shift]:
-    # The days are everything before the first digit: "mon, wed 8:00-12:00".
-    first_digit = next((i for i, ch in enumerate(rule) if ch.isdigit()), len(rule))
-    days_text, times_text = rule[:first_digit].strip(), rule[first_digit:].strip()
+def _parse_rule(rule: str) -> tuple[list[int], list[Shift]]:
+    """One rule → (its days, their shifts); a rule ending in "closed" has days but no shifts."""
+    closed = _CLOSED.search(rule)
+    if closed:
+        days_text = rule[:closed.start()].strip()
+        if not days_text:
+            raise ScheduleError(f"{rule!r} names no days; say which are closed, e.g. sun closed")
+        return _parse_days(days_text, rule=rule), []
+    # The days are everything before the first time: "mon, wed 8:00-12:00", "sat noon-4pm".
+    first_time = re.search(r"\d|\bnoon\b|\bmidday\b|\bmidnight\b", rule, re.IGNORECASE)
+    cut = first_time.start() if first_time else len(rule)
+    days_text, times_text = rule[:cut].strip(), rule[cut:].strip()
     if not days_text:
         raise ScheduleError(f"{rule!r} names no days; start the rule with days, e.g. mon-fri")
     if not times_text:
-        raise ScheduleError(f"{rule!r} has no opening times; add them, e.g. {rule} 08:00-17:00")
+        raise ScheduleError(f"{rule!r} has no opening times; add them, e.g. {rule} 8am-5pm, "
+                            f"or write {rule} closed")
     days = _parse_days(days_text, rule=rule)
-    shifts = []
-    for span in times_text.split(","):
-        start_text, sep, end_text = span.partition("-")
-        if not sep:
-            raise ScheduleError(f"{span.strip()!r} in {rule!r} is not a range; write 08:00-17:00")
-        start = _parse_time(start_text, rule=rule)
-        end = _parse_time(end_text, rule=rule)
-        if start == _MINUTES_PER_DAY:
-            raise ScheduleError(f"{span.strip()!r} in {rule!r} starts at 24:00; start at 00:00")
-        if end == start:
-            raise ScheduleError(
-                f"{span.strip()!r} in {rule!r} opens and closes at the same time; "
-                "write 00:00-24:00 for the whole day"
-            )
-        if end < start:
-            end += _MINUTES_PER_DAY  # overnight into the next day
-        shifts.extend(Shift(day, start, end) for day in days)
-    return shifts
+    return days, [Shift(day, start, end) for start, end in _parse_spans(times_text, rule=rule)
+                  for day in days]
+
+
+def _parse_spans(text: str, *, rule: str) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for span in re.split(r",|\band\b|&", text):
+        spans.append(_parse_span(span, rule=rule, after=spans[-1][1] if spans else 0))
+    return spans
+
+
+def parse_day(text: str) -> list[tuple[int, int]]:
+    """One day's hours as typed in a grid ("8-5", "9-12, 1-5", "closed") → its (start, end)
+    shifts in minutes; [] when closed. A ScheduleError quotes what was typed."""
+    text = text.strip()
+    if not text or _CLOSED.fullmatch(" " + text.lower()):
+        return []
+    return _parse_spans(text, rule=text)
+
+
+def format_day(spans: Iterable[tuple[int, int]]) -> str:
+    """One day's shifts as the grid shows them: "08:00-12:00, 13:00-17:00"."""
+    return ", ".join(f"{_format_time(start)}-{_format_time(end)}" for start, end in spans)
 
 
 def parse_weekly(text: str) -> tuple[Shift, ...]:
@@ -147,10 +234,19 @@ def parse_weekly(text: str) -> tuple[Shift, ...]:
     if not text.strip():
         return ALWAYS_OPEN
     shifts: set[Shift] = set()
-    for rule in text.split(";"):
+    closed: set[int] = set()
+    for rule in re.split(r"[;\n]", text):
         if rule.strip():
-            shifts.update(_parse_rule(rule.strip()))
+            days, found = _parse_rule(rule.strip())
+            shifts.update(found)
+            if not found:
+                closed.update(days)
+    # "closed" wins over any rule naming the same day ("daily 9-5; sun closed")
+    shifts = {shift for shift in shifts if shift.day not in closed}
     if not shifts:
+        if closed:
+            raise ScheduleError("every day named is closed; leave the hours empty for open "
+                                "around the clock, or give some opening times")
         return ALWAYS_OPEN
     return tuple(sorted(shifts))
 

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 # signing in and out
 LOGIN, LOGIN_FAILED, LOGIN_LOCKED, LOGOUT = "login", "login_failed", "login_locked", "logout"
+# an admin's "sign out everywhere" for an account
+SESSIONS_ENDED = "sessions_ended"
 # staff accounts
 USER_ADDED, USER_CHANGED, PASSWORD_CHANGED, USER_DISABLED = (
     "user_added", "user_changed", "password_changed", "user_disabled")

@@ -302,6 +302,11 @@ class User(Base):
     # a sound and a desktop notification in the inbox for a customer's text or missed call
     desk_alerts: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true(),
                                               nullable=False)
+    # every session cookie carries the generation it was signed in under; raising it
+    # (sign-out, a new password, disabling, "sign out everywhere") refuses them all, on
+    # the server, however the cookie was kept
+    session_generation: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", nullable=False)
 
 
 class AuditEntry(Base):

@@ -8,6 +8,7 @@ by prefix, the rest on "Other"; a later version's new keys therefore always show
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -326,3 +327,18 @@ def default_text(key: str) -> str:
     if isinstance(value, list):
         return ", ".join(str(item) for item in value) if value else "(none)"
     return shown(key, value) or "(empty)"
+
+
+def in_words(key: str, error: Exception) -> str:
+    """A refusal as the page shows it, beside its field: without the settings key the
+    command line needs ("hours.weekly: '25:00' is not…" → "'25:00' is not…")."""
+    message = str(error)
+    step = re.match(re.escape(key) + r"\[(\d+)\]: ", message)
+    if step:  # one of a list of templates (the follow-ups)
+        return f"Step {int(step.group(1)) + 1}: {message[step.end():]}"
+    if message.startswith(f"{key}: "):
+        message = message[len(key) + 2:]
+        return message[:1].upper() + message[1:]
+    if message.startswith(f"{key} "):
+        return label(key) + message[len(key):]
+    return message

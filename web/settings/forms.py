@@ -32,6 +32,7 @@ from web.settings.fields import (
     base_key,
     default_region,
     default_text,
+    in_words,
     kind,
     label,
     layout,
@@ -100,7 +101,7 @@ def save(session: Session, inputs: Mapping[str, Any]) -> tuple[dict[str, str], l
         try:
             checked[key] = settings.validate(key, value, region)
         except settings.SettingError as exc:
-            errors[key] = str(exc)
+            errors[key] = in_words(key, exc)
     if errors:
         return errors, []
     now = clock.now()
@@ -125,8 +126,9 @@ def check(key: str, value: Any) -> str | None:
     try:
         settings.validate(key, value, default_region())
     except settings.SettingError as exc:
-        return str(exc)
+        return in_words(key, exc)
     return None
+
 
 
 def too_long(form: MultiDict[str, str]) -> bool:

@@ -64,28 +64,36 @@ def hours_grid(weekly: str) -> list[Day]:
 
 
 def read_grid(form: MultiDict[str, str]) -> tuple[list[Day], str | None, str | None]:
-    """(rows as typed, the composed hours.weekly string, an error about the whole week)."""
+    """(rows as typed, the composed hours.weekly string, an error about the whole week).
+
+    Each day is read as an owner writes it ("8-5", "8am-5pm", "8:30a-5p", "closed":
+    agent.rules.schedule.parse_day) and stored in the canonical form, which is what the
+    grid shows once saved. Errors are sentences, without the settings key.
+    """
     days: list[Day] = []
     rules: list[str] = []
     for code, name in DAYS:
         day = Day(code, name, f"open_{code}" in form, form.get(f"shifts_{code}", "").strip())
         if day.open:
-            if not day.shifts:
-                day.error = (f"hours.weekly: {name} is ticked open but has no hours; write "
-                             "e.g. 08:00-17:00, or untick it")
+            try:  # each day on its own, so the error stands next to its day
+                spans = schedule.parse_day(day.shifts)
+            except schedule.ScheduleError as exc:
+                day.error = f"{name}: {exc}."
             else:
-                try:  # each day on its own, so the error stands next to its day
-                    settings.validate("hours.weekly", f"{code} {day.shifts}")
-                    rules.append(f"{code} {day.shifts}")
-                except settings.SettingError as exc:
-                    day.error = str(exc)
+                if spans:
+                    rules.append(f"{code} {schedule.format_day(spans)}")
+                elif day.shifts:  # "closed" typed in a ticked day: it is closed
+                    day.open, day.shifts = False, ""
+                else:
+                    day.error = (f"{name} is ticked open but has no hours; write e.g. 8am-5pm "
+                                 "or 08:00-17:00, or untick it.")
         days.append(day)
     if any(day.error for day in days):
-        return days, None, "hours.weekly: fix the days marked below"
+        return days, None, "The weekly hours are not saved: fix the days marked below."
     if not rules:
         # an empty string means open around the clock: never the meaning of "no box ticked"
-        return days, None, ("hours.weekly: no day is ticked open. For open around the "
-                            "clock, tick every day with 00:00-24:00")
+        return days, None, ("No day is ticked open. For open around the clock, tick every "
+                            "day with 00:00-24:00.")
     return days, "; ".join(rules), None
 
 
@@ -139,7 +147,7 @@ def page(section: Section) -> Any:
     if weekly is None:
         # nothing can be saved, but every other mistake shows at once too
         errors = {key: error for key in inputs if (error := check(key, inputs[key]))}
-        errors["hours.weekly"] = weekly_error or "hours.weekly is not valid"
+        errors["hours.weekly"] = weekly_error or "The weekly hours are not valid."
     else:
         errors, changed = save(session, {"hours.weekly": weekly, **inputs})
         if not errors:

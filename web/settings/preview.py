@@ -34,6 +34,7 @@ from web.settings.fields import (
     TEXTBACK_TEMPLATES,
     base_key,
     default_region,
+    in_words,
     kind,
 )
 
@@ -131,7 +132,8 @@ def sample_fields(session: Session, key: str, values: Mapping[str, Any], region:
 
 def render_preview(key: str, text: str, fields: Mapping[str, str | None], region: str,
                    step: int = 0) -> Preview:
-    """The text as the agent would send it, with the validator's complaint if any."""
+    """The text as the agent would send it, with the validator's complaint if any, in
+    words as the field shows it (forms.in_words)."""
     error = None
     try:
         if kind(key) == "templates":
@@ -140,7 +142,8 @@ def render_preview(key: str, text: str, fields: Mapping[str, str | None], region
             settings.validate(key, text, region)
     except settings.SettingError as exc:
         # a list of templates is checked one step at a time here: name the real step
-        error = str(exc).replace(f"{key}[0]", f"{key}[{step}]", 1)
+        error = in_words(key, settings.SettingError(
+            str(exc).replace(f"{key}[0]", f"{key}[{step}]", 1)))
     body = templates.render(text, fields)
     info = templates.segments(body)
     return Preview(body, info.encoding, info.segments, info.units, info.per_segment,

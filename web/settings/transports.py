@@ -39,7 +39,7 @@ TRANSPORT_LABELS = {"sip": "SIP trunk", "gsm": "GSM modem"}
 class TransportView:
     name: str
     label: str
-    state: str  # "up" | "down" | "unknown" (never reported)
+    state: str  # "up" | "down" | "unknown" (never reported, or not for too long)
     detail: str | None
     signal_dbm: int | None
     signal_word: str | None
@@ -93,11 +93,13 @@ def transports(session: Session, now: dt.datetime, zone: zoneinfo.ZoneInfo) -> l
                 "The agent has not reported on this transport yet: is it running?"))
             continue
         since = now - row.updated_at
-        warning = (f"The agent has not reported for {ago(since)}: is it running?"
-                   if health.is_stale(row, now) else None)
+        stale = health.is_stale(row, now)
+        warning = (f"The agent has not reported for {ago(since)}: is it running? Its last "
+                   f"report said {row.state}." if stale else None)
+        # an old report is no news: no "up" badge beside "the agent has not reported"
         views.append(TransportView(
-            name, title, row.state, row.detail, row.signal_dbm, signal_word(row.signal_dbm),
-            row.operator, row.last_error,
+            name, title, "unknown" if stale else row.state, row.detail, row.signal_dbm,
+            signal_word(row.signal_dbm), row.operator, row.last_error,
             f"{row.last_error_at.astimezone(zone):%Y-%m-%d %H:%M:%S}"
             if row.last_error_at else None, f"{ago(since)} ago", warning))
     return views

@@ -63,7 +63,7 @@
   }
 
   function announce(text) {
-    var region = document.getElementById("live-announce");
+    var region = document.getElementById("announce");
     if (region) { region.textContent = text; }
   }
 
