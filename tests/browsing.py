@@ -34,7 +34,8 @@ def serve(cfg: Config, port: int = 0) -> Iterator[str]:
     app = create_app(cfg)
     server = create_server(app, host="127.0.0.1", port=port,
                            threads=live.threads(app))
-    threading.Thread(target=server.run, daemon=True).start()
+    loop = threading.Thread(target=server.run, daemon=True)
+    loop.start()
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
@@ -46,6 +47,9 @@ def serve(cfg: Config, port: int = 0) -> Iterator[str]:
         # as when the process ends: the listening socket and every open connection close
         wasyncore.close_all(server._map)
         server.task_dispatcher.shutdown()
+        # the loop leaves its poll (a second at most) and lets go of the port: the same
+        # port can be served again at once (a restart of the web UI)
+        loop.join(timeout=5)
 
 
 def sign_in(tab: Any, url: str, username: str, password: str, landing: str) -> None:
