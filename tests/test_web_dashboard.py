@@ -499,7 +499,7 @@ def test_period_boundaries_follow_the_business_time_zone() -> None:
     assert errors
 
 
-QUERIES = ("buckets_sql", "figures_sql")
+QUERIES = ("buckets_sql", "figures_sql", "missed_rows_sql")
 
 
 def test_the_queries_read_the_call_indexes(session: Session, database: str) -> None:

@@ -284,3 +284,80 @@ def fold(rows: list[tuple[dt.datetime, int, int]], zone: ZoneInfo
         total += calls
     return per_day, per_slot, total
 
+
+
+def missed_rows_sql(d: Dialect) -> str:
+    """One row per missed inbound call of [start, end), with what the daily figures
+    (agent.reports.rollups) need of it: its text-back, when that left, whether a network
+    reported on it, the customer's first reply within the reply window (its id, for its
+    words), staff's first answer to that reply, and the caller's contact dates. The same
+    look-ups as the figures statement; the staff answer is index-only on
+    ix_messages_number_kind_created."""
+    return f"""
+    SELECT x.*,
+           (SELECT i.id FROM messages i
+             WHERE i.number = x.sent_to AND i.direction = 'in' AND i.created_at = x.reply_at
+             ORDER BY i.id LIMIT 1) AS reply_id,
+           (SELECT MIN(s.created_at) FROM messages s
+             WHERE s.number = x.sent_to AND s.kind = '{STAFF_REPLY}'
+               AND s.created_at >= x.reply_at) AS staff_reply_at
+    FROM (
+      SELECT c.contact_id, c.decision, c.skip_reason, c.started_at, c.ended_at,
+             m.status, m.number AS sent_to, m.created_at AS sent_created,
+             m.template, m.variant, m.transport, m.segments,
+             k.contacted_at, k.opted_out_at, k.booked_at, k.qualified_at,
+             (SELECT MIN(e.at) FROM message_events e
+               WHERE e.message_id = m.id AND e.status IN {_in(LEFT)}) AS left_at,
+             (SELECT MIN(i.created_at) FROM messages i
+               WHERE i.number = m.number AND i.direction = 'in'
+                 AND i.created_at >= m.created_at
+                 AND i.created_at < {d.reply_until("m.created_at")}) AS reply_at,
+             CASE WHEN EXISTS (SELECT 1 FROM message_events r WHERE r.message_id = m.id
+                                 AND r.status IN {_in(REPORTED)}) THEN 1 ELSE 0 END
+               AS reported
+      FROM calls c
+      LEFT JOIN messages m ON m.idempotency_key = c.linkedid || :suffix
+      LEFT JOIN contacts k ON k.id = c.contact_id
+      WHERE c.missed = :yes AND c.started_at >= :start AND c.started_at < :end
+        AND c.direction = 'inbound'
+    ) AS x"""
+
+
+def missed_rows(session: Session, start: dt.datetime, end: dt.datetime) -> list[Any]:
+    """The rows of missed_rows_sql, with every time as an aware UTC datetime."""
+    rows = _query(session, missed_rows_sql(Dialect.of(session)), start=start, end=end)
+    kind = UTCDateTime()
+    name = session.get_bind().dialect
+    times = ("started_at", "ended_at", "sent_created", "contacted_at", "opted_out_at",
+             "booked_at", "qualified_at", "left_at", "reply_at", "staff_reply_at")
+    out = []
+    for row in rows:
+        values = row._asdict()
+        for key in times:
+            value = values[key]
+            if isinstance(value, str):  # SQLite's subqueries return the stored text
+                value = dt.datetime.fromisoformat(value)
+            values[key] = kind.process_result_value(value, name)
+        out.append(values)
+    return out
+
+
+def bucket_rows(session: Session, start: dt.datetime, end: dt.datetime
+                ) -> list[tuple[dt.datetime, int, int]]:
+    """(UTC quarter-hour start, inbound calls, missed) for every quarter hour of
+    [start, end) with calls."""
+    d = Dialect.of(session)
+    return [(dt.datetime.fromtimestamp(int(row.bucket) * BUCKET_SECONDS, dt.UTC),
+             int(row.calls), int(row.missed or 0))
+            for row in _query(session, buckets_sql(d), start=start, end=end)]
+
+
+def message_bodies(session: Session, ids: list[int]) -> dict[int, str]:
+    """The words of the given messages (the customers' replies, for their intent)."""
+    statement = text("SELECT id, body FROM messages WHERE id IN :ids").bindparams(
+        bindparam("ids", expanding=True))
+    out: dict[int, str] = {}
+    for at in range(0, len(ids), 500):
+        out.update((int(row.id), row.body)
+                   for row in session.execute(statement, {"ids": ids[at:at + 500]}))
+    return out

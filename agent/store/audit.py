@@ -33,6 +33,8 @@ CONTACT_EDITED, CONTACT_OPTED_OUT, CONTACT_ERASED = (
     "contact.edit", "contact.opt_out", "contact.erase")
 # the inbox's "Booked a job" and its undo
 BOOKED, BOOKING_CLEARED = "booked", "booking_cleared"
+# the inbox's "Qualified" mark (a real lead, for the dashboard) and its undo
+QUALIFIED, QUALIFIED_CLEARED = "qualified", "qualified_cleared"
 
 # the actor of erasures made by the retention limit (privacy.retention), not by a person
 RETENTION = "retention"
