@@ -87,9 +87,10 @@ def report(session: Session, args: Mapping[str, str], now: dt.datetime) -> Dashb
     zone = settings.business_zone(session)
     period, errors = parse_period(args, now.astimezone(zone).date(), zone)
     length = (period.last - period.first).days + 1
-    figures = rollups.figures(session, zone, period.first, period.last, now)
-    previous = rollups.figures(session, zone, period.first - dt.timedelta(days=length),
-                               period.first - dt.timedelta(days=1), now)
+    figures, previous = rollups.periods(
+        session, zone, [(period.first, period.last),
+                        (period.first - dt.timedelta(days=length),
+                         period.first - dt.timedelta(days=1))], now)
     label = f"previous {length} day{'s' if length > 1 else ''}"
     per_day, per_slot = _folded(figures)
     return Dashboard(

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -254,9 +254,10 @@ def _touched(session: Session, mark: ReportMark, zone: ZoneInfo) -> set[dt.date]
     numbers.update(session.scalars(
         select(Message.number).join(MessageEvent, MessageEvent.message_id == Message.id)
         .where(MessageEvent.id > mark.event_id)))
-    numbers.update(session.scalars(select(Contact.number).where(or_(
-        Contact.contacted_at >= since, Contact.booked_at >= since,
-        Contact.opted_out_at >= since, Contact.qualified_at >= since))))
+    # one query per date: SQLite scans the table for an OR of them
+    for column in (Contact.contacted_at, Contact.booked_at, Contact.opted_out_at,
+                   Contact.qualified_at):
+        numbers.update(session.scalars(select(Contact.number).where(column >= since)))
     starts = list(session.scalars(select(Call.started_at).where(Call.id > mark.call_id)))
     listed = sorted(numbers)
     for at in range(0, len(listed), 500):
@@ -293,10 +294,25 @@ def figures(session: Session, zone: ZoneInfo, first: dt.date, last: dt.date,
             now: dt.datetime) -> Figures:
     """The figures of the local days [first, last]: stored days added up, missing ones
     counted and stored, today (and any later day) counted live. Commits the stored days."""
+    return periods(session, zone, [(first, last)], now)[0]
+
+
+def periods(session: Session, zone: ZoneInfo, spans: list[tuple[dt.date, dt.date]],
+            now: dt.datetime) -> list[Figures]:
+    """figures() of several spans of local days, looking once for what changed."""
+    try:
+        _refresh(session, zone, now)
+        session.commit()
+    except IntegrityError:  # another page made the first mark at the same time
+        session.rollback()
+    return [_figures(session, zone, first, last, now) for first, last in spans]
+
+
+def _figures(session: Session, zone: ZoneInfo, first: dt.date, last: dt.date,
+             now: dt.datetime) -> Figures:
     today = now.astimezone(zone).date()
     total = Figures()
     try:
-        _refresh(session, zone, now)
         before_today = min(last, today - dt.timedelta(days=1))
         stored: set[dt.date] = set()
         if first <= before_today:
