@@ -72,6 +72,7 @@ DEFINITIONS: dict[str, tuple[str, str]] = {
 RATES = frozenset({"missed", "contactable", "sent", "delivery", "reply", "qualified",
                    "contacted", "optout", "booking-delivered", "booking-reply"})
 LOWER_IS_BETTER = frozenset({"missed", "optout", "time", "response", "cost-per-booking"})
+NEUTRAL = frozenset({"inbound"})  # more calls is neither better nor worse
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,8 @@ def _change(slug: str, now: float | None, before: float | None, label: str
             f"{'+' if moved > 0 else '−'}{wording.fine(abs(100 * moved))}% on"
     if text == "same as":
         return f"same as the {label}", "same"
+    if slug in NEUTRAL:
+        return f"{text} the {label}", ""
     better = (moved < 0) == (slug in LOWER_IS_BETTER)
     return f"{text} the {label}", "better" if better else "worse"
 
