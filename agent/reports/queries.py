@@ -1,18 +1,19 @@
-"""The dashboard's figures as SQL: calls per quarter hour, and everything about the
-missed calls, for one period.
+"""The dashboard's figures as SQL: calls per quarter hour, and each missed call with
+everything about it, for a span of whole days.
 
-Every figure is an SQL aggregate over the chosen period (whole days in the
-business time zone), in two statements: calls per quarter hour, and everything
-about the missed calls (key figures, medians, A/B counts) with each missed call
-looked up once, through the call indexes (ix_calls_started,
-ix_calls_missed_started) and the unique idempotency key that ties a call to its
-text-back. Python only ever sees aggregated rows, so a million calls cost what
-the period's calls cost. Calls are counted in UTC quarter-hour buckets and folded into
-local days and hours here, because SQLite has no time zones and a quarter hour
-fits every real UTC offset (India +5:30, Nepal +5:45) and every DST change.
+The dashboard reads these for the days agent.reports.rollups has not stored yet and for
+today: bucket_rows (calls per UTC quarter hour) and missed_rows (one row per missed
+inbound call with its text-back, when that left, the first reply, staff's first answer
+and the contact's dates), each missed call looked up once through the call indexes
+(ix_calls_started, ix_calls_missed_started), the unique idempotency key that ties a
+call to its text-back, and index-only look-ups for the rest. Calls are counted in UTC
+quarter-hour buckets and folded into local days and hours in Python, because SQLite
+has no time zones and a quarter hour fits every real UTC offset (India +5:30, Nepal
++5:45) and every DST change.
 
-What each count means, as the owner reads it, is written in agent.reports.kpis, which
-turns these counts into the key figures; the A/B counts are read by agent.reports.abtest.
+figures_sql is the same figures as one aggregate statement over a period: the raw
+reference the daily figures are tested against. What each count means, as the owner
+reads it, is written in agent.reports.kpis.
 """
 
 from __future__ import annotations
@@ -148,7 +149,9 @@ def _variant_columns() -> str:
 
 def figures_sql(d: Dialect) -> str:
     """Every key figure and the A/B counts in one statement, so the period's missed calls
-    are looked up once."""
+    are looked up once. The dashboard no longer reads it (agent.reports.rollups counts
+    days from missed_rows_sql): it is the raw reference the tests hold the daily figures
+    to."""
     return _missed_calls_cte(d) + f""",
     text_delays AS (
       SELECT {d.seconds("left_at", "ended_at")} AS seconds
@@ -161,7 +164,7 @@ def figures_sql(d: Dialect) -> str:
     answers AS (
       SELECT reply_at, contacted_at,
              (SELECT MIN(s.created_at) FROM messages s
-               WHERE s.number = replies.sent_to AND s.direction = 'out'
+               WHERE s.number = replies.sent_to
                  AND s.kind = '{STAFF_REPLY}' AND s.created_at >= replies.reply_at)
                AS staff_reply_at
       FROM replies
