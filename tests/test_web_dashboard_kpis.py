@@ -8,17 +8,19 @@ the inbox after the day was counted shows at the next read; and the downloads.""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 
 import pytest
 from conftest import csrf_token
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from test_web_dashboard import DAY, NOON_CHICAGO, kpis, seed_one_day
 
+from agent.reports import rollups
 from agent.rules import settings
-from agent.store.models import AuditEntry, Contact
+from agent.store.models import AuditEntry, Contact, ReportDay
 
 pytestmark = pytest.mark.clock
 
@@ -114,3 +116,17 @@ def test_the_figures_download_as_csv_and_the_charts_as_svg(owner: FlaskClient,
     printable = owner.get(f"/dashboard/print?{DAY}").get_data(as_text=True)
     assert 'class="filters"' not in printable and "Figures (CSV)" not in printable
     assert '<details class="kpi-definition" open>' in printable
+
+
+def test_migrate_counts_the_past_days_the_dashboard_then_reads(
+        owner: FlaskClient, session: Session) -> None:
+    seed_one_day(session)
+    before = kpis(owner.get(f"/dashboard?{DAY}").get_data(as_text=True))
+    session.execute(delete(ReportDay))
+    session.commit()
+    later = NOON_CHICAGO + dt.timedelta(days=3)
+    assert rollups.backfill(session, later, days=5) == 5
+    days = session.scalars(select(ReportDay.day).order_by(ReportDay.day)).all()
+    assert days == [dt.date(2026, 11, 29) + dt.timedelta(days=n) for n in range(5)]
+    assert rollups.backfill(session, later, days=5) == 0  # nothing left to count
+    assert kpis(owner.get(f"/dashboard?{DAY}").get_data(as_text=True)) == before

@@ -350,3 +350,28 @@ def live(session: Session, zone: ZoneInfo, first: dt.date, last: dt.date) -> Fig
     for day_figures in count(session, zone, *_bounds(first, last, zone)).values():
         total.add(day_figures)
     return total
+
+
+BACKFILL_DAYS = 2 * 366  # a year's range and the year before it, which it is compared with
+_BACKFILL_RUN = 31  # days counted per statement: a month of rows in memory at a time
+
+
+def backfill(session: Session, now: dt.datetime, days: int = BACKFILL_DAYS) -> int:
+    """Count and store the past `days` days not stored yet, in the business time zone, a
+    month at a time (`textback migrate` runs it, so the first dashboard after an upgrade
+    reads stored days); returns how many days were counted."""
+    zone = settings.business_zone(session)
+    today = now.astimezone(zone).date()
+    first = today - dt.timedelta(days=days)
+    _refresh(session, zone, now)
+    session.commit()
+    stored = set(session.scalars(select(ReportDay.day).where(
+        ReportDay.zone == zone.key, ReportDay.day >= first)))
+    missing = [first + dt.timedelta(days=n) for n in range(days)
+               if first + dt.timedelta(days=n) not in stored]
+    for run_first, run_last in _runs(missing):
+        while run_first <= run_last:
+            chunk_last = min(run_last, run_first + dt.timedelta(days=_BACKFILL_RUN - 1))
+            _figures(session, zone, run_first, chunk_last, now)
+            run_first = chunk_last + dt.timedelta(days=1)
+    return len(missing)
