@@ -117,6 +117,7 @@ def measures(f: Figures, money: Money, days: int) -> dict[str, float | None]:
         return part / whole if whole else None
 
     booked_customers = len(f.booked_contacts)
+    waits = f.response_histogram()
     out: dict[str, float | None] = {
         "inbound": f.inbound,
         "missed": ratio(c["missed"], f.inbound),
@@ -128,7 +129,7 @@ def measures(f: Figures, money: Money, days: int) -> dict[str, float | None]:
         "qualified": ratio(c["qualified"], c["replied"]),
         "contacted": ratio(c["contacted"], c["missed"]),
         "optout": ratio(c["opted_out"], c["texted"]),
-        "response": percentile(Figures.response_histogram(f), 50),
+        "response": percentile(waits, 50),
         "booked": c["booked"],
         "booking-delivered": ratio(c["booked_delivered"], c["delivered"]),
         "booking-reply": ratio(c["booked_replied"], c["replied"]),
@@ -210,7 +211,7 @@ def kpis(f: Figures, money: Money, days: int, previous: Figures | None = None,
         rate("qualified", c["qualified"], c["replied"], "replies qualified"),
         rate("contacted", c["contacted"], c["missed"], "missed callers reached by staff"),
         rate("optout", c["opted_out"], c["texted"], "texts followed by an opt-out"),
-        _response(f),
+        _response(f, values["response"]),
         ("booked", f"{c['booked']:,}",
          f"{wording.share(c['booked'], c['missed'])} of {c['missed']:,} missed calls "
          "booked a job afterwards" if c["missed"] else "no missed calls in this period"),
@@ -256,7 +257,7 @@ def kpis(f: Figures, money: Money, days: int, previous: Figures | None = None,
     return out
 
 
-def _response(f: Figures) -> tuple[str, str, str]:
+def _response(f: Figures, median: float | None) -> tuple[str, str, str]:
     slug = "response"
     replies = len(f.responses)
     answered = sum(1 for seconds in f.responses.values() if seconds is not None)
@@ -265,7 +266,6 @@ def _response(f: Figures) -> tuple[str, str, str]:
     if answered == 0:
         return slug, "n/a", f"none of {replies:,} replies answered yet"
     waiting = replies - answered
-    median = percentile(Figures.response_histogram(f), 50) or 0
     detail = f"median from a customer's reply to staff's first answer ({answered:,} " \
              f"answered" + (f", {waiting:,} not yet)" if waiting else ")")
-    return slug, wording.format_seconds(median), detail
+    return slug, wording.format_seconds(median or 0), detail

@@ -296,15 +296,9 @@ def missed_rows_sql(d: Dialect) -> str:
     words), staff's first answer to that reply, and the caller's contact dates. The same
     look-ups as the figures statement; the staff answer is index-only on
     ix_messages_number_kind_created."""
+    # x is materialised: inlined, each use of x.reply_at would run its look-up again
     return f"""
-    SELECT x.*,
-           (SELECT i.id FROM messages i
-             WHERE i.number = x.sent_to AND i.direction = 'in' AND i.created_at = x.reply_at
-             ORDER BY i.id LIMIT 1) AS reply_id,
-           (SELECT MIN(s.created_at) FROM messages s
-             WHERE s.number = x.sent_to AND s.kind = '{STAFF_REPLY}'
-               AND s.created_at >= x.reply_at) AS staff_reply_at
-    FROM (
+    WITH x AS MATERIALIZED (
       SELECT c.contact_id, c.decision, c.skip_reason, c.started_at, c.ended_at,
              m.status, m.number AS sent_to, m.created_at AS sent_created,
              m.template, m.variant, m.transport, m.segments,
@@ -323,7 +317,15 @@ def missed_rows_sql(d: Dialect) -> str:
       LEFT JOIN contacts k ON k.id = c.contact_id
       WHERE c.missed = :yes AND c.started_at >= :start AND c.started_at < :end
         AND c.direction = 'inbound'
-    ) AS x"""
+    )
+    SELECT x.*,
+           (SELECT i.id FROM messages i
+             WHERE i.number = x.sent_to AND i.direction = 'in' AND i.created_at = x.reply_at
+             ORDER BY i.id LIMIT 1) AS reply_id,
+           (SELECT MIN(s.created_at) FROM messages s
+             WHERE s.number = x.sent_to AND s.kind = '{STAFF_REPLY}'
+               AND s.created_at >= x.reply_at) AS staff_reply_at
+    FROM x"""
 
 
 def missed_rows(session: Session, start: dt.datetime, end: dt.datetime) -> list[Any]:

@@ -26,6 +26,7 @@ day is corrected when anything else touches the same customer.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import math
 from collections import Counter
@@ -106,7 +107,8 @@ class Figures:
     def to_json(self) -> dict[str, Any]:
         return {"counts": dict(self.counts), "parts": dict(self.parts),
                 "delays": {str(k): v for k, v in self.text_delays.items()},
-                "responses": {str(k): v for k, v in self.responses.items()},
+                # two lists rather than an object: read back without a conversion per key
+                "reply_ids": list(self.responses), "reply_waits": list(self.responses.values()),
                 "booked": sorted(self.booked_contacts),
                 "arms": [[t, v, *n] for (t, v), n in sorted(self.arms.items())],
                 "hours": [[day.isoformat(), hour, *n]
@@ -116,7 +118,7 @@ class Figures:
     def from_json(cls, data: dict[str, Any]) -> Figures:
         return cls(Counter(data["counts"]), Counter(data["parts"]),
                    Counter({int(k): v for k, v in data["delays"].items()}),
-                   {int(k): v for k, v in data["responses"].items()},
+                   dict(zip(data["reply_ids"], data["reply_waits"], strict=True)),
                    set(data["booked"]),
                    {(t, v): list(n) for t, v, *n in data["arms"]},
                    {(dt.date.fromisoformat(day), hour): list(n)
@@ -164,7 +166,9 @@ def count(session: Session, zone: ZoneInfo, start: dt.datetime, end: dt.datetime
     rows = queries.missed_rows(session, start, end)
     bodies = queries.message_bodies(
         session, [r["reply_id"] for r in rows if r["left_at"] and r["reply_id"] is not None])
-    classify = intents.PhraseRules.from_settings(settings.all_values(session)).classify
+    # customers write the same few words often ("yes", "ok", "how much"): each once
+    classify = functools.lru_cache(maxsize=4096)(
+        intents.PhraseRules.from_settings(settings.all_values(session)).classify)
     for row in rows:
         figures = of(row["started_at"])
         _count_call(figures, row, bodies, classify)
@@ -316,11 +320,20 @@ def _figures(session: Session, zone: ZoneInfo, first: dt.date, last: dt.date,
         before_today = min(last, today - dt.timedelta(days=1))
         stored: set[dt.date] = set()
         if first <= before_today:
+            unreadable = []
             for day, data in session.execute(select(ReportDay.day, ReportDay.figures).where(
                     ReportDay.zone == zone.key, ReportDay.day >= first,
                     ReportDay.day <= before_today)):
-                total.add(Figures.from_json(data))
+                try:
+                    total.add(Figures.from_json(data))
+                except (KeyError, TypeError, ValueError):  # another version's row
+                    log.warning("daily figures of %s unreadable; counting it again", day)
+                    unreadable.append(day)
+                    continue
                 stored.add(day)
+            if unreadable:
+                session.execute(delete(ReportDay).where(ReportDay.zone == zone.key,
+                                                        ReportDay.day.in_(unreadable)))
         missing = [first + dt.timedelta(days=n) for n in range((before_today - first).days + 1)
                    if first + dt.timedelta(days=n) not in stored]
         for run_first, run_last in _runs(missing):
