@@ -76,7 +76,7 @@ def _folded(f: Figures) -> tuple[dict[dt.date, list[int]], dict[tuple[int, int],
 
 def variants(f: Figures) -> tuple[tuple[str, str, int, int, int], ...]:
     """(template, variant, texts sent, replied, booked) per A/B arm with texts."""
-    return tuple((key, variant, *f.arms[key, variant]) for key in TESTED_TEMPLATES
+    return tuple((key, variant, *f.arms[key, variant][:3]) for key in TESTED_TEMPLATES
                  for variant in VARIANTS if f.arms.get((key, variant), [0])[0])
 
 

@@ -78,7 +78,8 @@ class Figures:
     # each reply to a text-back (by the reply's id) → whole seconds to staff's answer
     responses: dict[int, int | None] = field(default_factory=dict)
     booked_contacts: set[int] = field(default_factory=set)
-    arms: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # sent, replied, booked
+    # (template, variant) → texts sent, replied, booked, qualified replies
+    arms: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     hours: dict[tuple[dt.date, int], list[int]] = field(default_factory=dict)  # calls, missed
 
     def add(self, other: Figures) -> None:
@@ -88,7 +89,8 @@ class Figures:
         self.responses.update(other.responses)
         self.booked_contacts |= other.booked_contacts
         for key, values in other.arms.items():
-            mine = self.arms.setdefault(key, [0, 0, 0])
+            mine = self.arms.setdefault(key, [])
+            mine.extend([0] * (len(values) - len(mine)))  # a row counted before a new count
             for n, value in enumerate(values):
                 mine[n] += value
         for key, values in other.hours.items():
@@ -208,10 +210,11 @@ def _count_call(figures: Figures, row: dict[str, Any], bodies: dict[int, str],
         figures.text_delays[_seconds(left, row["ended_at"])] += 1
         figures.parts[row["transport"] or "unknown"] += row["segments"] or 1
         if row["variant"]:
-            arm = figures.arms.setdefault((row["template"], row["variant"]), [0, 0, 0])
+            arm = figures.arms.setdefault((row["template"], row["variant"]), [0, 0, 0, 0])
             arm[0] += 1
             arm[1] += replied
             arm[2] += booked
+            arm[3] += qualified
     if replied and row["reply_id"] is not None:
         reply_at, staff_at, reached = row["reply_at"], row["staff_reply_at"], row["contacted_at"]
         answered = staff_at
@@ -327,11 +330,12 @@ def _figures(session: Session, zone: ZoneInfo, first: dt.date, last: dt.date,
                 try:
                     total.add(Figures.from_json(data))
                 except (KeyError, TypeError, ValueError):  # another version's row
-                    log.warning("daily figures of %s unreadable; counting it again", day)
                     unreadable.append(day)
                     continue
                 stored.add(day)
             if unreadable:
+                log.warning("daily figures of %d days unreadable (%s to %s); counting them "
+                            "again", len(unreadable), min(unreadable), max(unreadable))
                 session.execute(delete(ReportDay).where(ReportDay.zone == zone.key,
                                                         ReportDay.day.in_(unreadable)))
         missing = [first + dt.timedelta(days=n) for n in range((before_today - first).days + 1)
