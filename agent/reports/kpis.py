@@ -259,8 +259,8 @@ def kpis(f: Figures, money: Money, days: int, previous: Figures | None = None,
 
 def _response(f: Figures, median: float | None) -> tuple[str, str, str]:
     slug = "response"
-    replies = len(f.responses)
-    answered = sum(1 for seconds in f.responses.values() if seconds is not None)
+    replies = f.replies
+    answered = replies - f.unanswered - sum(1 for wait in f.responses.values() if wait is None)
     if replies == 0:
         return slug, "n/a", "no replies to text-backs in this period"
     if answered == 0:

@@ -27,7 +27,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
-from agent.messages.kinds import STAFF_REPLY  # the inbox's replies (agent.messages.desk)
+from agent.messages.kinds import (
+    STAFF_REPLY,  # the inbox's replies (agent.messages.desk)
+    TEXTBACK,
+)
 from agent.reports.abtest import TESTED_TEMPLATES, VARIANTS
 from agent.reports.period import Period
 from agent.store.models import UTCDateTime
@@ -66,6 +69,13 @@ class Dialect:
         if self.name == "postgresql":
             return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
         return f"(julianday({later}) - julianday({earlier})) * 86400.0"
+
+    def reply_since(self, reply: str) -> str:
+        """The earliest a text-back could be created and still claim a reply at `reply`
+        (the reply window before it)."""
+        if self.name == "postgresql":
+            return f"{reply} - INTERVAL '{REPLY_WINDOW_DAYS} days'"
+        return f"strftime('%Y-%m-%d %H:%M:%f', {reply}, '-{REPLY_WINDOW_DAYS} days')"
 
     def reply_until(self, sent: str) -> str:
         """The end of the reply window after a text-back created at column `sent`."""
@@ -300,7 +310,7 @@ def missed_rows_sql(d: Dialect) -> str:
     return f"""
     WITH x AS MATERIALIZED (
       SELECT c.contact_id, c.decision, c.skip_reason, c.started_at, c.ended_at,
-             m.status, m.number AS sent_to, m.created_at AS sent_created,
+             m.id AS message_id, m.status, m.number AS sent_to, m.created_at AS sent_created,
              m.template, m.variant, m.transport, m.segments,
              k.contacted_at, k.opted_out_at, k.booked_at, k.qualified_at,
              (SELECT MIN(e.at) FROM message_events e
@@ -324,7 +334,13 @@ def missed_rows_sql(d: Dialect) -> str:
              ORDER BY i.id LIMIT 1) AS reply_id,
            (SELECT MIN(s.created_at) FROM messages s
              WHERE s.number = x.sent_to AND s.kind = '{STAFF_REPLY}'
-               AND s.created_at >= x.reply_at) AS staff_reply_at
+               AND s.created_at >= x.reply_at) AS staff_reply_at,
+           CASE WHEN x.reply_at IS NOT NULL AND EXISTS (
+                  SELECT 1 FROM messages o
+                   WHERE o.number = x.sent_to AND o.kind = '{TEXTBACK}'
+                     AND o.created_at > {d.reply_since("x.reply_at")}
+                     AND o.created_at <= x.reply_at AND o.id <> x.message_id)
+                THEN 1 ELSE 0 END AS shared
     FROM x"""
 
 

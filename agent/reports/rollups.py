@@ -75,8 +75,12 @@ class Figures:
     counts: Counter[str] = field(default_factory=Counter)
     parts: Counter[str] = field(default_factory=Counter)  # text-back SMS parts per transport
     text_delays: Counter[int] = field(default_factory=Counter)  # whole seconds → texts
-    # each reply to a text-back (by the reply's id) → whole seconds to staff's answer
+    # replies to text-backs and whole seconds to staff's answer (None: not yet). A reply
+    # another text-back of the window may also claim is kept by its id, so the days that
+    # both claim it count it once; the others (nearly all) only as a histogram
     responses: dict[int, int | None] = field(default_factory=dict)
+    waits: Counter[int] = field(default_factory=Counter)  # answered, claimed once
+    unanswered: int = 0  # not answered yet, claimed once
     booked_contacts: set[int] = field(default_factory=set)
     # (template, variant) → texts sent, replied, booked, qualified replies
     arms: dict[tuple[str, str], list[int]] = field(default_factory=dict)
@@ -87,6 +91,8 @@ class Figures:
         self.parts.update(other.parts)
         self.text_delays.update(other.text_delays)
         self.responses.update(other.responses)
+        self.waits.update(other.waits)
+        self.unanswered += other.unanswered
         self.booked_contacts |= other.booked_contacts
         for key, values in other.arms.items():
             mine = self.arms.setdefault(key, [])
@@ -100,9 +106,15 @@ class Figures:
 
     def response_histogram(self) -> Counter[int]:
         """Whole seconds to staff's answer → answered replies."""
-        waits = Counter(self.responses.values())  # counted in C: a year holds 100,000s
-        waits.pop(None, None)  # type: ignore[call-overload]
+        waits = Counter(self.responses.values())
+        waits.pop(None, None)
+        waits.update(self.waits)
         return waits
+
+    @property
+    def replies(self) -> int:
+        """Replies to text-backs, each counted once."""
+        return len(self.responses) + sum(self.waits.values()) + self.unanswered
 
     @property
     def inbound(self) -> int:
@@ -113,6 +125,8 @@ class Figures:
                 "delays": {str(k): v for k, v in self.text_delays.items()},
                 # two lists rather than an object: read back without a conversion per key
                 "reply_ids": list(self.responses), "reply_waits": list(self.responses.values()),
+                "waits": [[k, v] for k, v in sorted(self.waits.items())],
+                "unanswered": self.unanswered,
                 "booked": sorted(self.booked_contacts),
                 "arms": [[t, v, *n] for (t, v), n in sorted(self.arms.items())],
                 "hours": [[day.isoformat(), hour, *n]
@@ -123,6 +137,7 @@ class Figures:
         return cls(Counter(data["counts"]), Counter(data["parts"]),
                    Counter({int(k): v for k, v in data["delays"].items()}),
                    dict(zip(data["reply_ids"], data["reply_waits"], strict=True)),
+                   Counter(dict(data["waits"])), data["unanswered"],
                    set(data["booked"]),
                    {(t, v): list(n) for t, v, *n in data["arms"]},
                    {(dt.date.fromisoformat(day), hour): list(n)
@@ -223,8 +238,13 @@ def _count_call(figures: Figures, row: dict[str, Any], bodies: dict[int, str],
         if reached is not None and reached >= reply_at and (staff_at is None
                                                              or reached < staff_at):
             answered = reached
-        figures.responses[row["reply_id"]] = (None if answered is None
-                                              else _seconds(answered, reply_at))
+        wait = None if answered is None else _seconds(answered, reply_at)
+        if row["shared"]:
+            figures.responses[row["reply_id"]] = wait
+        elif wait is None:
+            figures.unanswered += 1
+        else:
+            figures.waits[wait] += 1
 
 
 def _bounds(first: dt.date, last: dt.date, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
