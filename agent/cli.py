@@ -193,6 +193,24 @@ def migrate(config_path: str | None) -> None:
         raise click.ClickException(f"cannot migrate the database {cfg.database.url}: "
                                    f"{reason}") from None
     click.echo(f"database at revision {revision}")
+    _count_dashboard_days(cfg)
+
+
+def _count_dashboard_days(cfg: Config) -> None:
+    """The dashboard's past days counted now, once, rather than by the first page read
+    after an upgrade (agent.reports.rollups); a failure here leaves them to that read."""
+    from agent.reports import rollups
+    from agent.store.db import sessions
+
+    try:
+        with sessions(_engine(cfg))() as session:
+            counted = rollups.backfill(session, dt.datetime.now(dt.UTC))
+    except Exception:
+        log.exception("dashboard days not counted; the dashboard counts them when read")
+        click.echo("dashboard days not counted now (see the log); the dashboard will")
+        return
+    if counted:
+        click.echo(f"dashboard: {counted} past days counted")
 
 
 @main.command()

@@ -339,3 +339,50 @@ def test_a_possible_opt_out_is_one_click_away(page: Any, site: tuple[str, Path])
     record = tab.locator("section.consent").inner_text()
     assert "opted out" in record and "possible opt-out confirmed in the inbox" in record
     assert "by staff (web)" in record
+
+
+def test_every_key_figure_shows_its_definition_and_the_page_exports(page: Any) -> None:
+    """Each of the playbooks' figures is on the dashboard with its definition: in the
+    card's tooltip and, for a keyboard or touch, under "What is this?"; the figures
+    download as CSV, the charts as SVG, and the printable page has no controls."""
+    from agent.reports.kpis import DEFINITIONS
+
+    tab = page
+    tab.goto(tab.url.split("/dashboard")[0] + "/dashboard?days=30")
+    cards = tab.locator(".kpi")
+    slugs = [cards.nth(n).get_attribute("data-kpi") for n in range(cards.count())]
+    playbook = {"missed", "sent", "delivery", "time", "reply", "qualified", "booking-delivered",
+                "booking-reply", "revenue-per-call", "cost-per-booking", "optout",
+                "contactable", "response"}
+    assert playbook <= set(slugs), playbook - set(slugs)
+    for slug in slugs:
+        name, definition = DEFINITIONS[slug]
+        card = tab.locator(f".kpi[data-kpi='{slug}']")
+        assert card.locator(".kpi-name").inner_text().lower() == name.lower()
+        assert card.get_attribute("title") == f"{name}: {definition}"
+        text = card.locator(".kpi-definition p")
+        assert not text.is_visible()
+        card.locator(".kpi-definition summary").click()
+        assert text.is_visible() and text.inner_text() == definition
+        assert "previous 30 days" in card.locator(".kpi-change").inner_text()
+    time_to_text = tab.locator(".kpi[data-kpi='time'] .kpi-detail").inner_text()
+    assert "median" in time_to_text and "90% within" in time_to_text
+    shoot(tab, "dashboard-definitions")
+
+    with tab.expect_download() as download:
+        tab.click("text=Figures (CSV)")
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert lines[0].startswith("figure,value,detail,change on the previous 30 days")
+    assert any(line.startswith("Qualified conversation rate,") for line in lines)
+    with tab.expect_download() as download:
+        tab.click("text=Calls per day (SVG)")
+    svg = Path(download.value.path()).read_text()
+    assert svg.startswith("<?xml") and 'xmlns="http://www.w3.org/2000/svg"' in svg
+    assert "<rect class=\"missed\"" in svg
+
+    tab.click("text=Printable page")
+    assert tab.locator("form.filters").count() == 0
+    assert tab.locator(".kpi-definition p").first.is_visible()  # open for paper
+    tab.emulate_media(media="print")
+    assert not tab.locator("header.top").is_visible()
+    tab.emulate_media(media="screen")

@@ -418,6 +418,23 @@ def booking(contact_id: int) -> Any:
     return back
 
 
+@bp.post("/<int:contact_id>/qualified")
+@login_required
+def qualified(contact_id: int) -> Any:
+    session = get_session()
+    contact = _contact(session, contact_id)
+    choice = request.form.get("qualified")
+    if choice not in ("yes", "no"):
+        abort(400)
+    if desk.qualify(session, contact, current_user.username, clock.now(), choice == "yes",
+                    request.remote_addr):
+        session.commit()
+        flash("Marked as a qualified lead: it counts in the dashboard's qualified "
+              "conversation rate." if choice == "yes" else
+              "No longer marked as a qualified lead.", "info")
+    return redirect(url_for("inbox.thread", contact_id=contact.id))
+
+
 @bp.post("/<int:contact_id>/callback")
 @login_required
 def callback(contact_id: int) -> Any:

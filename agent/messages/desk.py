@@ -125,6 +125,24 @@ AGENT_OFFLINE = ("The agent is offline (it has not reported lately), so nothing 
                  "the textback agent.")
 
 
+def qualify(session: Session, contact: Contact, username: str, now: dt.datetime,
+            qualified: bool = True, ip: str | None = None) -> bool:
+    """Mark the conversation a qualified lead, whatever its words (the dashboard's
+    qualified conversation rate counts it beside the replies' intents), or undo that;
+    False when it already was so. Audited."""
+    if (contact.qualified_at is not None) == qualified:
+        return False
+    if qualified:
+        contact.qualified_at = now
+        audit.audit(session, now, username, audit.QUALIFIED, contact.number, ip)
+    else:
+        audit.audit(session, now, username, audit.QUALIFIED_CLEARED, contact.number, ip,
+                    {"qualified_at": contact.qualified_at.isoformat()
+                     if contact.qualified_at else None})
+        contact.qualified_at = None
+    return True
+
+
 def call_back(session: Session, contact: Contact, user_id: int, now: dt.datetime,
               agent_online: bool = True) -> tuple[CallbackRequest, str]:
     """Ask the agent to ring the user's desk phone, then dial the customer; returns the

@@ -1,18 +1,19 @@
-"""The dashboard's figures as SQL: calls per quarter hour, and everything about the
-missed calls, for one period.
+"""The dashboard's figures as SQL: calls per quarter hour, and each missed call with
+everything about it, for a span of whole days.
 
-Every figure is an SQL aggregate over the chosen period (whole days in the
-business time zone), in two statements: calls per quarter hour, and everything
-about the missed calls (key figures, medians, A/B counts) with each missed call
-looked up once, through the call indexes (ix_calls_started,
-ix_calls_missed_started) and the unique idempotency key that ties a call to its
-text-back. Python only ever sees aggregated rows, so a million calls cost what
-the period's calls cost. Calls are counted in UTC quarter-hour buckets and folded into
-local days and hours here, because SQLite has no time zones and a quarter hour
-fits every real UTC offset (India +5:30, Nepal +5:45) and every DST change.
+The dashboard reads these for the days agent.reports.rollups has not stored yet and for
+today: bucket_rows (calls per UTC quarter hour) and missed_rows (one row per missed
+inbound call with its text-back, when that left, the first reply, staff's first answer
+and the contact's dates), each missed call looked up once through the call indexes
+(ix_calls_started, ix_calls_missed_started), the unique idempotency key that ties a
+call to its text-back, and index-only look-ups for the rest. Calls are counted in UTC
+quarter-hour buckets and folded into local days and hours in Python, because SQLite
+has no time zones and a quarter hour fits every real UTC offset (India +5:30, Nepal
++5:45) and every DST change.
 
-What each count means, as the owner reads it, is written in agent.reports.kpis, which
-turns these counts into the key figures; the A/B counts are read by agent.reports.abtest.
+figures_sql is the same figures as one aggregate statement over a period: the raw
+reference the daily figures are tested against. What each count means, as the owner
+reads it, is written in agent.reports.kpis.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
-from agent.messages.kinds import STAFF_REPLY  # the inbox's replies (agent.messages.desk)
+from agent.messages.kinds import (
+    STAFF_REPLY,  # the inbox's replies (agent.messages.desk)
+    TEXTBACK,
+)
 from agent.reports.abtest import TESTED_TEMPLATES, VARIANTS
 from agent.reports.period import Period
 from agent.store.models import UTCDateTime
@@ -66,6 +70,13 @@ class Dialect:
         if self.name == "postgresql":
             return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
         return f"(julianday({later}) - julianday({earlier})) * 86400.0"
+
+    def reply_since(self, reply: str) -> str:
+        """The earliest a text-back could be created and still claim a reply at `reply`
+        (the reply window before it)."""
+        if self.name == "postgresql":
+            return f"{reply} - INTERVAL '{REPLY_WINDOW_DAYS} days'"
+        return f"strftime('%Y-%m-%d %H:%M:%f', {reply}, '-{REPLY_WINDOW_DAYS} days')"
 
     def reply_until(self, sent: str) -> str:
         """The end of the reply window after a text-back created at column `sent`."""
@@ -152,7 +163,9 @@ def _variant_columns() -> str:
 
 def figures_sql(d: Dialect) -> str:
     """Every key figure and the A/B counts in one statement, so the period's missed calls
-    are looked up once."""
+    are looked up once. The dashboard no longer reads it (agent.reports.rollups counts
+    days from missed_rows_sql): it is the raw reference the tests hold the daily figures
+    to."""
     return _missed_calls_cte(d) + f""",
     text_delays AS (
       SELECT {d.seconds("left_at", "ended_at")} AS seconds
@@ -165,7 +178,7 @@ def figures_sql(d: Dialect) -> str:
     answers AS (
       SELECT reply_at, contacted_at,
              (SELECT MIN(s.created_at) FROM messages s
-               WHERE s.number = replies.sent_to AND s.direction = 'out'
+               WHERE s.number = replies.sent_to
                  AND s.kind = '{STAFF_REPLY}' AND s.created_at >= replies.reply_at)
                AS staff_reply_at
       FROM replies
@@ -288,3 +301,89 @@ def fold(rows: list[tuple[dt.datetime, int, int]], zone: ZoneInfo
         total += calls
     return per_day, per_slot, total
 
+
+def missed_rows_sql(d: Dialect) -> str:
+    """One row per missed inbound call of [start, end), with what the daily figures
+    (agent.reports.rollups) need of it: its text-back, when that left, whether a network
+    reported on it, the customer's first reply within the reply window (its id, for its
+    words), staff's first answer to that reply, and the caller's contact dates. The same
+    look-ups as the figures statement; the staff answer is index-only on
+    ix_messages_number_kind_created."""
+    # x is materialised: inlined, each use of x.reply_at would run its look-up again
+    return f"""
+    WITH x AS MATERIALIZED (
+      SELECT c.contact_id, c.decision, c.skip_reason, c.started_at, c.ended_at,
+             m.id AS message_id, m.status, m.number AS sent_to, m.created_at AS sent_created,
+             m.template, m.variant, m.transport, m.segments,
+             k.contacted_at, k.opted_out_at, k.booked_at, k.qualified_at,
+             (SELECT MIN(e.at) FROM message_events e
+               WHERE e.message_id = m.id AND e.status IN {_in(LEFT)}) AS left_at,
+             (SELECT MIN(i.created_at) FROM messages i
+               WHERE i.number = m.number AND i.direction = 'in'
+                 AND i.created_at >= m.created_at
+                 AND i.created_at < {d.reply_until("m.created_at")}) AS reply_at,
+             CASE WHEN EXISTS (SELECT 1 FROM message_events r WHERE r.message_id = m.id
+                                 AND (r.status IN {_in(REPORTED)}
+                                      OR (m.status = 'failed' AND r.status IN {_in(LEFT)})))
+                  THEN 1 ELSE 0 END
+               AS reported
+      FROM calls c
+      LEFT JOIN messages m ON m.idempotency_key = c.linkedid || :suffix
+      LEFT JOIN contacts k ON k.id = c.contact_id
+      WHERE c.missed = :yes AND c.started_at >= :start AND c.started_at < :end
+        AND c.direction = 'inbound'
+    )
+    SELECT x.*,
+           (SELECT i.id FROM messages i
+             WHERE i.number = x.sent_to AND i.direction = 'in' AND i.created_at = x.reply_at
+             ORDER BY i.id LIMIT 1) AS reply_id,
+           (SELECT MIN(s.created_at) FROM messages s
+             WHERE s.number = x.sent_to AND s.kind = '{STAFF_REPLY}'
+               AND s.created_at >= x.reply_at) AS staff_reply_at,
+           CASE WHEN x.reply_at IS NOT NULL AND EXISTS (
+                  SELECT 1 FROM messages o
+                   WHERE o.number = x.sent_to AND o.kind = '{TEXTBACK}'
+                     AND o.created_at > {d.reply_since("x.reply_at")}
+                     AND o.created_at <= x.reply_at AND o.id <> x.message_id)
+                THEN 1 ELSE 0 END AS shared
+    FROM x"""
+
+
+def missed_rows(session: Session, start: dt.datetime, end: dt.datetime) -> list[Any]:
+    """The rows of missed_rows_sql, with every time as an aware UTC datetime."""
+    rows = _query(session, missed_rows_sql(Dialect.of(session)), start=start, end=end)
+    kind = UTCDateTime()
+    name = session.get_bind().dialect
+    times = ("started_at", "ended_at", "sent_created", "contacted_at", "opted_out_at",
+             "booked_at", "qualified_at", "left_at", "reply_at", "staff_reply_at")
+    out = []
+    for row in rows:
+        values = row._asdict()
+        for key in times:
+            value = values[key]
+            if isinstance(value, str):  # SQLite's subqueries return the stored text
+                value = dt.datetime.fromisoformat(value)
+            values[key] = kind.process_result_value(value, name)
+        out.append(values)
+    return out
+
+
+def bucket_rows(session: Session, start: dt.datetime, end: dt.datetime
+                ) -> list[tuple[dt.datetime, int, int]]:
+    """(UTC quarter-hour start, inbound calls, missed) for every quarter hour of
+    [start, end) with calls."""
+    d = Dialect.of(session)
+    return [(dt.datetime.fromtimestamp(int(row.bucket) * BUCKET_SECONDS, dt.UTC),
+             int(row.calls), int(row.missed or 0))
+            for row in _query(session, buckets_sql(d), start=start, end=end)]
+
+
+def message_bodies(session: Session, ids: list[int]) -> dict[int, str]:
+    """The words of the given messages (the customers' replies, for their intent)."""
+    statement = text("SELECT id, body FROM messages WHERE id IN :ids").bindparams(
+        bindparam("ids", expanding=True))
+    out: dict[int, str] = {}
+    for at in range(0, len(ids), 500):
+        out.update((int(row.id), row.body)
+                   for row in session.execute(statement, {"ids": ids[at:at + 500]}))
+    return out

@@ -112,6 +112,21 @@ def _job_value(key: str, value: Any, region: str | None) -> float:
     return amount
 
 
+def _amount(key: str, value: Any, region: str | None) -> float:
+    """A cost (money or minutes) for the dashboard's cost per booked appointment."""
+    try:
+        amount = float(value)
+    except (TypeError, ValueError):
+        raise SettingError(f"{key} is a number like 0.05, not {json.dumps(value)}") from None
+    if not 0 <= amount < 1e9:
+        raise SettingError(f"{key} is 0 or more")
+    return amount
+
+
+# the transports an SMS part has a price for (costs.sms_part.<transport>)
+COST_TRANSPORTS = ("sip", "gsm")
+
+
 def _close_rate(key: str, value: Any, region: str | None) -> float:
     try:
         rate = float(value)
@@ -521,6 +536,17 @@ _SPECS = (
     Spec("business.close_rate", 0.3,
          "share of recovered leads that become a job (0..1), for the revenue estimate",
          _close_rate),
+    *(Spec(f"costs.sms_part.{name}", 0,
+           f"price of one SMS part sent over {name.upper()}, for the dashboard's cost per "
+           "booked appointment", _amount) for name in COST_TRANSPORTS),
+    Spec("costs.monthly_software", 0,
+         "what textback and its hosting cost a month, for the cost per booked appointment",
+         _amount),
+    Spec("costs.staff_minutes_per_conversation", 0,
+         "minutes of staff time a replied text-back takes, for the cost per booked "
+         "appointment", _amount),
+    Spec("costs.hourly_rate", 0,
+         "staff cost per hour, for the cost per booked appointment", _amount),
     Spec("privacy.retention", "0s",
          "erase a customer's personal data this long after their last call or text "
          "(e.g. 730d); 0s keeps everything; opted-out numbers are kept, only to honour "

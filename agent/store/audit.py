@@ -41,6 +41,8 @@ EXPERIMENT_STARTED, EXPERIMENT_STOPPED, EXPERIMENT_ADOPTED = (
 # the inbox's internal notes (never sent) and the admins' saved replies
 NOTE_ADDED = "note_added"
 SAVED_REPLY_CHANGED, SAVED_REPLY_DELETED = "saved_reply_changed", "saved_reply_deleted"
+# the inbox's "Qualified" mark (a real lead, for the dashboard) and its undo
+QUALIFIED, QUALIFIED_CLEARED = "qualified", "qualified_cleared"
 
 # the actor of erasures made by the retention limit (privacy.retention), not by a person
 RETENTION = "retention"

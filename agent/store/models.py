@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -89,11 +90,20 @@ class Contact(Base):
     # when staff marked the conversation as a job booked: the dashboard counts these as
     # recovered calls that became work (and compares them per A/B variant)
     booked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # when staff marked the conversation "qualified" (a real lead, whatever its words):
+    # the dashboard's qualified conversation rate counts these beside the reply's intent
+    qualified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_contacts_status_last", "conversation_status", "last_message_at"),
         Index("ix_contacts_assigned_last", "assigned_to", "last_message_at"),
         Index("ix_contacts_last", "last_message_at"),
+        # the dashboard's daily figures find the customers reached, booked, opted out or
+        # qualified since they were counted (agent.reports.rollups)
+        Index("ix_contacts_contacted", "contacted_at"),
+        Index("ix_contacts_booked", "booked_at"),
+        Index("ix_contacts_opted_out", "opted_out_at"),
+        Index("ix_contacts_qualified", "qualified_at"),
     )
 
 
@@ -181,6 +191,8 @@ class Message(Base):
         # the dashboard's look-up of a customer's replies after a text-back, index-only
         Index("ix_messages_number_direction_created", "number", "direction", "created_at"),
         Index("ix_messages_experiment", "experiment_id"),
+        # the dashboard's look-up of staff's first answer to a reply, index-only
+        Index("ix_messages_number_kind_created", "number", "kind", "created_at"),
     )
 
 
@@ -476,3 +488,29 @@ class ConversationRead(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), primary_key=True)
     seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ReportDay(Base):
+    """One business day's dashboard figures, counted once the day is over
+    (agent.reports.rollups): what the dashboard adds up instead of rereading the calls."""
+
+    __tablename__ = "report_days"
+
+    zone: Mapped[str] = mapped_column(String(64), primary_key=True)  # the day's time zone
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)  # local date
+    computed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    figures: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+
+
+class ReportMark(Base):
+    """How far the daily figures of a time zone have seen the history: rows after these
+    ids, and contacts changed after `checked_at`, send their days to be counted again."""
+
+    __tablename__ = "report_marks"
+
+    zone: Mapped[str] = mapped_column(String(64), primary_key=True)
+    checked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    call_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    message_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    event_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    audit_id: Mapped[int] = mapped_column(Integer, nullable=False)

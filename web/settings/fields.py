@@ -36,6 +36,11 @@ LABELS = {
     "business.booking_link": "Booking link",
     "business.average_job_value": "Average job value",
     "business.close_rate": "Close rate",
+    "costs.sms_part.sip": "Price of an SMS part (SIP trunk)",
+    "costs.sms_part.gsm": "Price of an SMS part (GSM modem)",
+    "costs.monthly_software": "Software cost a month",
+    "costs.staff_minutes_per_conversation": "Staff minutes per conversation",
+    "costs.hourly_rate": "Staff cost per hour",
     "privacy.retention": "Erase customers' data after",
     "hours.weekly": "Weekly hours",
     "hours.holidays": "Holidays",
@@ -115,6 +120,13 @@ SECTIONS: tuple[Section, ...] = (
             (Group("Business", ("business.name", "business.timezone", "business.booking_link",
                                 "business.average_job_value", "business.close_rate"),
                    ("business.",)),
+             Group("Costs", ("costs.sms_part.sip", "costs.sms_part.gsm",
+                             "costs.monthly_software", "costs.staff_minutes_per_conversation",
+                             "costs.hourly_rate"), ("costs.",),
+                   hint="For the dashboard's cost per booked appointment: (SMS parts × "
+                   "their price + the software's monthly cost for the period + replied "
+                   "conversations × minutes × hourly rate) / booked jobs. 0 leaves a part "
+                   "out."),
              Group("Privacy", ("privacy.retention",), ("privacy.",),
                    hint="The agent looks once an hour and erases as \"Erase this person's "
                    "data\" on a contact's page does: their calls and texts still count in the "
