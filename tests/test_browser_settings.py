@@ -7,6 +7,7 @@ in tests/browser/screenshots/ for a person to look at."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -150,7 +151,7 @@ def test_template_preview_and_counter_follow_the_typing(page: Any) -> None:
         ".includes('must name the business')", arg=preview)
     tab.fill(box, "Hi {firstname}. Call {business}.")
     tab.wait_for_function(
-        "s => document.querySelector(s + ' .preview-error').textContent"
+        "s => document.querySelector(s + ' .preview-error').textContent.toLowerCase()"
         ".includes('unknown merge field')", arg=preview)
     error = tab.locator(f"{preview} .preview-error").inner_text()
     assert "Unknown merge field {firstname}" in error and "{first_name}" in error
@@ -171,7 +172,8 @@ def test_a_test_text_is_queued_from_the_transports_page(page: Any,
     gsm = tab.locator("[data-transport=gsm]").inner_text()
     assert "-79 dBm (good)" in gsm and "T-Mobile" in gsm
     sip = tab.locator("[data-transport=sip]").inner_text()
-    assert "has not reported for 7 min: is it running?" in sip
+    # reported 7 min before the site was made; the tests before this one took some time
+    assert re.search(r"has not reported for [789] min: is it running\?", sip), sip
     tab.fill("#test-number", "(312) 555-0147")
     tab.fill("#test-text", "Test from the office ✓")
     assert tab.locator("#test-counter").inner_text() == "22 characters · 1 SMS (UCS-2)"

@@ -221,7 +221,8 @@ def test_the_settings_page_says_why_in_words(owner: FlaskClient, session: Sessio
     answer = owner.post("/settings/textback", data=data)
     assert answer.status_code == 400
     page = answer.get_data(as_text=True)
-    assert "templates.business_hours must name the business: put {business} in it" in page
+    # in words, beside the field: its label, not the settings key
+    assert "Missed call while open must name the business: put {business} in it" in page
     assert session.scalar(select(Message.id)) is None
     assert outbox.QUEUED  # nothing was saved either:
     assert settings.get(session, "templates.business_hours") == settings.DEFAULT_BUSINESS_HOURS

@@ -413,7 +413,7 @@ def test_rules_fill_in_defaults() -> None:
 
 def test_rules_refuse_bad_settings() -> None:
     with pytest.raises(SettingError, match=r"hours\.weekly"):
-        Rules.from_settings({"hours.weekly": "weekdays 9-5"}, "GB")
+        Rules.from_settings({"hours.weekly": "weekdays 25-26"}, "GB")
 
 
 @given(

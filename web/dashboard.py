@@ -30,7 +30,10 @@ CHARTS = ("daily", "heat")
 
 
 def _shown() -> Dashboard:
-    return report(get_session(), request.args, clock.now())
+    session = get_session()
+    shown = report(session, request.args, clock.now())
+    session.commit()  # the days it counted are kept for the next page
+    return shown
 
 
 def _context(shown: Dashboard) -> dict[str, Any]:

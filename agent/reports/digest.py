@@ -149,18 +149,20 @@ def figures(session: Session, first: dt.date, last: dt.date, now: dt.datetime) -
     """The digest of the local days first…last (the dashboard's own counts)."""
     shown = dashboard.report(session, {"from": first.isoformat(), "to": last.isoformat()},
                              now)
-    c = shown.counts
+    c = shown.figures.counts
+    booked_customers = len(shown.figures.booked_contacts)  # each counted once
     job_value = float(settings.get(session, "business.average_job_value") or 0)
     if job_value > 0:
-        revenue = (f"{c.booked_customers * job_value:,.0f} ({c.booked_customers:,} booked "
-                   f"job{'' if c.booked_customers == 1 else 's'} × {job_value:,.0f})")
+        revenue = (f"{booked_customers * job_value:,.0f} ({booked_customers:,} booked "
+                   f"job{'' if booked_customers == 1 else 's'} × {job_value:,.0f})")
     else:
-        revenue = (f"n/a ({c.recovered:,} recovered leads; set business.average_job_value "
-                   "for revenue)")
+        revenue = (f"n/a ({c['recovered']:,} recovered leads; set "
+                   "business.average_job_value for revenue)")
     start, end = shown.period.start, shown.period.end
     return Digest(
-        settings.get(session, "business.name"), shown.zone.key, first, last, c.missed,
-        c.texted, c.replied, c.booked, revenue, _slowest(session, start, end, shown.zone),
+        settings.get(session, "business.name"), shown.zone.key, first, last, c["missed"],
+        c["texted"], c["replied"], c["booked"], revenue,
+        _slowest(session, start, end, shown.zone),
         _worst_hour(shown.per_slot), _results(session, start, end, now))
 
 

@@ -322,7 +322,8 @@ def _refresh(session: Session, zone: ZoneInfo, now: dt.datetime) -> None:
 def figures(session: Session, zone: ZoneInfo, first: dt.date, last: dt.date,
             now: dt.datetime) -> Figures:
     """The figures of the local days [first, last]: stored days added up, missing ones
-    counted and stored, today (and any later day) counted live. Commits the stored days."""
+    counted and stored (in the caller's transaction: the caller commits), today (and any
+    later day) counted live."""
     return periods(session, zone, [(first, last)], now)[0]
 
 
@@ -330,10 +331,10 @@ def periods(session: Session, zone: ZoneInfo, spans: list[tuple[dt.date, dt.date
             now: dt.datetime) -> list[Figures]:
     """figures() of several spans of local days, looking once for what changed."""
     try:
-        _refresh(session, zone, now)
-        session.commit()
+        with session.begin_nested():  # the caller commits (a page, the agent's digest)
+            _refresh(session, zone, now)
     except IntegrityError:  # another page made the first mark at the same time
-        session.rollback()
+        pass
     return [_figures(session, zone, first, last, now) for first, last in spans]
 
 
@@ -342,37 +343,36 @@ def _figures(session: Session, zone: ZoneInfo, first: dt.date, last: dt.date,
     today = now.astimezone(zone).date()
     total = Figures()
     try:
-        before_today = min(last, today - dt.timedelta(days=1))
-        stored: set[dt.date] = set()
-        if first <= before_today:
-            unreadable = []
-            for day, data in session.execute(select(ReportDay.day, ReportDay.figures).where(
-                    ReportDay.zone == zone.key, ReportDay.day >= first,
-                    ReportDay.day <= before_today)):
-                try:
-                    total.add(Figures.from_json(data))
-                except (KeyError, TypeError, ValueError):  # another version's row
-                    unreadable.append(day)
-                    continue
-                stored.add(day)
-            if unreadable:
-                log.warning("daily figures of %d days unreadable (%s to %s); counting them "
-                            "again", len(unreadable), min(unreadable), max(unreadable))
-                session.execute(delete(ReportDay).where(ReportDay.zone == zone.key,
-                                                        ReportDay.day.in_(unreadable)))
-        missing = [first + dt.timedelta(days=n) for n in range((before_today - first).days + 1)
-                   if first + dt.timedelta(days=n) not in stored]
-        for run_first, run_last in _runs(missing):
-            counted = count(session, zone, *_bounds(run_first, run_last, zone))
-            for n in range((run_last - run_first).days + 1):
-                day = run_first + dt.timedelta(days=n)
-                day_figures = counted.get(day, Figures())
-                total.add(day_figures)
-                session.add(ReportDay(zone=zone.key, day=day, computed_at=now,
-                                      figures=day_figures.to_json()))
-        session.commit()
+        with session.begin_nested():  # stored with the caller's transaction
+            before_today = min(last, today - dt.timedelta(days=1))
+            stored: set[dt.date] = set()
+            if first <= before_today:
+                unreadable = []
+                for day, data in session.execute(select(ReportDay.day, ReportDay.figures).where(
+                        ReportDay.zone == zone.key, ReportDay.day >= first,
+                        ReportDay.day <= before_today)):
+                    try:
+                        total.add(Figures.from_json(data))
+                    except (KeyError, TypeError, ValueError):  # another version's row
+                        unreadable.append(day)
+                        continue
+                    stored.add(day)
+                if unreadable:
+                    log.warning("daily figures of %d days unreadable (%s to %s); counting them "
+                                "again", len(unreadable), min(unreadable), max(unreadable))
+                    session.execute(delete(ReportDay).where(ReportDay.zone == zone.key,
+                                                            ReportDay.day.in_(unreadable)))
+            missing = [first + dt.timedelta(days=n) for n in range((before_today - first).days + 1)
+                       if first + dt.timedelta(days=n) not in stored]
+            for run_first, run_last in _runs(missing):
+                counted = count(session, zone, *_bounds(run_first, run_last, zone))
+                for n in range((run_last - run_first).days + 1):
+                    day = run_first + dt.timedelta(days=n)
+                    day_figures = counted.get(day, Figures())
+                    total.add(day_figures)
+                    session.add(ReportDay(zone=zone.key, day=day, computed_at=now,
+                                          figures=day_figures.to_json()))
     except IntegrityError:  # another page counted the same day at the same time
-        session.rollback()
         log.info("daily figures stored by another request meanwhile; counting live")
         return live(session, zone, first, last)
     if last >= today:
