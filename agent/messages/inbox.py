@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from agent.messages import rings
 from agent.pbx import originate
-from agent.rules import numbers
+from agent.people import contacts
 from agent.store.models import CallbackRequest, Contact, ConversationRead, Message, Note, User
 
 log = logging.getLogger(__name__)
@@ -145,13 +145,7 @@ def search_clause(query: str, region: str, dialect: str = "sqlite") -> ColumnEle
     ]
     digits = "".join(ch for ch in query if ch.isdigit())
     if len(digits) >= 3 and len(digits) * 2 >= len(query.replace(" ", "")):
-        found.append(Contact.number.contains(digits, autoescape=True))
-        if digits.startswith("0") and len(digits) > 3:
-            # a national trunk prefix ("020 7946…") is not in the E.164 number
-            found.append(Contact.number.contains(digits.lstrip("0"), autoescape=True))
-        e164 = numbers.to_e164(query, region)
-        if e164:
-            found.append(Contact.number == e164)
+        found += contacts.number_matches(digits, query, region)
     return or_(*found)
 
 
