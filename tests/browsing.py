@@ -5,6 +5,9 @@ person would see in tests/browser/screenshots/ (desktop and phone width)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from agent import config as configuration
 from agent.config import Config
+from agent.lab.pbx import LabPbx
+from agent.lab.trunk import TrunkMessage, TrunkPeer
+from agent.people import accounts
+from agent.store.db import make_engine, sessions
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
@@ -46,6 +54,33 @@ def serve(cfg: Config, port: int = 0) -> Iterator[str]:
         # as when the process ends: the listening socket and every open connection close
         wasyncore.close_all(server._map)
         server.task_dispatcher.shutdown()
+
+
+def lab_site_config(lab: LabPbx, work: Path, password: str) -> tuple[Path, Config]:
+    """The agent's config for the lab in `work` with a web secret, the database migrated
+    and one admin, "frontdesk" with `password`, at the lab's desk phone desk2: what the
+    browser tests of a running agent serve and sign in as."""
+    config = lab.write_agent_config(work)
+    secret = work / "web.secret"
+    secret.write_text("s" * 64)
+    secret.chmod(0o600)
+    with config.open("a") as handle:
+        handle.write(f'[web]\nsecret_key_file = "{secret}"\n')
+    subprocess.run([sys.executable, "-m", "agent.cli", "migrate", "--config", str(config)],
+                   check=True, capture_output=True, timeout=60)
+    cfg = configuration.load(config)
+    engine = make_engine(cfg.database.url)
+    with sessions(engine)() as session:
+        accounts.add_user(session, dt.datetime.now(dt.UTC), username="frontdesk",
+                          password=password, role="admin", actor="cli", extension="desk2")
+        session.commit()
+    engine.dispose()
+    return config, cfg
+
+
+def texts_to(trunk: TrunkPeer, number: str) -> list[TrunkMessage]:
+    """The texts the lab's trunk has carried to `number` so far."""
+    return [m for m in list(trunk.messages) if m.to == number]
 
 
 def sign_in(tab: Any, url: str, username: str, password: str, landing: str) -> None:
