@@ -15,12 +15,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from agent import config as configuration
 from agent.config import Config
 from agent.lab.pbx import LabPbx
 from agent.lab.trunk import TrunkMessage, TrunkPeer
 from agent.people import accounts
 from agent.store.db import make_engine, sessions
+from agent.store.models import User
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
@@ -54,6 +57,28 @@ def serve(cfg: Config, port: int = 0) -> Iterator[str]:
         # as when the process ends: the listening socket and every open connection close
         wasyncore.close_all(server._map)
         server.task_dispatcher.shutdown()
+
+
+def init_site(root: Path) -> Path:
+    """`textback init` in `root`, its SQLite database there too: the config file."""
+    config = root / "textback.toml"
+    subprocess.run([sys.executable, "-m", "agent.cli", "init", "--config", str(config),
+                    "--database-url", f"sqlite:///{root / 'textback.db'}"], check=True,
+                   capture_output=True, timeout=60)
+    return config
+
+
+def add_owner_and_sam(session: Session, now: dt.datetime, password: str,
+                      extensions: tuple[str | None, str | None] = (None, None)
+                      ) -> dict[str, User]:
+    """The sites' two accounts, both with `password`: "owner" (admin) and "sam" (staff),
+    at these desk phone extensions; flushed, so they have their ids."""
+    people = {name: accounts.add_user(session, now, username=name, password=password,
+                                      role=role, actor="cli", extension=extension)
+              for name, role, extension in (("owner", "admin", extensions[0]),
+                                            ("sam", "staff", extensions[1]))}
+    session.flush()
+    return people
 
 
 def lab_site_config(lab: LabPbx, work: Path, password: str) -> tuple[Path, Config]:
@@ -92,6 +117,19 @@ def sign_in(tab: Any, url: str, username: str, password: str, landing: str) -> N
     tab.fill("input[name=password]", password)
     tab.click("button[type=submit]")
     tab.wait_for_url(landing)
+
+
+@contextmanager
+def signed_in_tab(chromium: Any, url: str, username: str, password: str, landing: str,
+                  viewport: dict[str, int] = DESKTOP) -> Iterator[Any]:
+    """A new browser context's tab, signed in through the form (sign_in); closed after."""
+    context = chromium.new_context(viewport=viewport)
+    try:
+        tab = context.new_page()
+        sign_in(tab, url, username, password, landing)
+        yield tab
+    finally:
+        context.close()
 
 
 def shoot(tab: Any, name: str) -> None:
