@@ -59,6 +59,18 @@ def serve(cfg: Config, port: int = 0) -> Iterator[str]:
         server.task_dispatcher.shutdown()
 
 
+@contextmanager
+def site_session(url: str) -> Iterator[Session]:
+    """A session on a site's database, to seed it (the caller commits); the engine is
+    disposed after, so the served app and the agent are the only ones holding it."""
+    engine = make_engine(url)
+    try:
+        with sessions(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
 def init_site(root: Path) -> Path:
     """`textback init` in `root`, its SQLite database there too: the config file."""
     config = root / "textback.toml"
@@ -94,12 +106,10 @@ def lab_site_config(lab: LabPbx, work: Path, password: str) -> tuple[Path, Confi
     subprocess.run([sys.executable, "-m", "agent.cli", "migrate", "--config", str(config)],
                    check=True, capture_output=True, timeout=60)
     cfg = configuration.load(config)
-    engine = make_engine(cfg.database.url)
-    with sessions(engine)() as session:
+    with site_session(cfg.database.url) as session:
         accounts.add_user(session, dt.datetime.now(dt.UTC), username="frontdesk",
                           password=password, role="admin", actor="cli", extension="desk2")
         session.commit()
-    engine.dispose()
     return config, cfg
 
 

@@ -25,7 +25,7 @@ from agent.rules import settings
 from agent.store.db import make_engine, sessions
 from agent.store.models import Call, Contact, Message, MessageEvent
 
-from browsing import add_owner_and_sam, init_site, serve, shoot, signed_in_tab
+from browsing import add_owner_and_sam, init_site, serve, shoot, signed_in_tab, site_session
 
 pytestmark = pytest.mark.browser
 
@@ -167,9 +167,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
     root = tmp_path_factory.mktemp("site")
     config = init_site(root)
     cfg = configuration.load(config)
-    engine = make_engine(cfg.database.url)
     now = dt.datetime.now(dt.UTC)
-    with sessions(engine)() as session:
+    with site_session(cfg.database.url) as session:
         people = add_owner_and_sam(session, now, PASSWORD)
         users = {name: user.id for name, user in people.items()}
         settings.set(session, "business.name", "Rapid Rooter Plumbing", now)
@@ -178,7 +177,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
         session.commit()
         seed_month(session, now)
         seed_morning(session, now, users)
-    engine.dispose()
     with serve(cfg) as base:
         yield base, config
 

@@ -20,7 +20,7 @@ from agent.rules import experiments, settings
 from agent.store.db import make_engine, sessions
 from agent.store.models import AuditEntry, Contact, Experiment, Message, MessageEvent
 
-from browsing import init_site, serve, shoot, signed_in_tab
+from browsing import init_site, serve, shoot, signed_in_tab, site_session
 
 pytestmark = pytest.mark.browser
 
@@ -48,10 +48,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     root = tmp_path_factory.mktemp("experiments-site")
     config = init_site(root)
     cfg = configuration.load(config)
-    engine = make_engine(cfg.database.url)
     now = dt.datetime.now(dt.UTC)
     start = now - dt.timedelta(days=10)
-    with sessions(engine)() as session:
+    with site_session(cfg.database.url) as session:
         accounts.add_user(session, now, username="owner", password=PASSWORD, role="admin",
                           actor="cli")
         settings.set(session, "business.name", "Rapid Rooter Plumbing", now)
@@ -81,7 +80,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
                                         status="received", created_at=at + dt.timedelta(
                                             minutes=3), updated_at=at, contact_id=contact.id))
         session.commit()
-    engine.dispose()
     with serve(cfg) as base:
         yield base, cfg.database.url
 

@@ -19,7 +19,7 @@ from agent.rules import schedule, settings
 from agent.store.db import make_engine, sessions
 from agent.store.models import Message, TransportStatus
 
-from browsing import init_site, serve, shoot, signed_in_tab
+from browsing import init_site, serve, shoot, signed_in_tab, site_session
 
 pytestmark = pytest.mark.browser
 
@@ -39,9 +39,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     assert 'transports = ["sip"]' in text
     config.write_text(text.replace('transports = ["sip"]', 'transports = ["gsm", "sip"]', 1))
     cfg = configuration.load(config)
-    engine = make_engine(cfg.database.url)
     now = dt.datetime.now(dt.UTC)
-    with sessions(engine)() as session:
+    with site_session(cfg.database.url) as session:
         accounts.add_user(session, now, username="owner", password=PASSWORD, role="admin",
                           actor="cli")
         settings.set(session, "business.name", "Rapid Rooter Plumbing", now)
@@ -56,7 +55,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
                                     last_error="AMI MessageSend: 403 Forbidden",
                                     last_error_at=now - dt.timedelta(minutes=9)))
         session.commit()
-    engine.dispose()
     with serve(cfg) as base:
         yield base, cfg.database.url
 
