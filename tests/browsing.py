@@ -1,7 +1,9 @@
 """The web UI in a real browser, for the browser tests: the real app served by waitress
 on a loopback port, Debian's Chromium driven by Playwright (never a downloaded browser;
 the `chromium` fixture in conftest launches it once per module), screenshots of what a
-person would see in tests/browser/screenshots/ (desktop and phone width)."""
+person would see in tests/browser/screenshots/ (desktop and phone width). Also the
+sites they open: `textback init` and its seeding, or the running lab's agent and its
+front desk account, and a tab signed in through the form."""
 
 from __future__ import annotations
 
