@@ -372,11 +372,9 @@ def _twilio(reader: _Reader, sms_t: dict[str, Any], used: bool) -> TwilioConfig 
                                   "from_number", "messaging_service_sid", "api_base",
                                   "max_per_minute", "max_per_day"})
     sid = reader.string(t, "sms.twilio.account_sid", "", required=True).strip()
-    token_file = reader.string(t, "sms.twilio.auth_token_file", "", required=True).strip()
-    token = _read_secret_file(reader, "sms.twilio.auth_token_file", Path(token_file))
-    if not token:
-        raise reader.error("sms.twilio.auth_token_file", f"{token_file} is empty; put the "
-                           "account's auth token in it (Console → Account → API keys)")
+    token_file, token = _api_secret(reader, t, "sms.twilio.auth_token_file",
+                                    "put the account's auth token in it (Console → Account "
+                                    "→ API keys)")
     key_file = reader.string(t, "sms.twilio.signing_key_file", "").strip()
     signing_key = ""
     if key_file:
@@ -389,20 +387,12 @@ def _twilio(reader: _Reader, sms_t: dict[str, Any], used: bool) -> TwilioConfig 
     if bool(sender) == bool(service):
         raise reader.error("sms.twilio.from_number", "give either from_number (E.164, like "
                            '"+15550001234") or messaging_service_sid ("MG…"), one of them')
-    if sender and not (sender.startswith("+") and sender[1:].isdigit()):
-        raise reader.error("sms.twilio.from_number", f'must be E.164, like "+15550001234", '
-                           f"not {sender!r}")
-    base = reader.string(t, "sms.twilio.api_base", TwilioConfig.api_base).strip().rstrip("/")
-    if not _is_http_url(base):
-        raise reader.error("sms.twilio.api_base", f'must be an address like '
-                           f'"{TwilioConfig.api_base}", not {base!r}')
+    _check_e164(reader, "sms.twilio.from_number", sender)
     return TwilioConfig(
         account_sid=sid, auth_token=token, auth_token_file=Path(token_file),
         signing_key=signing_key, signing_key_file=Path(key_file) if key_file else None,
-        from_number=sender, messaging_service_sid=service, api_base=base,
-        max_per_minute=int(reader.number(t, "sms.twilio.max_per_minute",
-                                         TwilioConfig.max_per_minute, 1, 6000)),
-        max_per_day=int(reader.number(t, "sms.twilio.max_per_day", 0, 0, 10_000_000)),
+        from_number=sender, messaging_service_sid=service,
+        **_api_common(reader, t, "sms.twilio", TwilioConfig),
     )
 
 
@@ -413,11 +403,9 @@ def _telnyx(reader: _Reader, sms_t: dict[str, Any], used: bool) -> TelnyxConfig 
     reader.only(t, "sms.telnyx", {"api_key_file", "public_key", "from_number",
                                   "messaging_profile_id", "api_base", "max_per_minute",
                                   "max_per_day"})
-    key_file = reader.string(t, "sms.telnyx.api_key_file", "", required=True).strip()
-    key = _read_secret_file(reader, "sms.telnyx.api_key_file", Path(key_file))
-    if not key:
-        raise reader.error("sms.telnyx.api_key_file", f"{key_file} is empty; put an API key "
-                           "in it (Portal → Account settings → Keys & credentials)")
+    key_file, key = _api_secret(reader, t, "sms.telnyx.api_key_file",
+                                "put an API key in it (Portal → Account settings → Keys & "
+                                "credentials)")
     public_key = reader.string(t, "sms.telnyx.public_key", "", required=True).strip()
     try:
         raw = base64.b64decode(public_key, validate=True)
@@ -433,20 +421,39 @@ def _telnyx(reader: _Reader, sms_t: dict[str, Any], used: bool) -> TelnyxConfig 
         raise reader.error("sms.telnyx.from_number", 'is required (E.164, like '
                            '"+15550001234"), unless messaging_profile_id names a profile '
                            "with a number pool")
-    if sender and not (sender.startswith("+") and sender[1:].isdigit()):
-        raise reader.error("sms.telnyx.from_number", f'must be E.164, like "+15550001234", '
-                           f"not {sender!r}")
-    base = reader.string(t, "sms.telnyx.api_base", TelnyxConfig.api_base).strip().rstrip("/")
-    if not _is_http_url(base):
-        raise reader.error("sms.telnyx.api_base", f'must be an address like '
-                           f'"{TelnyxConfig.api_base}", not {base!r}')
+    _check_e164(reader, "sms.telnyx.from_number", sender)
     return TelnyxConfig(
         api_key=key, api_key_file=Path(key_file), public_key=public_key,
-        from_number=sender, messaging_profile_id=profile, api_base=base,
-        max_per_minute=int(reader.number(t, "sms.telnyx.max_per_minute",
-                                         TelnyxConfig.max_per_minute, 1, 6000)),
-        max_per_day=int(reader.number(t, "sms.telnyx.max_per_day", 0, 0, 10_000_000)),
+        from_number=sender, messaging_profile_id=profile,
+        **_api_common(reader, t, "sms.telnyx", TelnyxConfig),
     )
+
+
+def _api_secret(reader: _Reader, t: dict[str, Any], key: str, fill: str) -> tuple[str, str]:
+    """A messaging API's credential: (its file's name, what it holds), never empty."""
+    name = reader.string(t, key, "", required=True).strip()
+    secret = _read_secret_file(reader, key, Path(name))
+    if not secret:
+        raise reader.error(key, f"{name} is empty; {fill}")
+    return name, secret
+
+
+def _check_e164(reader: _Reader, key: str, sender: str) -> None:
+    if sender and not (sender.startswith("+") and sender[1:].isdigit()):
+        raise reader.error(key, f'must be E.164, like "+15550001234", not {sender!r}')
+
+
+def _api_common(reader: _Reader, t: dict[str, Any], table: str,
+                defaults: type[TwilioConfig] | type[TelnyxConfig]) -> dict[str, Any]:
+    """What every messaging API's table has: api_base and the send limits."""
+    base = reader.string(t, f"{table}.api_base", defaults.api_base).strip().rstrip("/")
+    if not _is_http_url(base):
+        raise reader.error(f"{table}.api_base", f'must be an address like '
+                           f'"{defaults.api_base}", not {base!r}')
+    return {"api_base": base,
+            "max_per_minute": int(reader.number(t, f"{table}.max_per_minute",
+                                                defaults.max_per_minute, 1, 6000)),
+            "max_per_day": int(reader.number(t, f"{table}.max_per_day", 0, 0, 10_000_000))}
 
 
 def _digest(reader: _Reader, digest_t: dict[str, Any]) -> DigestConfig:

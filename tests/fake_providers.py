@@ -72,7 +72,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -85,6 +86,10 @@ from werkzeug.test import TestResponse
 
 PUBLIC_URL = "https://textback.example.com"
 OUR_NUMBER = "+15550000100"
+# the test account's credentials at the fakes
+ACCOUNT_SID = "AC" + "5f" * 16
+AUTH_TOKEN = "9c0e" * 8
+TELNYX_KEY = "KEY0189A2B3C4D5E6F7_fakekeyfortests"
 
 # what a scripted answer may be: an error code the API gives for a number, a status,
 # "hang" (the message is taken, the answer never comes in time), "lost" (not taken,
@@ -423,3 +428,15 @@ class FakeTelnyx(FakeApi):
 
 Provider = FakeTwilio | FakeTelnyx
 Reporter = Callable[..., TestResponse]
+
+
+@contextmanager
+def running_fakes() -> Iterator[dict[str, Provider]]:
+    """A fake Twilio and a fake Telnyx, by name, serving the test account; closed after."""
+    apis: dict[str, Provider] = {"twilio": FakeTwilio(ACCOUNT_SID, AUTH_TOKEN),
+                                 "telnyx": FakeTelnyx(TELNYX_KEY)}
+    try:
+        yield apis
+    finally:
+        for api in apis.values():
+            api.close()

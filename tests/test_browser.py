@@ -21,12 +21,11 @@ from agent.calls import policy
 from agent.calls.missed import caller_history
 from agent.calls.tracker import FinishedCall
 from agent.messages import inbox
-from agent.people import accounts
 from agent.rules import settings
 from agent.store.db import make_engine, sessions
 from agent.store.models import Call, Contact, Message, MessageEvent
 
-from browsing import DESKTOP, serve, shoot, sign_in
+from browsing import add_owner_and_sam, init_site, serve, shoot, signed_in_tab, site_session
 
 pytestmark = pytest.mark.browser
 
@@ -166,18 +165,11 @@ def seed_morning(session: Session, now: dt.datetime, users: dict[str, int]) -> N
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """`textback init`, an admin, a month of calls, and the UI served by waitress."""
     root = tmp_path_factory.mktemp("site")
-    config = root / "textback.toml"
-    subprocess.run([sys.executable, "-m", "agent.cli", "init", "--config", str(config),
-                    "--database-url", f"sqlite:///{root / 'textback.db'}"], check=True,
-                   capture_output=True, timeout=60)
+    config = init_site(root)
     cfg = configuration.load(config)
-    engine = make_engine(cfg.database.url)
     now = dt.datetime.now(dt.UTC)
-    with sessions(engine)() as session:
-        people = {name: accounts.add_user(session, now, username=name, password=PASSWORD,
-                                          role=role, actor="cli")
-                  for name, role in (("owner", "admin"), ("sam", "staff"))}
-        session.flush()
+    with site_session(cfg.database.url) as session:
+        people = add_owner_and_sam(session, now, PASSWORD)
         users = {name: user.id for name, user in people.items()}
         settings.set(session, "business.name", "Rapid Rooter Plumbing", now)
         settings.set(session, "business.timezone", "America/Chicago", now)
@@ -185,7 +177,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
         session.commit()
         seed_month(session, now)
         seed_morning(session, now, users)
-    engine.dispose()
     with serve(cfg) as base:
         yield base, config
 
@@ -194,11 +185,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
 def page(chromium: Any, site: tuple[str, Path]) -> Iterator[Any]:
     """A signed-in tab."""
     base, _config = site
-    context = chromium.new_context(viewport=DESKTOP)
-    tab = context.new_page()
-    sign_in(tab, base + "/", "owner", PASSWORD, "**/dashboard")
-    yield tab
-    context.close()
+    with signed_in_tab(chromium, base + "/", "owner", PASSWORD, "**/dashboard") as tab:
+        yield tab
 
 
 def test_the_dashboard_draws_its_figures_and_charts(page: object) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,13 +22,12 @@ from test_browser import PASSWORD, seed_morning
 
 from agent import config as configuration
 from agent.messages import inbox
-from agent.people import accounts
 from agent.privacy import erasure
 from agent.rules import settings
 from agent.store.db import make_engine, sessions
 from agent.store.models import Contact, Message, TransportStatus
 
-from browsing import DESKTOP, PHONE, serve, sign_in
+from browsing import DESKTOP, PHONE, add_owner_and_sam, init_site, serve, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -44,19 +41,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """`textback init`, an admin and a front-desk account, a busy morning (texts, calls,
     a booking), an erased customer, both transports reporting, and the UI served."""
     root = tmp_path_factory.mktemp("a11y")
-    config = root / "textback.toml"
-    subprocess.run([sys.executable, "-m", "agent.cli", "init", "--config", str(config),
-                    "--database-url", f"sqlite:///{root / 'textback.db'}"], check=True,
-                   capture_output=True, timeout=60)
+    config = init_site(root)
     cfg = configuration.load(config)
     engine = make_engine(cfg.database.url)
     now = dt.datetime.now(dt.UTC)
     with sessions(engine)() as session:
-        people = {name: accounts.add_user(session, now, username=name, password=PASSWORD,
-                                          role=role, actor="cli", extension=extension)
-                  for name, role, extension in (("owner", "admin", "101"),
-                                                ("sam", "staff", "102"))}
-        session.flush()
+        people = add_owner_and_sam(session, now, PASSWORD, extensions=("101", "102"))
         for user in people.values():
             user.last_login_at = now - dt.timedelta(hours=3)
         settings.set(session, "business.name", "Rapid Rooter Plumbing", now)

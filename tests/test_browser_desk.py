@@ -20,23 +20,20 @@ import os
 import socket
 import sqlite3
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from agent import config as configuration
 from agent.lab.agentproc import AgentProcess, wait_until
 from agent.lab.pbx import LabPbx
-from agent.lab.trunk import TrunkMessage, TrunkPeer
-from agent.people import accounts
-from agent.store.db import make_engine, sessions
+from agent.lab.trunk import TrunkPeer
 
-from browsing import PHONE, SHOTS, serve, sign_in
+from browsing import PHONE, SHOTS, lab_site_config, serve, sign_in, texts_to
 
 pytestmark = [pytest.mark.lab, pytest.mark.browser]
 
@@ -67,10 +64,6 @@ Object.defineProperty(Document.prototype, "hidden",
 HIDE = "() => { window.__hidden = true; document.dispatchEvent(new Event('visibilitychange')); }"
 
 
-def texts_to(trunk: TrunkPeer, number: str) -> list[TrunkMessage]:
-    return [m for m in list(trunk.messages) if m.to == number]
-
-
 class Site:
     def __init__(self, base: str, database: Path, agent: AgentProcess,
                  cfg: configuration.Config) -> None:
@@ -80,22 +73,8 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, lab: LabPbx) -> Iterator[Site]:
     work = tmp_path_factory.mktemp("desk")
-    config = lab.write_agent_config(work)
-    secret = work / "web.secret"
-    secret.write_text("d" * 64)
-    secret.chmod(0o600)
-    with config.open("a") as handle:
-        handle.write(f'[web]\nsecret_key_file = "{secret}"\n')
-    subprocess.run([sys.executable, "-m", "agent.cli", "migrate", "--config", str(config)],
-                   check=True, capture_output=True, timeout=60)
-    cfg = configuration.load(config)
-    engine = make_engine(cfg.database.url)
-    with sessions(engine)() as session:
-        accounts.add_user(session, dt.datetime.now(dt.UTC), username="frontdesk",
-                          password=PASSWORD, role="admin", actor="cli", extension="desk2")
-        session.commit()
-    engine.dispose()
-    database = Path(str(engine.url.database))
+    config, cfg = lab_site_config(lab, work, PASSWORD)
+    database = Path(str(make_url(cfg.database.url).database))
     agent = AgentProcess(config, work / "agent.log")
     agent.start()
     try:

@@ -7,8 +7,6 @@ page writes the template and ends the test."""
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +20,7 @@ from agent.rules import experiments, settings
 from agent.store.db import make_engine, sessions
 from agent.store.models import AuditEntry, Contact, Experiment, Message, MessageEvent
 
-from browsing import DESKTOP, serve, shoot, sign_in
+from browsing import init_site, serve, shoot, signed_in_tab, site_session
 
 pytestmark = pytest.mark.browser
 
@@ -48,15 +46,11 @@ def _numbers_by_cell() -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     root = tmp_path_factory.mktemp("experiments-site")
-    config = root / "textback.toml"
-    subprocess.run([sys.executable, "-m", "agent.cli", "init", "--config", str(config),
-                    "--database-url", f"sqlite:///{root / 'textback.db'}"], check=True,
-                   capture_output=True, timeout=60)
+    config = init_site(root)
     cfg = configuration.load(config)
-    engine = make_engine(cfg.database.url)
     now = dt.datetime.now(dt.UTC)
     start = now - dt.timedelta(days=10)
-    with sessions(engine)() as session:
+    with site_session(cfg.database.url) as session:
         accounts.add_user(session, now, username="owner", password=PASSWORD, role="admin",
                           actor="cli")
         settings.set(session, "business.name", "Rapid Rooter Plumbing", now)
@@ -86,7 +80,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
                                         status="received", created_at=at + dt.timedelta(
                                             minutes=3), updated_at=at, contact_id=contact.id))
         session.commit()
-    engine.dispose()
     with serve(cfg) as base:
         yield base, cfg.database.url
 
@@ -94,11 +87,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
 @pytest.fixture
 def page(chromium: Any, site: tuple[str, str]) -> Iterator[Any]:
     base, _url = site
-    context = chromium.new_context(viewport=DESKTOP)
-    tab = context.new_page()
-    sign_in(tab, base + "/dashboard", "owner", PASSWORD, "**/dashboard")
-    yield tab
-    context.close()
+    with signed_in_tab(chromium, base + "/dashboard", "owner", PASSWORD, "**/dashboard") as tab:
+        yield tab
 
 
 def test_a_2x2_shows_its_cells_main_effects_and_note_and_adopting_ends_it(

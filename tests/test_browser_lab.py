@@ -11,22 +11,17 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent import config as configuration
 from agent.lab.agentproc import AgentProcess, wait_until
 from agent.lab.pbx import LabPbx
-from agent.lab.trunk import TrunkMessage, TrunkPeer
-from agent.people import accounts
-from agent.store.db import make_engine, sessions
+from agent.lab.trunk import TrunkPeer
 
-from browsing import DESKTOP, serve, shoot, sign_in
+from browsing import DESKTOP, lab_site_config, serve, shoot, sign_in, texts_to
 
 pytestmark = [pytest.mark.lab, pytest.mark.browser]
 
@@ -37,29 +32,11 @@ PASSWORD = "front desk all day"
 _callers = (f"+1212555{n:04d}" for n in itertools.count(7001))
 
 
-def texts_to(trunk: TrunkPeer, number: str) -> list[TrunkMessage]:
-    return [m for m in list(trunk.messages) if m.to == number]
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, lab: LabPbx) -> Iterator[tuple[str, Path]]:
     """The agent watching the lab, and the admin UI on the same database."""
     work = tmp_path_factory.mktemp("site")
-    config = lab.write_agent_config(work)
-    secret = work / "web.secret"
-    secret.write_text("s" * 64)
-    secret.chmod(0o600)
-    with config.open("a") as handle:
-        handle.write(f'[web]\nsecret_key_file = "{secret}"\n')
-    subprocess.run([sys.executable, "-m", "agent.cli", "migrate", "--config", str(config)],
-                   check=True, capture_output=True, timeout=60)
-    cfg = configuration.load(config)
-    engine = make_engine(cfg.database.url)
-    with sessions(engine)() as session:
-        accounts.add_user(session, dt.datetime.now(dt.UTC), username="frontdesk",
-                          password=PASSWORD, role="admin", actor="cli", extension="desk2")
-        session.commit()
-    engine.dispose()
+    config, cfg = lab_site_config(lab, work, PASSWORD)
     agent = AgentProcess(config, work / "agent.log")
     agent.start()
     try:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +20,7 @@ from agent.rules import schedule, settings
 from agent.store.db import make_engine, sessions
 from agent.store.models import Message, TransportStatus
 
-from browsing import DESKTOP, serve, shoot, sign_in
+from browsing import init_site, serve, shoot, signed_in_tab, site_session
 
 pytestmark = pytest.mark.browser
 
@@ -37,17 +35,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """`textback init` with a modem and the trunk, an admin, what the agent last
     reported about both transports, and the UI served by waitress."""
     root = tmp_path_factory.mktemp("settings-site")
-    config = root / "textback.toml"
-    subprocess.run([sys.executable, "-m", "agent.cli", "init", "--config", str(config),
-                    "--database-url", f"sqlite:///{root / 'textback.db'}"], check=True,
-                   capture_output=True, timeout=60)
+    config = init_site(root)
     text = config.read_text()
     assert 'transports = ["sip"]' in text
     config.write_text(text.replace('transports = ["sip"]', 'transports = ["gsm", "sip"]', 1))
     cfg = configuration.load(config)
-    engine = make_engine(cfg.database.url)
     now = dt.datetime.now(dt.UTC)
-    with sessions(engine)() as session:
+    with site_session(cfg.database.url) as session:
         accounts.add_user(session, now, username="owner", password=PASSWORD, role="admin",
                           actor="cli")
         settings.set(session, "business.name", "Rapid Rooter Plumbing", now)
@@ -62,7 +56,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
                                     last_error="AMI MessageSend: 403 Forbidden",
                                     last_error_at=now - dt.timedelta(minutes=9)))
         session.commit()
-    engine.dispose()
     with serve(cfg) as base:
         yield base, cfg.database.url
 
@@ -71,11 +64,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
 def page(chromium: Any, site: tuple[str, str]) -> Iterator[Any]:
     """A signed-in tab."""
     base, _url = site
-    context = chromium.new_context(viewport=DESKTOP)
-    tab = context.new_page()
-    sign_in(tab, base + "/settings", "owner", PASSWORD, "**/settings/business")
-    yield tab
-    context.close()
+    with signed_in_tab(chromium, base + "/settings", "owner", PASSWORD,
+                       "**/settings/business") as tab:
+        yield tab
 
 
 def stored(url: str, key: str) -> Any:

@@ -34,11 +34,15 @@ from agent.store.models import AuditEntry, Call, Contact, Message
 from agent.transports import dispatcher
 
 from fake_providers import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
     OUR_NUMBER,
     PUBLIC_URL,
+    TELNYX_KEY,
     FakeTelnyx,
     FakeTwilio,
     Provider,
+    running_fakes,
     twilio_signature,
 )
 
@@ -46,9 +50,6 @@ T = TypeVar("T")
 # the paths where the web app's hooks and the agent share the database (and the
 # dashboard's SQL) run on PostgreSQL too; the rest on SQLite, to keep the suite quick
 BOTH_DATABASES = pytest.mark.databases("sqlite", "postgresql")
-ACCOUNT_SID = "AC" + "5f" * 16
-AUTH_TOKEN = "9c0e" * 8
-TELNYX_KEY = "KEY0189A2B3C4D5E6F7_fakekeyfortests"
 _customers = itertools.count(101)
 
 
@@ -58,11 +59,8 @@ def new_customer() -> str:
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[dict[str, Provider]]:
-    apis: dict[str, Provider] = {"twilio": FakeTwilio(ACCOUNT_SID, AUTH_TOKEN),
-                                 "telnyx": FakeTelnyx(TELNYX_KEY)}
-    yield apis
-    for api in apis.values():
-        api.close()
+    with running_fakes() as apis:
+        yield apis
 
 
 @pytest.fixture(params=["twilio", "telnyx"])

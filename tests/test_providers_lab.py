@@ -31,7 +31,7 @@ from agent.lab.trunk import TrunkPeer
 from agent.store.db import sessions
 from agent.store.models import Message
 
-from fake_providers import FakeTelnyx, FakeTwilio, Provider
+from fake_providers import Provider, running_fakes
 
 pytestmark = pytest.mark.lab
 
@@ -40,13 +40,8 @@ PORT_BASE = int(os.environ.get("TEXTBACK_TEST_PROVIDERS_PORT_BASE", "40000"))
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[dict[str, Provider]]:
-    from test_providers import ACCOUNT_SID, AUTH_TOKEN, TELNYX_KEY
-
-    apis: dict[str, Provider] = {"twilio": FakeTwilio(ACCOUNT_SID, AUTH_TOKEN),
-                                 "telnyx": FakeTelnyx(TELNYX_KEY)}
-    yield apis
-    for api in apis.values():
-        api.close()
+    with running_fakes() as apis:
+        yield apis
 
 
 @pytest.mark.parametrize("down", ["refused", "503"])
@@ -105,12 +100,12 @@ def test_an_emergency_texted_through_a_webhook_rings_the_on_call_phone(
         fakes: dict[str, Provider], lab: LabPbx, trunk: TrunkPeer, engine: Engine,
         tmp_path: Path) -> None:
     """The web app has no PBX link: it asks the agent, which rings desk2 within seconds."""
-    from test_providers import PUBLIC_URL
-
     from agent.messages import rings
     from agent.rules import settings
     from agent.store.models import RingRequest
     from web import create_app
+
+    from fake_providers import PUBLIC_URL
 
     api = fakes["twilio"]
     api.reset()

@@ -90,13 +90,7 @@ def _matches(term: str, region: str) -> ColumnElement[bool]:
         func.lower(Contact.name).contains(term.lower(), autoescape=True)]
     digits = re.sub(r"\D", "", term)
     if digits and (len(digits) >= 3 or PHONE_TYPING.fullmatch(term)):
-        found.append(Contact.number.contains(digits, autoescape=True))
-        if digits.startswith("0") and len(digits) > 3:
-            # a national trunk prefix ("07700 900…") is not in the E.164 number
-            found.append(Contact.number.contains(digits.lstrip("0"), autoescape=True))
-        e164 = numbers.to_e164(term, region)
-        if e164:
-            found.append(Contact.number == e164)
+        found += contacts.number_matches(digits, term, region)
     return or_(*found)
 
 

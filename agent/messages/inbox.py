@@ -24,14 +24,15 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from agent.messages import rings
 from agent.pbx import originate
-from agent.rules import numbers
+from agent.people import contacts
 from agent.store.models import CallbackRequest, Contact, ConversationRead, Message, Note, User
 
 log = logging.getLogger(__name__)
 
 OPEN, CLOSED = "open", "closed"
-PENDING, CALLING, RINGING, FAILED = "pending", "calling", "ringing", "failed"
+PENDING, CALLING, RINGING, FAILED = rings.PENDING, rings.CALLING, rings.RINGING, rings.FAILED
 # a request nobody picked up in this long is stale: the thread then says "not placed"
 # and offers a retry, so the agent must never place it later (ringing a desk long after
 # the click would surprise whoever sits there now, and a retry would ring it twice)
@@ -144,13 +145,7 @@ def search_clause(query: str, region: str, dialect: str = "sqlite") -> ColumnEle
     ]
     digits = "".join(ch for ch in query if ch.isdigit())
     if len(digits) >= 3 and len(digits) * 2 >= len(query.replace(" ", "")):
-        found.append(Contact.number.contains(digits, autoescape=True))
-        if digits.startswith("0") and len(digits) > 3:
-            # a national trunk prefix ("020 7946…") is not in the E.164 number
-            found.append(Contact.number.contains(digits.lstrip("0"), autoescape=True))
-        e164 = numbers.to_e164(query, region)
-        if e164:
-            found.append(Contact.number == e164)
+        found += contacts.number_matches(digits, query, region)
     return or_(*found)
 
 
@@ -215,23 +210,10 @@ class Claimed:
 
 def claim_pending(session: Session, now: dt.datetime, worker: str) -> list[Claimed]:
     """Claim pending requests for this worker; each is claimed by exactly one agent."""
-    claimed: list[Claimed] = []
-    for request in session.scalars(select(CallbackRequest).where(
-            CallbackRequest.status == PENDING).order_by(CallbackRequest.id).limit(10)):
-        won = session.execute(
-            update(CallbackRequest)
-            .where(CallbackRequest.id == request.id, CallbackRequest.status == PENDING)
-            .values(status=CALLING, claimed_by=worker)
-            .execution_options(synchronize_session=False)).rowcount == 1
-        if not won:
-            continue
-        session.refresh(request)
-        if now - request.created_at > STALE:
-            finish(session, request.id, FAILED, "not placed: the agent did not pick it up "
-                   f"within {int(STALE.total_seconds())} seconds", now)
-            continue
-        claimed.append(Claimed(request.id, request.extension, request.number))
-    return claimed
+    late = ("not placed: the agent did not pick it up "
+            f"within {int(STALE.total_seconds())} seconds")
+    return [Claimed(request.id, request.extension, request.number)
+            for request in rings.claim_once(session, CallbackRequest, now, worker, STALE, late)]
 
 
 def not_picked_up(request: CallbackRequest, now: dt.datetime) -> bool:
@@ -249,9 +231,7 @@ def give_up_pending(session: Session, contact: Contact, now: dt.datetime) -> Non
 
 def finish(session: Session, request_id: int, status: str, detail: str,
            now: dt.datetime) -> None:
-    request = session.get(CallbackRequest, request_id)
-    if request is not None:
-        request.status, request.detail, request.done_at = status, detail, now
+    rings.finish_request(session, CallbackRequest, request_id, status, detail, now)
 
 
 async def run_pending(db: Callable[[Callable[[Session], T]], Awaitable[Any]],

@@ -14,13 +14,13 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from agent.pbx import originate
-from agent.store.models import RingRequest
+from agent.store.models import CallbackRequest, RingRequest
 
 log = logging.getLogger(__name__)
 
@@ -45,30 +45,49 @@ def request(session: Session, target: str, number: str, label: str,
     return ring
 
 
-def claim_pending(session: Session, now: dt.datetime, worker: str) -> list[Claimed]:
-    claimed: list[Claimed] = []
-    for ring in session.scalars(select(RingRequest).where(RingRequest.status == PENDING)
-                                .order_by(RingRequest.id).limit(10)):
+# a web request the agent acts on once: the desk's call back or an emergency ring
+Request = TypeVar("Request", RingRequest, CallbackRequest)
+
+
+def claim_once(session: Session, model: type[Request], now: dt.datetime, worker: str,
+               stale: dt.timedelta, too_late: str) -> list[Request]:
+    """Claim this worker's share of the pending requests, oldest first: a conditional
+    UPDATE, so each is claimed by exactly one agent. One picked up more than `stale`
+    after it was asked is failed with `too_late` instead of returned."""
+    claimed: list[Request] = []
+    for row in session.scalars(select(model).where(model.status == PENDING)
+                               .order_by(model.id).limit(10)):
         won = session.execute(
-            update(RingRequest).where(RingRequest.id == ring.id, RingRequest.status == PENDING)
+            update(model).where(model.id == row.id, model.status == PENDING)
             .values(status=CALLING, claimed_by=worker)
             .execution_options(synchronize_session=False)).rowcount == 1
         if not won:
             continue
-        session.refresh(ring)
-        if now - ring.created_at > STALE:
-            finish(session, ring.id, FAILED, "not placed: the agent picked it up more than "
-                   f"{int(STALE.total_seconds() // 60)} minutes late", now)
+        session.refresh(row)
+        if now - row.created_at > stale:
+            finish_request(session, model, row.id, FAILED, too_late, now)
             continue
-        claimed.append(Claimed(ring.id, ring.target, ring.number, ring.label))
+        claimed.append(row)
     return claimed
+
+
+def finish_request(session: Session, model: type[Request], request_id: int, status: str,
+                   detail: str, now: dt.datetime) -> None:
+    row = session.get(model, request_id)
+    if row is not None:
+        row.status, row.detail, row.done_at = status, detail, now
+
+
+def claim_pending(session: Session, now: dt.datetime, worker: str) -> list[Claimed]:
+    late = (f"not placed: the agent picked it up more than "
+            f"{int(STALE.total_seconds() // 60)} minutes late")
+    return [Claimed(ring.id, ring.target, ring.number, ring.label)
+            for ring in claim_once(session, RingRequest, now, worker, STALE, late)]
 
 
 def finish(session: Session, ring_id: int, status: str, detail: str,
            now: dt.datetime) -> None:
-    ring = session.get(RingRequest, ring_id)
-    if ring is not None:
-        ring.status, ring.detail, ring.done_at = status, detail, now
+    finish_request(session, RingRequest, ring_id, status, detail, now)
 
 
 async def run_pending(db: Callable[[Callable[[Session], Any]], Awaitable[Any]],

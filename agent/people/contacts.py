@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import ColumnElement, bindparam, select
 from sqlalchemy.orm import Session
 
 from agent.rules import numbers
@@ -144,3 +144,16 @@ def find_or_create(session: Session, number: str, now: dt.datetime, *, source: s
     """`known`, as an ORM object."""
     session.flush()
     return session.get_one(Contact, known(session, number, now, source=source, name=name).id)
+
+
+def number_matches(digits: str, typed: str, region: str) -> list[ColumnElement[bool]]:
+    """A search for a number: the contact's number contains the typed digits, or them
+    without a national trunk prefix ("020 7946…" is not in the E.164 number), or is what
+    was typed read as a number of the business's region."""
+    found = [Contact.number.contains(digits, autoescape=True)]
+    if digits.startswith("0") and len(digits) > 3:
+        found.append(Contact.number.contains(digits.lstrip("0"), autoescape=True))
+    e164 = numbers.to_e164(typed, region)
+    if e164:
+        found.append(Contact.number == e164)
+    return found

@@ -24,7 +24,6 @@ request that was written but never answered is retried through Telnyx alone
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -42,7 +41,7 @@ from agent.config import TelnyxConfig
 from agent.messages.outbox import OutboundSms
 from agent.store.db import DbRunner
 from agent.transports import SendError, SendResult, receipts
-from agent.transports.health import DOWN, UP, Health
+from agent.transports.messaging_api import MessagingApiTransport, json_of
 
 log = logging.getLogger(__name__)
 
@@ -122,32 +121,18 @@ def idempotency_key(sms: OutboundSms) -> str:
     return f"textback-{sms.id}-{digest}"
 
 
-class TelnyxTransport:
+class TelnyxTransport(MessagingApiTransport):
     name = NAME
 
     def __init__(self, config: TelnyxConfig, public_url: str, db: DbRunner,
                  client: httpx.AsyncClient | None = None) -> None:
+        super().__init__(config, public_url, db, client)
         self.config = config
-        self.public_url = public_url
-        self.db = db
-        self.max_per_minute = config.max_per_minute
-        self.max_per_day = config.max_per_day
-        self.client = client or httpx.AsyncClient(timeout=config.timeout)
-        self._problem: str | None = None
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.config.api_key}",
                 "Content-Type": "application/json", "Accept": "application/json"}
-
-    def available(self) -> bool:
-        return True
-
-    def health(self) -> Health:
-        where = self.config.api_base
-        if self._problem:
-            return Health(self.name, DOWN, f"{where}: {self._problem}")
-        return Health(self.name, UP, f"messaging API at {where}")
 
     def body(self, sms: OutboundSms) -> bytes:
         fields: dict[str, Any] = {"to": sms.number, "text": sms.body,
@@ -164,43 +149,23 @@ class TelnyxTransport:
         url = f"{self.config.api_base}/v2/messages"
         headers = {**self.headers, "Idempotency-Key": idempotency_key(sms)}
         try:
-            response = await self.client.post(url, content=self.body(sms), headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            self._problem = f"unreachable: {exc or type(exc).__name__}"
-            raise SendError(f"the messaging API is unreachable ({self._problem})",
-                            permanent=False) from None
+            response = await self.post(url, content=self.body(sms), headers=headers)
         except httpx.HTTPError as exc:
             raise SendError(f"no answer from the messaging API ({type(exc).__name__}); "
                             "retried here only, with the same idempotency key",
                             permanent=False, uncertain=True) from None
-        body = _json(response)
+        body = json_of(response)
         data = body.get("data")
         if response.status_code == 200 and isinstance(data, dict) and data.get("id"):
-            self._problem = None
+            self.taken()
             return SendResult(status="submitted", provider_id=str(data["id"]),
                               provider_ref=str(data["id"]))
         code, words = error_words(body.get("errors"))
         text = f"Telnyx answered {response.status_code}: {words}"
         if code in PERMANENT and 400 <= response.status_code < 500:
-            self._problem = None
-            await self.db(lambda s: receipts.refused(
-                s, sms.number, self.name, opted_out=code == OPTED_OUT,
-                not_textable=code in NOT_TEXTABLE, why=text, now=dt.datetime.now(dt.UTC)))
-            raise SendError(text, permanent=True)
-        if response.status_code in (401, 403, 404, 429) or response.status_code >= 500:
-            self._problem = text
-        raise SendError(text, permanent=False)
-
-    async def close(self) -> None:
-        await self.client.aclose()
-
-    async def client_closed(self) -> None:
-        """Wait until cancelled, then close the HTTP client: the task that keeps this
-        transport alive for `textback send-test`, as AMI's and the modem's do theirs."""
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await self.close()
+            await self.refused(sms, text, opted_out=code == OPTED_OUT,
+                               not_textable=code in NOT_TEXTABLE)
+        self.failed(response.status_code, text)
 
 
 async def check_account(config: TelnyxConfig, client: httpx.AsyncClient) -> str:
@@ -209,17 +174,10 @@ async def check_account(config: TelnyxConfig, client: httpx.AsyncClient) -> str:
     url = f"{config.api_base}/v2/balance"
     response = await client.get(url, headers={"Authorization": f"Bearer {config.api_key}",
                                               "Accept": "application/json"})
-    body = _json(response)
+    body = json_of(response)
     if response.status_code != 200:
         _code, words = error_words(body.get("errors"))
         raise SendError(f"GET {url} answered {response.status_code}: {words}", permanent=True)
     data = body.get("data") or {}
     return f"balance {data.get('balance', '?')} {data.get('currency', '')}".strip()
 
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}

@@ -23,14 +23,12 @@ there, and never failed over meanwhile (SendError(uncertain=True) pins it here).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import hashlib
 import hmac
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 import httpx
 from sqlalchemy import select
@@ -40,7 +38,7 @@ from agent.messages.outbox import OutboundSms
 from agent.store.db import DbRunner
 from agent.store.models import Message
 from agent.transports import SendError, SendResult, receipts
-from agent.transports.health import DOWN, UP, Health
+from agent.transports.messaging_api import MessagingApiTransport, json_of
 
 log = logging.getLogger(__name__)
 
@@ -102,20 +100,15 @@ def _int(value: object) -> int | None:
         return None
 
 
-class TwilioTransport:
+class TwilioTransport(MessagingApiTransport):
     name = NAME
 
     def __init__(self, config: TwilioConfig, public_url: str, db: DbRunner,
                  client: httpx.AsyncClient | None = None) -> None:
+        super().__init__(config, public_url, db, client)
         self.config = config
-        self.public_url = public_url
-        self.db = db
-        self.max_per_minute = config.max_per_minute
-        self.max_per_day = config.max_per_day
-        self.client = client or httpx.AsyncClient(timeout=config.timeout)
         # message id → when its first request was written, for sends never answered
         self._unanswered: dict[int, dt.datetime] = {}
-        self._problem: str | None = None
 
     @property
     def messages_url(self) -> str:
@@ -125,15 +118,6 @@ class TwilioTransport:
     @property
     def auth(self) -> tuple[str, str]:
         return (self.config.account_sid, self.config.auth_token)
-
-    def available(self) -> bool:
-        return True  # HTTP has no link to watch: a failed request says more
-
-    def health(self) -> Health:
-        where = self.config.api_base
-        if self._problem:
-            return Health(self.name, DOWN, f"{where}: {self._problem}")
-        return Health(self.name, UP, f"messaging API at {where}")
 
     def form(self, sms: OutboundSms) -> dict[str, str]:
         fields = {"To": sms.number, "Body": sms.body,
@@ -164,21 +148,17 @@ class TwilioTransport:
                                 uncertain=True)
         started = dt.datetime.now(dt.UTC) - LOOK_BACK
         try:
-            response = await self.client.post(self.messages_url, data=self.form(sms),
-                                              auth=self.auth)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            self._problem = f"unreachable: {exc or type(exc).__name__}"
-            raise SendError(f"the messaging API is unreachable ({self._problem})",
-                            permanent=False) from None
+            response = await self.post(self.messages_url, data=self.form(sms),
+                                       auth=self.auth)
         except httpx.HTTPError as exc:
             # written, maybe taken, never answered: look at once, then decide
             return await self._unanswered_send(sms, started, exc)
         return await self._answered(sms, response)
 
     async def _answered(self, sms: OutboundSms, response: httpx.Response) -> SendResult:
-        body = _json(response)
+        body = json_of(response)
         if response.status_code in (200, 201) and body.get("sid"):
-            self._problem = None
+            self.taken()
             sid = str(body["sid"])
             return SendResult(status="submitted", provider_id=sid, provider_ref=sid)
         code = _int(body.get("code"))
@@ -186,15 +166,9 @@ class TwilioTransport:
         text = f"Twilio answered {response.status_code}" + (
             f", error {code}: {words}" if code else f": {words}")
         if response.status_code == 400 and code in PERMANENT:
-            self._problem = None
-            await self.db(lambda s: receipts.refused(
-                s, sms.number, self.name, opted_out=code == OPTED_OUT,
-                not_textable=code in NOT_TEXTABLE, why=text, now=dt.datetime.now(dt.UTC)))
-            raise SendError(text, permanent=True)
-        if response.status_code in (401, 403, 404) or response.status_code >= 500 \
-                or response.status_code == 429:
-            self._problem = text
-        raise SendError(text, permanent=False)
+            await self.refused(sms, text, opted_out=code == OPTED_OUT,
+                               not_textable=code in NOT_TEXTABLE)
+        self.failed(response.status_code, text)
 
     async def _unanswered_send(self, sms: OutboundSms, started: dt.datetime,
                                exc: Exception) -> SendResult:
@@ -225,7 +199,7 @@ class TwilioTransport:
         if response.status_code != 200:
             return None
         candidates = []
-        for item in _json(response).get("messages") or []:
+        for item in json_of(response).get("messages") or []:
             if not isinstance(item, Mapping) or item.get("body") != sms.body:
                 continue
             created = _rfc2822(str(item.get("date_created") or ""))
@@ -238,16 +212,6 @@ class TwilioTransport:
             select(Message.provider_id).where(Message.provider_id.in_(candidates)))))
         return next((sid for sid in candidates if sid not in known), False)
 
-    async def close(self) -> None:
-        await self.client.aclose()
-
-    async def client_closed(self) -> None:
-        """Wait until cancelled, then close the HTTP client: the task that keeps this
-        transport alive for `textback send-test`, as AMI's and the modem's do theirs."""
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await self.close()
 
 
 async def check_account(config: TwilioConfig, client: httpx.AsyncClient) -> str:
@@ -255,19 +219,11 @@ async def check_account(config: TwilioConfig, client: httpx.AsyncClient) -> str:
     SendError with what the API said."""
     url = f"{config.api_base}/2010-04-01/Accounts/{config.account_sid}.json"
     response = await client.get(url, auth=(config.account_sid, config.auth_token))
-    body = _json(response)
+    body = json_of(response)
     if response.status_code != 200:
         raise SendError(f"GET {url} answered {response.status_code}: "
                         f"{body.get('message') or response.reason_phrase}", permanent=True)
     return str(body.get("friendly_name") or body.get("sid") or "ok")
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _rfc2822(text: str) -> dt.datetime | None:

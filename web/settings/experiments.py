@@ -7,7 +7,7 @@ from agent.reports.experiment_counts, as on the dashboard.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
@@ -70,32 +70,36 @@ def start_experiment() -> Any:
 
 @admin_required
 def stop_experiment(experiment_id: int) -> Any:
-    session = get_session()
     row = _experiment(experiment_id)
-    try:
-        experiments.stop(session, row, clock.now(), actor=current_user.username,
-                         ip=request.remote_addr)
-    except experiments.ExperimentError as error:
-        flash(str(error), "error")
-        return redirect(url_for("settings.experiments"))
-    session.commit()
-    flash(f"Experiment “{row.name}” stopped; the template is unchanged.", "info")
-    return redirect(url_for("settings.experiments"))
+    return _change(lambda: experiments.stop(get_session(), row, clock.now(),
+                                            actor=current_user.username,
+                                            ip=request.remote_addr),
+                   done=f"Experiment “{row.name}” stopped; the template is unchanged.")
 
 
 @admin_required
 def adopt_winner(experiment_id: int) -> Any:
-    session = get_session()
     row = _experiment(experiment_id)
     cell = request.form.get("cell") or ""
+    return _change(lambda: experiments.adopt(get_session(), row, cell, clock.now(),
+                                             actor=current_user.username,
+                                             ip=request.remote_addr, region=default_region()),
+                   done=f"Cell {cell} of “{row.name}” adopted: everyone gets it now, and "
+                        "the test ended.",
+                   refused="Not adopted: ", errors=(experiments.ExperimentError, ValueError))
+
+
+def _change(change: Callable[[], object], done: str, refused: str = "",
+            errors: tuple[type[Exception], ...] = (experiments.ExperimentError,)) -> Any:
+    """One change to a running experiment: committed and `done` said, or undone and the
+    reason said; back to the page either way."""
+    session = get_session()
     try:
-        experiments.adopt(session, row, cell, clock.now(), actor=current_user.username,
-                          ip=request.remote_addr, region=default_region())
-    except (experiments.ExperimentError, ValueError) as error:
+        change()
+    except errors as error:
         session.rollback()
-        flash(f"Not adopted: {error}", "error")
+        flash(f"{refused}{error}", "error")
         return redirect(url_for("settings.experiments"))
     session.commit()
-    flash(f"Cell {cell} of “{row.name}” adopted: everyone gets it now, and the test ended.",
-          "info")
+    flash(done, "info")
     return redirect(url_for("settings.experiments"))
