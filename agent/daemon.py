@@ -32,14 +32,12 @@ from agent.privacy import erasure
 from agent.reports import digest
 from agent.store import lock, status
 from agent.store.db import DatabaseError, DbRunner, check_schema, make_engine
-from agent.transports import health
+from agent.transports import Transport, health
 from agent.transports.dispatcher import Dispatcher
 from agent.transports.gsm import GsmModemTransport
 from agent.transports.modem.driver import Modem
 from agent.transports.modem.store import ModemStore
 from agent.transports.sip import SipTrunk
-from agent.transports.telnyx import TelnyxTransport
-from agent.transports.twilio import TwilioTransport
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +76,20 @@ def _given(section: T | None) -> T:
     return section
 
 
+def _twilio(config: Config, db: DbRunner) -> Transport:
+    # the messaging APIs' modules (an HTTP client, a TLS stack, signatures) are loaded
+    # only where one is configured: an agent on the SIP trunk or a modem stays small
+    from agent.transports.twilio import TwilioTransport
+
+    return TwilioTransport(_given(config.sms.twilio), config.web.public_url, db)
+
+
+def _telnyx(config: Config, db: DbRunner) -> Transport:
+    from agent.transports.telnyx import TelnyxTransport
+
+    return TelnyxTransport(_given(config.sms.telnyx), config.web.public_url, db)
+
+
 def _utc(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, dt.UTC)
 
@@ -108,14 +120,11 @@ class Agent:
             self.modem_store = modem_store = ModemStore(self.db, self.deliver_inbound)
             self.modem = Modem(config.sms.gsm, on_deliver=modem_store.deliver,
                                on_report=modem_store.report)
-        public_url = config.web.public_url
         transports = {"sip": lambda: SipTrunk(config.sms.sip, self.ami),
                       "gsm": lambda: GsmModemTransport(config.sms.gsm, self.modem, self.db),
                       # their webhooks land on the web app, which shares the database
-                      "twilio": lambda: TwilioTransport(_given(config.sms.twilio), public_url,
-                                                        self.db),
-                      "telnyx": lambda: TelnyxTransport(_given(config.sms.telnyx), public_url,
-                                                        self.db)}
+                      "twilio": lambda: _twilio(config, self.db),
+                      "telnyx": lambda: _telnyx(config, self.db)}
         self.dispatcher = Dispatcher(
             self.db, [transports[name]() for name in config.sms.transports],
             worker=f"{socket.gethostname()}/agent", max_attempts=config.sms.max_attempts,
@@ -559,8 +568,9 @@ class Agent:
                       if self.config.pbx.cdr_csv else "they are lost (set [pbx] cdr_csv)")
         await self.dispatcher.drain(timeout=5)
         for transport in self.dispatcher.transports:
-            if isinstance(transport, TwilioTransport | TelnyxTransport):
-                await transport.close()
+            close = getattr(transport, "close", None)  # a messaging API's HTTP client
+            if close is not None:
+                await close()
         if routing_server is not None:
             await routing_server.close()
         self.ami.close()

@@ -25,11 +25,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import smtplib
-import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from email.message import EmailMessage
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -38,7 +35,7 @@ from sqlalchemy.orm import Session, aliased
 
 from agent.config import Config, SmtpConfig
 from agent.messages import kinds, outbox
-from agent.reports import dashboard, experiment_counts, wording
+from agent.reports import wording
 from agent.rules import experiments, settings, templates
 from agent.store.models import DigestRun, Message
 
@@ -135,6 +132,8 @@ def _worst_hour(per_slot: dict[tuple[int, int], list[int]]) -> str:
 def _results(session: Session, start: dt.datetime, end: dt.datetime,
              now: dt.datetime) -> tuple[str, ...]:
     lines = []
+    from agent.reports import experiment_counts
+
     for report in experiment_counts.recent(session, now, days=8, limit=20):
         if report.status == experiments.ADOPTED and report.stopped_at is not None \
                 and start <= report.stopped_at < end:
@@ -147,6 +146,8 @@ def _results(session: Session, start: dt.datetime, end: dt.datetime,
 
 def figures(session: Session, first: dt.date, last: dt.date, now: dt.datetime) -> Digest:
     """The digest of the local days first…last (the dashboard's own counts)."""
+    from agent.reports import dashboard  # the agent loads the figures only when one is due
+
     shown = dashboard.report(session, {"from": first.isoformat(), "to": last.isoformat()},
                              now)
     c = shown.figures.counts
@@ -245,6 +246,11 @@ def claim(session: Session, now: dt.datetime, region: str | None) -> Claimed | N
 
 def send_email(smtp: SmtpConfig, to: tuple[str, ...], subject: str, body: str) -> None:
     """Hand one e-mail to the SMTP server (blocking: run it off the event loop)."""
+    # loaded when a digest goes out, not in every agent (memory on a Pi)
+    import smtplib
+    import ssl
+    from email.message import EmailMessage
+
     message = EmailMessage()
     message["From"], message["To"], message["Subject"] = smtp.sender, ", ".join(to), subject
     message.set_content(body)
@@ -268,6 +274,12 @@ def finish(session: Session, run_id: int, now: dt.datetime, error: str | None) -
     run.status, run.detail, run.done_at = (FAILED if error else SENT), error, now
 
 
+def _smtp_error() -> type[Exception]:
+    import smtplib
+
+    return smtplib.SMTPException
+
+
 async def run_once(db: Db[Any], config: Config, now: dt.datetime) -> str | None:
     """Send this week's digest if it is due; the week sent, or None. The agent calls this
     every minute; the SMTP conversation runs on a thread, never on the database's."""
@@ -283,7 +295,7 @@ async def run_once(db: Db[Any], config: Config, now: dt.datetime) -> str | None:
             try:
                 await asyncio.to_thread(send_email, smtp, claimed.emails, claimed.subject,
                                         claimed.body)
-            except (OSError, smtplib.SMTPException) as exc:
+            except (OSError, _smtp_error()) as exc:
                 error = f"the SMTP server {smtp.host}:{smtp.port}: {exc}"
     if error:
         log.error("weekly digest %s: %s", claimed.week, error)
