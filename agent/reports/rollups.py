@@ -121,10 +121,14 @@ class Figures:
         return sum(calls for calls, _ in self.hours.values())
 
     def to_json(self) -> dict[str, Any]:
+        # in the replies' order, not the order the days were added in: the same figures
+        # are the same JSON however they were added up
+        replies = sorted(self.responses.items(), key=lambda reply: reply[0])
         return {"counts": dict(self.counts), "parts": dict(self.parts),
                 "delays": {str(k): v for k, v in self.text_delays.items()},
                 # two lists rather than an object: read back without a conversion per key
-                "reply_ids": list(self.responses), "reply_waits": list(self.responses.values()),
+                "reply_ids": [reply_id for reply_id, _ in replies],
+                "reply_waits": [wait for _, wait in replies],
                 "waits": [[k, v] for k, v in sorted(self.waits.items())],
                 "unanswered": self.unanswered,
                 "booked": sorted(self.booked_contacts),
