@@ -52,8 +52,10 @@ _HELD = (update(_CALLS).where(_CALLS.c.id == bindparam("call_id"))
          .values(decision="skip", skip_reason="frequency_cap"))
 _HISTORY = (
     select(
+        # != twice, not NOT IN: a list parameter is rendered into the SQL at every run
         func.max(case((and_(_MESSAGES.c.kind == kinds.TEXTBACK,
-                            _MESSAGES.c.status.not_in([outbox.FAILED, outbox.CANCELLED])),
+                            _MESSAGES.c.status != outbox.FAILED,
+                            _MESSAGES.c.status != outbox.CANCELLED),
                        _MESSAGES.c.created_at))),
         func.max(case((_MESSAGES.c.error_kind == "permanent", 1), else_=0)),
     )

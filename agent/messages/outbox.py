@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, inspect, select, update
+from sqlalchemy import bindparam, func, insert, inspect, or_, select, update
 from sqlalchemy.orm import Session
 
 from agent.messages.kinds import AUTOMATED
@@ -169,10 +169,13 @@ def enqueue(session: Session, **fields: Any) -> Message | None:
     return None if queued is None else session.get_one(Message, queued.sms.id)
 
 
+# the kinds as ORed equalities, not IN: a list parameter is rendered into the SQL at
+# every run, and this runs for every text-back
 _AUTOMATED_SINCE = select(func.count()).select_from(_MESSAGES).where(
     _MESSAGES.c.number == bindparam("wanted"), _MESSAGES.c.direction == "out",
-    _MESSAGES.c.kind.in_(sorted(AUTOMATED)), _MESSAGES.c.created_at > bindparam("since"),
-    _MESSAGES.c.created_at <= bindparam("until"), _MESSAGES.c.status != CANCELLED)
+    or_(*(_MESSAGES.c.kind == kind for kind in sorted(AUTOMATED))),
+    _MESSAGES.c.created_at > bindparam("since"), _MESSAGES.c.created_at <= bindparam("until"),
+    _MESSAGES.c.status != CANCELLED)
 
 
 def automated_count(session: Session, number: str, now: dt.datetime) -> int:
