@@ -98,6 +98,29 @@ def _bounds(period: Period) -> dict[str, Any]:
 _TIME_PARAMS = (bindparam("start", type_=UTCDateTime()), bindparam("end", type_=UTCDateTime()))
 
 
+def _textback_lookups(d: Dialect) -> str:
+    """The columns and rows both statements over a period's missed calls share: each
+    missed inbound call with its text-back (m) and contact (k), when the text left, the
+    customer's first reply within the reply window, and whether a network reported on it
+    (sent or delivered, or failed after it left: a provider's "undelivered")."""
+    return f"""(SELECT MIN(e.at) FROM message_events e
+               WHERE e.message_id = m.id AND e.status IN {_in(LEFT)}) AS left_at,
+             (SELECT MIN(i.created_at) FROM messages i
+               WHERE i.number = m.number AND i.direction = 'in'
+                 AND i.created_at >= m.created_at
+                 AND i.created_at < {d.reply_until("m.created_at")}) AS reply_at,
+             CASE WHEN EXISTS (SELECT 1 FROM message_events r WHERE r.message_id = m.id
+                                 AND (r.status IN {_in(REPORTED)}
+                                      OR (m.status = 'failed' AND r.status IN {_in(LEFT)})))
+                  THEN 1 ELSE 0 END
+               AS reported
+      FROM calls c
+      LEFT JOIN messages m ON m.idempotency_key = c.linkedid || :suffix
+      LEFT JOIN contacts k ON k.id = c.contact_id
+      WHERE c.missed = :yes AND c.started_at >= :start AND c.started_at < :end
+        AND c.direction = 'inbound'"""
+
+
 def _missed_calls_cte(d: Dialect) -> str:
     """`missed`: each missed inbound call of the period with its text-back, when that left,
     the customer's first reply within the reply window, whether a network reported on it
@@ -114,22 +137,7 @@ def _missed_calls_cte(d: Dialect) -> str:
              m.status, m.number AS sent_to, m.created_at AS sent_created,
              m.template, m.variant,
              k.contacted_at, k.opted_out_at, k.booked_at,
-             (SELECT MIN(e.at) FROM message_events e
-               WHERE e.message_id = m.id AND e.status IN {_in(LEFT)}) AS left_at,
-             (SELECT MIN(i.created_at) FROM messages i
-               WHERE i.number = m.number AND i.direction = 'in'
-                 AND i.created_at >= m.created_at
-                 AND i.created_at < {d.reply_until("m.created_at")}) AS reply_at,
-             CASE WHEN EXISTS (SELECT 1 FROM message_events r WHERE r.message_id = m.id
-                                 AND (r.status IN {_in(REPORTED)}
-                                      OR (m.status = 'failed' AND r.status IN {_in(LEFT)})))
-                  THEN 1 ELSE 0 END
-               AS reported
-      FROM calls c
-      LEFT JOIN messages m ON m.idempotency_key = c.linkedid || :suffix
-      LEFT JOIN contacts k ON k.id = c.contact_id
-      WHERE c.missed = :yes AND c.started_at >= :start AND c.started_at < :end
-        AND c.direction = 'inbound'
+             {_textback_lookups(d)}
     )"""
 
 
@@ -316,22 +324,7 @@ def missed_rows_sql(d: Dialect) -> str:
              m.id AS message_id, m.status, m.number AS sent_to, m.created_at AS sent_created,
              m.template, m.variant, m.transport, m.segments,
              k.contacted_at, k.opted_out_at, k.booked_at, k.qualified_at,
-             (SELECT MIN(e.at) FROM message_events e
-               WHERE e.message_id = m.id AND e.status IN {_in(LEFT)}) AS left_at,
-             (SELECT MIN(i.created_at) FROM messages i
-               WHERE i.number = m.number AND i.direction = 'in'
-                 AND i.created_at >= m.created_at
-                 AND i.created_at < {d.reply_until("m.created_at")}) AS reply_at,
-             CASE WHEN EXISTS (SELECT 1 FROM message_events r WHERE r.message_id = m.id
-                                 AND (r.status IN {_in(REPORTED)}
-                                      OR (m.status = 'failed' AND r.status IN {_in(LEFT)})))
-                  THEN 1 ELSE 0 END
-               AS reported
-      FROM calls c
-      LEFT JOIN messages m ON m.idempotency_key = c.linkedid || :suffix
-      LEFT JOIN contacts k ON k.id = c.contact_id
-      WHERE c.missed = :yes AND c.started_at >= :start AND c.started_at < :end
-        AND c.direction = 'inbound'
+             {_textback_lookups(d)}
     )
     SELECT x.*,
            (SELECT i.id FROM messages i
