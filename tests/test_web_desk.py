@@ -211,6 +211,7 @@ def test_a_call_back_the_agent_never_took_says_not_placed_and_a_retry_rings_once
     assert claimed == []
 
 
+@pytest.mark.realtime  # the watcher waits on a condition with a timeout
 def test_the_watcher_pushes_a_row_another_process_wrote(app: Flask, engine: Engine,
                                                         session: Session) -> None:
     contact = _conversation(session, "+12125550142", T0, name="Maria Lopez")
