@@ -421,13 +421,11 @@ class Agent:
         next_expiry = next_purge = 0.0
         while True:
             try:
-                due = await self.db(lambda s: timers.due_now(s, dt.datetime.now(dt.UTC), worker))
+                due, callbacks, ringing = await self.db(lambda s: self.due_now(s, worker))
                 for sms in due:
                     self.dispatcher.submit(sms)
-                # "Call back" clicks from the inbox (the web UI has no AMI link)
-                await inbox.run_pending(self.db, self.ami.action, trunk, worker)
-                # emergencies texted through a messaging API's webhook (web/hooks.py)
-                await rings.run_pending(self.db, self.ami.action, trunk, worker)
+                await inbox.place(self.db, self.ami.action, trunk, callbacks)
+                await rings.place(self.db, self.ami.action, trunk, ringing)
                 if self.modem_store is not None and time.monotonic() >= next_expiry:
                     next_expiry = time.monotonic() + FRAGMENT_SWEEP
                     await self.modem_store.expire()
@@ -448,6 +446,18 @@ class Agent:
                     if erased >= RETENTION_BATCH:  # more are waiting: go on next tick
                         next_purge = time.monotonic()
             await asyncio.sleep(TIMER_TICK)
+
+    @staticmethod
+    def due_now(session: Session, worker: str) -> tuple[list[OutboundSms],
+                                                         list[inbox.Claimed],
+                                                         list[rings.Claimed]]:
+        """What is due this tick, in one transaction (it runs every second, idle or
+        not): follow-ups and reminders, "Call back" clicks from the inbox (the web UI has
+        no AMI link), and emergencies texted through a messaging API's webhook (the web
+        app took them: web/hooks.py)."""
+        now = dt.datetime.now(dt.UTC)
+        return (timers.due_now(session, now, worker), inbox.claim_pending(session, now, worker),
+                rings.claim_pending(session, now, worker))
 
     async def run_digest(self) -> None:
         """The owner's weekly digest when due (agent.reports.digest decides and sends)."""

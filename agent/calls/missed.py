@@ -27,6 +27,7 @@ from agent.messages.outbox import OutboundSms
 from agent.people import contacts
 from agent.rules import experiments, numbers, settings
 from agent.store.models import Call, Contact, Message
+from agent.store.prepared import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +43,18 @@ def _utc(ts: float) -> dt.datetime:
 
 _CALLS = Call.__table__
 _MESSAGES = Message.__table__
-# built once: the statements of a missed call (the agent's hot path) run as Core, not
-# through the ORM's unit of work, which cost more than the writes themselves
-_SEEN = select(_CALLS.c.id).where(_CALLS.c.linkedid == bindparam("wanted"))
-_ADD_CALL = insert(_CALLS)
-_DUPLICATE = (update(_CALLS).where(_CALLS.c.id == bindparam("call_id"))
-              .values(decision="skip", skip_reason="duplicate"))
-_HELD = (update(_CALLS).where(_CALLS.c.id == bindparam("call_id"))
-         .values(decision="skip", skip_reason="frequency_cap"))
-_HISTORY = (
+# compiled once: the statements of a missed call (the agent's hot path) run without
+# the ORM's unit of work or SQLAlchemy's per-execution bookkeeping (agent.store.prepared)
+_SEEN = Prepared(select(_CALLS.c.id).where(_CALLS.c.linkedid == bindparam("wanted")))
+_ADD_CALL = Prepared(insert(_CALLS).returning(_CALLS.c.id), keys=(
+    "linkedid", "caller", "caller_raw", "caller_name", "did", "direction", "missed",
+    "reason", "voicemail_left", "answered_by", "ring_seconds", "trunk_endpoint",
+    "started_at", "ended_at", "source", "contact_id", "decision", "skip_reason"))
+_DUPLICATE = Prepared(update(_CALLS).where(_CALLS.c.id == bindparam("call_id"))
+                      .values(decision="skip", skip_reason="duplicate"))
+_HELD = Prepared(update(_CALLS).where(_CALLS.c.id == bindparam("call_id"))
+                 .values(decision="skip", skip_reason="frequency_cap"))
+_HISTORY = Prepared(
     select(
         # != twice, not NOT IN: a list parameter is rendered into the SQL at every run
         func.max(case((and_(_MESSAGES.c.kind == kinds.TEXTBACK,
@@ -73,7 +77,7 @@ def record(session: Session, call: FinishedCall, now: dt.datetime, *, region: st
     decision in words for the log.
     """
     connection = session.connection()
-    if connection.execute(_SEEN, {"wanted": call.linkedid}).first() is not None:
+    if _SEEN.first(connection, {"wanted": call.linkedid}) is not None:
         return False, "seen before, ignored"
     number = numbers.to_e164(call.caller, region) if call.caller else None
     contact = None
@@ -86,7 +90,7 @@ def record(session: Session, call: FinishedCall, now: dt.datetime, *, region: st
                              plans=experiments.running_plans(session, values))
     skipped = decision if isinstance(decision, policy.Skip) else None
     ended_at = _utc(call.ended_at)
-    call_id = connection.execute(_ADD_CALL, {
+    call_id = _ADD_CALL.scalar(connection, {
         "linkedid": call.linkedid, "caller": number or call.caller, "caller_raw": call.caller,
         "caller_name": call.caller_name, "did": call.did, "direction": call.direction,
         "missed": call.missed, "reason": call.reason, "voicemail_left": call.voicemail_left,
@@ -96,7 +100,7 @@ def record(session: Session, call: FinishedCall, now: dt.datetime, *, region: st
         "contact_id": contact.id if contact else None,
         "decision": "skip" if skipped else "send",
         "skip_reason": skipped.reason if skipped else None,
-    }).inserted_primary_key[0]
+    })
     if contact is not None and call.missed:  # the inbox: reopened, waiting for staff
         inbox.reopen(session, contact.id, ended_at)
     verdict = f"missed ({call.reason})" if call.missed else "answered"
@@ -115,10 +119,10 @@ def record(session: Session, call: FinishedCall, now: dt.datetime, *, region: st
         experiment_id=decision.experiment_id, cap=values["compliance.max_automated_per_day"],
     )
     if queued is None:
-        connection.execute(_DUPLICATE, {"call_id": call_id})
+        _DUPLICATE.count(connection, {"call_id": call_id})
         return False, f"{call.direction} {verdict}, not texted: already queued"
     if queued.held:  # the row stays, cancelled with why, for the record
-        connection.execute(_HELD, {"call_id": call_id})
+        _HELD.count(connection, {"call_id": call_id})
         return False, f"{call.direction} {verdict}, not texted: {queued.held}"
     timers.schedule_followups(session, queued, values, now)
     described = f"{call.direction} {verdict}, queued text-back as message {queued.sms.id}"
@@ -152,7 +156,9 @@ def caller_history(session: Session, number: str | None,
     if number is None:
         return policy.CallerHistory(opted_out=False, last_textback_at=None,
                                     permanent_failure=False)
-    last, failed = session.connection().execute(_HISTORY, {"wanted": number}).one()
+    row = _HISTORY.first(session, {"wanted": number})
+    assert row is not None  # an aggregate has its one row
+    last, failed = row
     return policy.CallerHistory(opted_out=bool(opted_out), last_textback_at=last,
                                 permanent_failure=bool(failed))
 

@@ -28,6 +28,7 @@ from agent.messages import rings
 from agent.pbx import originate
 from agent.people import contacts
 from agent.store.models import CallbackRequest, Contact, ConversationRead, Message, Note, User
+from agent.store.prepared import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def customer_activity(contact: Contact, at: dt.datetime) -> None:
 _CONTACTS = Contact.__table__
 # customer_activity for a contact that is not loaded (a missed call: the hot path)
 _AT = bindparam("at", type_=_CONTACTS.c.last_message_at.type)  # stored as the column is
-_REOPEN = (update(_CONTACTS).where(_CONTACTS.c.id == bindparam("contact_id")).values(
+_REOPEN = Prepared(update(_CONTACTS).where(_CONTACTS.c.id == bindparam("contact_id")).values(
     conversation_status=OPEN,
     last_message_at=case((or_(_CONTACTS.c.last_message_at.is_(None),
                               _CONTACTS.c.last_message_at < _AT), _AT),
@@ -67,7 +68,7 @@ _REOPEN = (update(_CONTACTS).where(_CONTACTS.c.id == bindparam("contact_id")).va
 
 def reopen(session: Session, contact_id: int, at: dt.datetime) -> None:
     """`customer_activity` in one UPDATE, for a contact not loaded as an object."""
-    session.connection().execute(_REOPEN, {"contact_id": contact_id, "at": at})
+    _REOPEN.count(session, {"contact_id": contact_id, "at": at})
 
 
 def staff_activity(contact: Contact, user_id: int, at: dt.datetime) -> None:
@@ -244,6 +245,14 @@ async def run_pending(db: Callable[[Callable[[Session], T]], Awaitable[Any]],
     """
     claimed: list[Claimed] = await db(
         lambda s: claim_pending(s, dt.datetime.now(dt.UTC), worker))
+    await place(db, ami_action, trunk, claimed)
+    return len(claimed)
+
+
+async def place(db: Callable[[Callable[[Session], T]], Awaitable[Any]],
+                ami_action: Callable[..., Awaitable[Mapping[str, str]]], trunk: str,
+                claimed: list[Claimed]) -> None:
+    """Place the call backs claimed already (claim_pending), recording how each went."""
     for request in claimed:
         try:
             action = originate.connect_action(request.extension, request.number,
@@ -259,4 +268,3 @@ async def run_pending(db: Callable[[Callable[[Session], T]], Awaitable[Any]],
                      request.number)
         await db(lambda s, r=request.id, st=status, d=detail:
                  finish(s, r, st, d, dt.datetime.now(dt.UTC)))
-    return len(claimed)

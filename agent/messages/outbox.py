@@ -27,8 +27,8 @@ from sqlalchemy import bindparam, func, insert, inspect, or_, select, update
 from sqlalchemy.orm import Session
 
 from agent.messages.kinds import AUTOMATED
-from agent.store.db import insert_ignoring
 from agent.store.models import Contact, Message, MessageEvent
+from agent.store.prepared import Prepared, inserting_new
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +67,26 @@ class Queued:
 
 
 _MESSAGES = Message.__table__
-_ADD_EVENT = insert(MessageEvent.__table__)
+_ADD_EVENT = Prepared(insert(MessageEvent.__table__),
+                      keys=("message_id", "status", "at", "detail"))
+_ADD = inserting_new(_MESSAGES, _MESSAGES.c.idempotency_key, keys=(
+    "direction", "kind", "idempotency_key", "number", "from_number", "body", "template",
+    "variant", "transport", "encoding", "segments", "status", "attempts", "error",
+    "next_attempt_at", "claimed_by", "created_at", "updated_at", "call_id", "contact_id",
+    "sent_by", "experiment_id"))
 # built once (bound names differ from the columns they set, as Core requires)
-_LEFT = (update(_MESSAGES)
+_LEFT = Prepared(update(_MESSAGES)
          .where(_MESSAGES.c.id == bindparam("message_id"), _MESSAGES.c.status == SENDING)
          .values(status=bindparam("new_status"), transport=bindparam("by"),
                  provider_ref=bindparam("ref"), provider_id=bindparam("pid"),
                  attempts=bindparam("tries"), error=None, error_kind=None,
                  updated_at=bindparam("at")))
 # a provider's report came first (it moved the row on): only what the send returned
-_LEFT_LATE = (update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message_id"))
+_LEFT_LATE = Prepared(update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message_id"))
               .values(transport=bindparam("by"), provider_ref=bindparam("ref"),
                       provider_id=func.coalesce(_MESSAGES.c.provider_id, bindparam("pid")),
                       attempts=bindparam("tries")))
-_HAND_OVER = (update(_MESSAGES)
+_HAND_OVER = Prepared(update(_MESSAGES)
               .where(_MESSAGES.c.id == bindparam("message_id"),
                      _MESSAGES.c.status == CLAIMED, _MESSAGES.c.claimed_by == bindparam("worker"))
               .values(status=SENDING, updated_at=bindparam("at")))
@@ -133,8 +139,8 @@ def queue(
     claimed = held is None and claim_for is not None and due <= now
     status = CANCELLED if held else CLAIMED if claimed else QUEUED
     connection = session.connection()
-    message_id = connection.execute(
-        insert_ignoring(session, _MESSAGES, _MESSAGES.c.idempotency_key),
+    message_id = _ADD.scalar(
+        connection,
         {"direction": "out", "kind": kind, "idempotency_key": idempotency_key,
          "number": number, "from_number": from_number, "body": body, "template": template,
          "variant": variant, "transport": transport, "encoding": encoding,
@@ -143,7 +149,7 @@ def queue(
          "created_at": now, "updated_at": now, "call_id": call_id,
          "contact_id": contact_id, "sent_by": sent_by,
          "experiment_id": experiment_id},
-    ).scalar()
+    )
     if message_id is None:
         log.info("message %s exists already; not queued twice", idempotency_key)
         return None
@@ -157,7 +163,7 @@ def queue(
     if claimed:
         history.append({"message_id": message_id, "status": CLAIMED, "at": now,
                         "detail": claim_for})
-    connection.execute(_ADD_EVENT, history)
+    _ADD_EVENT.many(connection, history)
     sms = OutboundSms(message_id, number, from_number, body, 0, transport, segments or 1)
     return Queued(sms, claimed, contact_id, now, held)
 
@@ -171,18 +177,18 @@ def enqueue(session: Session, **fields: Any) -> Message | None:
 
 # the kinds as ORed equalities, not IN: a list parameter is rendered into the SQL at
 # every run, and this runs for every text-back
-_AUTOMATED_SINCE = select(func.count()).select_from(_MESSAGES).where(
+_AUTOMATED_SINCE = Prepared(select(func.count()).select_from(_MESSAGES).where(
     _MESSAGES.c.number == bindparam("wanted"), _MESSAGES.c.direction == "out",
     or_(*(_MESSAGES.c.kind == kind for kind in sorted(AUTOMATED))),
     _MESSAGES.c.created_at > bindparam("since"), _MESSAGES.c.created_at <= bindparam("until"),
-    _MESSAGES.c.status != CANCELLED)
+    _MESSAGES.c.status != CANCELLED))
 
 
 def automated_count(session: Session, number: str, now: dt.datetime) -> int:
     """Automated texts to `number` in the 24 hours before `now`, not counting those
     cancelled before any transport had them (held back, opted out, reached)."""
-    return session.connection().execute(_AUTOMATED_SINCE, {
-        "wanted": number, "since": now - CAP_WINDOW, "until": now}).scalar() or 0
+    return _AUTOMATED_SINCE.scalar(session, {
+        "wanted": number, "since": now - CAP_WINDOW, "until": now}) or 0
 
 
 def held_back(message: Message) -> bool:
@@ -213,8 +219,8 @@ def log_event(session: Session, message_id: int, status: str, now: dt.datetime,
               detail: str | None = None) -> None:
     """One line of a message's history, written without loading the message (the
     dispatcher's hot path: a text handed over, a text sent)."""
-    session.connection().execute(_ADD_EVENT, {"message_id": message_id, "status": status,
-                                              "at": now, "detail": detail})
+    _ADD_EVENT.count(session, {"message_id": message_id, "status": status, "at": now,
+                               "detail": detail})
 
 
 def cancel_queued(session: Session, number: str, now: dt.datetime, why: str, *,
@@ -267,9 +273,7 @@ def hand_over(session: Session, message_id: int, now: dt.datetime, worker: str,
     """claimed → sending, just before `transport` gets the text: from here on a stop
     leaves its fate unknown. False when it is no longer this worker's claim (cancelled
     meanwhile: opted out, reached, erased), and then it must not be sent."""
-    result = session.connection().execute(
-        _HAND_OVER, {"message_id": message_id, "worker": worker, "at": now})
-    if result.rowcount != 1:
+    if _HAND_OVER.count(session, {"message_id": message_id, "worker": worker, "at": now}) != 1:
         return False
     log_event(session, message_id, SENDING, now, transport)
     return True
@@ -284,8 +288,8 @@ def left(session: Session, message_id: int, now: dt.datetime, *, status: str,
     fields = {"message_id": message_id, "by": transport, "ref": provider_ref,
               "pid": provider_id, "tries": attempts}
     connection = session.connection()
-    if connection.execute(_LEFT, {**fields, "new_status": status, "at": now}).rowcount != 1:
-        connection.execute(_LEFT_LATE, fields)
+    if _LEFT.count(connection, {**fields, "new_status": status, "at": now}) != 1:
+        _LEFT_LATE.count(connection, fields)
         return False
     log_event(session, message_id, status, now, transport)
     return True

@@ -96,6 +96,14 @@ async def run_pending(db: Callable[[Callable[[Session], Any]], Awaitable[Any]],
     """Place every pending ring; returns how many were claimed."""
     claimed: list[Claimed] = await db(
         lambda s: claim_pending(s, dt.datetime.now(dt.UTC), worker))
+    await place(db, ami_action, trunk, claimed)
+    return len(claimed)
+
+
+async def place(db: Callable[[Callable[[Session], Any]], Awaitable[Any]],
+                ami_action: Callable[..., Awaitable[Mapping[str, str]]], trunk: str,
+                claimed: list[Claimed]) -> None:
+    """Place the rings claimed already (claim_pending), recording how each went."""
     for ring in claimed:
         try:
             action = originate.connect_action(ring.target, ring.number, trunk=trunk,
@@ -110,4 +118,3 @@ async def run_pending(db: Callable[[Callable[[Session], Any]], Awaitable[Any]],
             log.info("ringing %s to connect %s (%s)", ring.target, ring.number, ring.label)
         await db(lambda s, r=ring.id, st=status, d=detail:
                  finish(s, r, st, d, dt.datetime.now(dt.UTC)))
-    return len(claimed)

@@ -30,6 +30,7 @@ from agent.messages.outbox import OutboundSms
 from agent.rules import quiet_hours, settings, templates
 from agent.rules.settings import parse_duration
 from agent.store.models import Contact, Job, Message
+from agent.store.prepared import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ def _add(session: Session, kind: str, step: int, due: dt.datetime, key: str,
                         contact_id=contact_id, message_id=message_id, created_at=now))
 
 
-_ADD_JOB = insert(Job.__table__)
+_ADD_JOB = Prepared(insert(Job.__table__), keys=(
+    "kind", "step", "due_at", "status", "dedupe_key", "contact_id", "message_id", "created_at"))
 
 
 def schedule_followups(session: Session, textback: outbox.Queued, values: Mapping[str, Any],
@@ -58,7 +60,7 @@ def schedule_followups(session: Session, textback: outbox.Queued, values: Mappin
     if textback.contact_id is None or not delays:
         return 0
     message_id = textback.sms.id
-    session.connection().execute(_ADD_JOB, [
+    _ADD_JOB.many(session, [
         {"kind": FOLLOWUP, "step": step, "due_at": textback.created_at + parse_duration(delay),
          "status": PENDING, "dedupe_key": f"{FOLLOWUP}:{message_id}:{step}",
          "contact_id": textback.contact_id, "message_id": message_id, "created_at": now}
@@ -126,7 +128,11 @@ def run_due(session: Session, values: Mapping[str, Any], now: dt.datetime, worke
 
 def due_now(session: Session, now: dt.datetime, worker: str) -> list[OutboundSms]:
     """Do the due jobs with the settings in force; returns the texts to send now
-    (claimed for `worker`; the rest wait in the queue)."""
+    (claimed for `worker`; the rest wait in the queue). Asked every second: the
+    settings are read only when a job is due."""
+    if session.scalar(select(Job.id).where(Job.status == PENDING, Job.due_at <= now)
+                      .limit(1)) is None:
+        return []
     queued = run_due(session, settings.all_values(session), now, worker)
     session.flush()
     return [outbox.outbound(m) for m in queued if m.status == outbox.CLAIMED]

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 
 from agent.rules import numbers
 from agent.store import audit
-from agent.store.db import insert_ignoring
 from agent.store.models import Contact
+from agent.store.prepared import Prepared, inserting_new
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,12 @@ class Known:
 
 
 _CONTACTS = Contact.__table__
-_FIND = (select(_CONTACTS.c.id, _CONTACTS.c.opted_out)
-         .where(_CONTACTS.c.number == bindparam("wanted")))
+_FIND = Prepared(select(_CONTACTS.c.id, _CONTACTS.c.opted_out)
+                 .where(_CONTACTS.c.number == bindparam("wanted")))
+# the column's own default, which the ORM would have written
+_NEW_CONVERSATION = _CONTACTS.c.conversation_status.default.arg
+_ADD = inserting_new(_CONTACTS, _CONTACTS.c.number, keys=(
+    "number", "name", "created_at", "tags", "source", "opted_out", "conversation_status"))
 
 
 def known(session: Session, number: str, now: dt.datetime, *, source: str,
@@ -126,17 +130,17 @@ def known(session: Session, number: str, now: dt.datetime, *, source: str,
     Core statements built once, no ORM object: this runs for every missed call. A
     contact the web UI creates at the same moment is found, not duplicated."""
     connection = session.connection()
-    found = connection.execute(_FIND, {"wanted": number}).first()
+    found = _FIND.first(connection, {"wanted": number})
     if found is None:
-        new_id = connection.execute(
-            insert_ignoring(session, _CONTACTS, _CONTACTS.c.number),
-            {"number": number, "name": name, "created_at": now, "tags": [],
-             "source": source, "opted_out": False},
-        ).scalar()
+        new_id = _ADD.scalar(connection, {
+            "number": number, "name": name, "created_at": now, "tags": [], "source": source,
+            "opted_out": False, "conversation_status": _NEW_CONVERSATION})
         if new_id is not None:
             return Known(new_id, False)
-        found = connection.execute(_FIND, {"wanted": number}).one()
-    return Known(found.id, bool(found.opted_out))
+        found = _FIND.first(connection, {"wanted": number})
+        assert found is not None  # the row another writer just added
+    contact_id, opted_out = found
+    return Known(contact_id, bool(opted_out))
 
 
 def find_or_create(session: Session, number: str, now: dt.datetime, *, source: str,

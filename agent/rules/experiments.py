@@ -142,17 +142,17 @@ def _running_query() -> Any:
     from sqlalchemy import select
 
     from agent.store.models import Experiment
+    from agent.store.prepared import Prepared
 
     table = Experiment.__table__
-    return (select(table.c.id, table.c.kind, table.c.template, table.c.design)
-            .where(table.c.status == RUNNING).order_by(table.c.id))
+    return Prepared(select(table.c.id, table.c.kind, table.c.template, table.c.design)
+                    .where(table.c.status == RUNNING).order_by(table.c.id))
 
 
 def running_plans(session: Session, values: Mapping[str, Any]) -> tuple[Plan, ...]:
     """The running experiments: read for every call, so a Core statement built once
     (tens of microseconds; the ORM's entities cost ten times that)."""
-    return tuple(_plan(*row, values)
-                 for row in session.connection().execute(_running_query()))
+    return tuple(_plan(*row, values) for row in _running_query().rows(session, {}))
 
 
 def pick(plans: Sequence[Plan], template: str | None) -> Plan | None:

@@ -866,14 +866,15 @@ def _stored_query() -> Any:
     from sqlalchemy import select
 
     from agent.store.models import Setting
+    from agent.store.prepared import Prepared
 
-    return select(Setting.__table__.c.key, Setting.__table__.c.value)
+    return Prepared(select(Setting.__table__.c.key, Setting.__table__.c.value))
 
 
 def all_values(session: Session) -> dict[str, Any]:
     """Every key with the value in force (defaults merged), in catalogue order."""
     session.flush()  # a value set in this transaction is read back
-    return _values(dict(session.connection().execute(_stored_query()).all()))
+    return _values(dict(_stored_query().rows(session, {})))
 
 
 def _values(stored: dict[str, Any]) -> dict[str, Any]:

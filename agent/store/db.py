@@ -8,8 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Column, Engine, Table, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -49,29 +50,6 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
-
-
-_INSERT_IGNORING: dict[tuple[str, str, str], Any] = {}
-
-
-def insert_ignoring(session: Session, table: Table, unique: Column[Any]) -> Any:
-    """`INSERT … ON CONFLICT (unique) DO NOTHING RETURNING id` for this session's
-    database (SQLite and PostgreSQL both have it): the id of the new row, or no row
-    when one with that unique value exists. No savepoint, and a duplicate does not
-    abort the transaction. Built once per dialect: a statement built per call costs
-    more than running it (the agent's hot path)."""
-    dialect = session.get_bind().dialect.name
-    key = (dialect, table.name, unique.name)
-    statement = _INSERT_IGNORING.get(key)
-    if statement is None:
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        statement = (insert(table).on_conflict_do_nothing(index_elements=[unique])
-                     .returning(table.c.id))
-        _INSERT_IGNORING[key] = statement
-    return statement
 
 
 def sessions(engine: Engine) -> sessionmaker[Session]:
@@ -155,24 +133,55 @@ class DbRunner:
     The agent's event loop must keep reading AMI (and answering pings) even while
     SQLite waits for a lock held by the web UI, so no query runs on the loop; one
     thread keeps writes in order and SQLite free of writer contention.
+
+    Each thread keeps its connection rather than taking one from the pool for every
+    transaction: a missed call is three short transactions, and the pool's check-out,
+    reset and check-in cost more than their statements. A connection the server
+    dropped (a PostgreSQL restart) is replaced, and the work run again once on the new
+    one: its transaction was rolled back with the old.
     """
 
     def __init__(self, engine: Engine) -> None:
+        import threading
         from concurrent.futures import ThreadPoolExecutor
 
         self.engine = engine
         self.sessions = sessions(engine)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="textback-db")
+        self._local = threading.local()
+        self._opened: list[Connection] = []
 
     async def __call__(self, work: Callable[[Session], T]) -> T:
         import asyncio
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.run, work)
 
+    def _connection(self) -> Connection:
+        connection: Connection | None = getattr(self._local, "connection", None)
+        if connection is None or connection.closed or connection.invalidated:
+            if connection is not None:
+                connection.close()
+            connection = self._local.connection = self.engine.connect()
+            self._opened.append(connection)
+        return connection
+
     def run(self, work: Callable[[Session], T]) -> T:
-        with self.sessions() as session, session.begin():
-            return work(session)
+        for last in (False, True):
+            connection = self._connection()
+            try:
+                with Session(bind=connection, expire_on_commit=False) as session, \
+                        session.begin():
+                    return work(session)
+            except DBAPIError as exc:
+                if last or not exc.connection_invalidated:
+                    raise
+                log.warning("the database connection was lost (%s); trying again on a new "
+                            "one", str(exc.orig or exc).splitlines()[0])
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        for connection in self._opened:
+            connection.close()
+        self._opened.clear()
         self.engine.dispose()
