@@ -315,32 +315,49 @@ class Agent:
         self._waiting += 1
         try:
             async with self._decisions:  # asyncio.Lock wakes its waiters oldest first
-                queued, outcome = await self._record(call, source)
+                queued, outcome, handed_to = await self._record(call, source)
         finally:
             self._waiting -= 1
         if isinstance(queued, OutboundSms):
-            self.dispatcher.submit(queued)
+            self.dispatcher.submit(queued, handed_to)
         elif queued:
             self.dispatcher.wake()
         log.info("call %s from %s to %s%s: %s", call.linkedid, call.caller or "withheld",
                  call.did, " (from the CDR file)" if source == missed.CDR else "", outcome)
 
     async def _record(self, call: FinishedCall,
-                      source: str) -> tuple[OutboundSms | bool, str]:
+                      source: str) -> tuple[OutboundSms | bool, str, str | None]:
         """The decision for one call, retried until the database takes it: a finished
-        call is never dropped because the database was locked or away."""
-        region, worker = self.config.pbx.default_region, self.dispatcher.worker
+        call is never dropped because the database was locked or away.
+
+        A text-back due now is handed to its transport in the same transaction when
+        one has room for it (Dispatcher.reserve): the text is in flight as it is
+        committed, one commit and one trip to the database thread sooner."""
+        region, dispatcher = self.config.pbx.default_region, self.dispatcher
         delay = DECISION_RETRY
+
+        def decide(session: Session, reserved: str | None
+                   ) -> tuple[OutboundSms | bool, str, str | None]:
+            queued, outcome = missed.record(session, call, dt.datetime.now(dt.UTC),
+                                            region=region, worker=dispatcher.worker,
+                                            source=source)
+            return queued, outcome, dispatcher.hand_over_queued(session, queued, reserved)
+
         while True:
+            reserved = dispatcher.reserve()
             try:
-                result = await self.db(lambda s: missed.record(
-                    s, call, dt.datetime.now(dt.UTC), region=region, worker=worker,
-                    source=source))
-            except DB_UNAVAILABLE as exc:
+                result = await self.db(lambda s, r=reserved: decide(s, r))
+            except BaseException as exc:
+                if reserved is not None:  # rolled back: nothing was handed over
+                    dispatcher.refund(reserved)
+                if not isinstance(exc, DB_UNAVAILABLE):
+                    raise
                 self._database_trouble(call, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, DECISION_RETRY_MAX)
                 continue
+            if reserved is not None and result[2] is None:
+                dispatcher.refund(reserved)
             if self._db_trouble_since is not None:
                 self._database_back()
             return result

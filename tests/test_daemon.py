@@ -112,7 +112,8 @@ def cdr_agent(engine: Engine, tmp_path: Path, cdr_csv: Path,
                     "pbx": {"cdr_csv": str(cdr_csv)}}, tmp_path / "textback.toml")
     agent = Agent(config)
     submitted: list[OutboundSms] = []
-    monkeypatch.setattr(agent.dispatcher, "submit", submitted.append)
+    monkeypatch.setattr(agent.dispatcher, "submit",
+                        lambda sms, handed_to=None: submitted.append(sms))
     return agent, submitted
 
 
@@ -305,7 +306,8 @@ def test_a_database_locked_past_its_timeout_loses_no_call_and_keeps_the_order(
     agent = Agent(parse({"ami": {"secret": "x"}, "database": {"url": url}},
                         tmp_path / "textback.toml"))
     submitted: list[OutboundSms] = []
-    monkeypatch.setattr(agent.dispatcher, "submit", submitted.append)
+    monkeypatch.setattr(agent.dispatcher, "submit",
+                        lambda sms, handed_to=None: submitted.append(sms))
     callers = [f"+1212555030{n}" for n in range(5)]
     # a backup or a long transaction holds the write lock far longer than the timeout
     holder = sqlite3.connect(path)
@@ -349,3 +351,70 @@ def test_healthz_says_when_the_agent_holds_calls_the_database_did_not_take(
     assert answer.get_json()["agent"]["calls_waiting"] == 3
     status.write(path, {"calls_waiting": 0})
     assert client.get("/healthz").status_code == 200
+
+
+class Trunk:
+    """A transport that takes every text (the real trunk is in test_integration)."""
+
+    name = "sip"
+    max_per_minute = 2
+    max_per_day = 0
+
+    def __init__(self) -> None:
+        self.sent: list[OutboundSms] = []
+
+    def available(self) -> bool:
+        return True
+
+    async def send(self, sms: OutboundSms) -> Any:
+        from agent.transports import SendResult
+
+        self.sent.append(sms)
+        return SendResult("submitted")
+
+
+def test_a_text_back_due_now_is_in_flight_as_its_call_is_committed(
+        engine: Engine, tmp_path: Path) -> None:
+    # the text-back of a missed call is handed to its transport in the transaction that
+    # records the call (one commit, not two, before it leaves); a call not texted, or a
+    # text that cannot go now, gives its transport's token back
+    from agent.transports.dispatcher import Dispatcher
+
+    agent = Agent(parse({"ami": {"secret": "x"}, "database": {"url": str(engine.url)}},
+                        tmp_path / "textback.toml"))
+    trunk = Trunk()
+    agent.dispatcher = Dispatcher(agent.db, [trunk], worker="here/agent", max_attempts=3)
+    now = dt.datetime.now(dt.UTC)
+    second, third = "+12125550172", "+12125550173"
+    handed_over_apart: list[int] = []
+    separate = agent.dispatcher._hand_over
+    agent.dispatcher._hand_over = (  # type: ignore[method-assign]
+        lambda s, sms, name: handed_over_apart.append(sms.id) or separate(s, sms, name))
+
+    async def steps() -> None:
+        run = asyncio.create_task(agent.dispatcher.run())
+        await agent.dispatcher.started.wait()
+        await agent.handle(finished("3000.1", caller=CUSTOMER, at=now))
+        await agent.handle(finished("3000.2", caller="anonymous", at=now))  # not texted
+        await agent.handle(finished("3000.3", caller=second, at=now))
+        await agent.handle(finished("3000.4", caller=third, at=now))  # no token left
+        for _ in range(100):
+            if len(trunk.sent) == 2:
+                break
+            await asyncio.sleep(0.02)
+        await agent.dispatcher.drain(timeout=2)
+        run.cancel()
+
+    try:
+        asyncio.run(steps())
+    finally:
+        agent.db.close()
+    assert [sms.number for sms in trunk.sent] == [CUSTOMER, second]  # 2 a minute
+    with store_db.sessions(engine)() as session:
+        first = session.scalars(select(Message).where(Message.number == CUSTOMER)).one()
+        assert [e.status for e in first.history] == ["queued", "claimed", "sending",
+                                                     "submitted"]
+        assert handed_over_apart == []  # in the call's own transaction, both times
+        waiting = session.scalars(select(Message).where(Message.number == third)).one()
+        assert waiting.status == "queued" and "rate limit" in (waiting.history[-1].detail or "")
+        assert [e.status for e in waiting.history] == ["queued", "claimed", "queued"]

@@ -3,7 +3,9 @@
 Order of a send: claim the row (queued → claimed, committed) → find the first
 transport in `[sms] transports` that is up and within its limits → mark the row in
 flight (claimed → sending, committed) → hand it to that transport → record what
-happened. A claimed row no transport has seen can always go back to the queue: a
+happened. A missed call's text-back due now makes that choice before its decision
+(`reserve`) and is marked in flight in the decision's own transaction
+(`hand_over_queued`): one commit before it leaves, not two. A claimed row no transport has seen can always go back to the queue: a
 stop gives it back, a restart puts it back. Only a row in flight at a stop is "fate
 unknown" (failed, never resent: it may have reached the customer).
 
@@ -124,6 +126,14 @@ class RateLimiter:
             self._plan = (min(self.capacity, tokens + (now - at) * self.rate) - cost, now)
         return True
 
+    def refund(self, parts: int = 1) -> None:
+        """Give back what `take` spent for a text that did not go after all."""
+        cost = self._cost(parts)
+        self.tokens = min(self.capacity, self.tokens + cost)
+        if self._plan is not None:
+            tokens, at = self._plan
+            self._plan = (min(self.capacity, tokens + cost), at)
+
     def _next(self, now: float, cost: float) -> tuple[float, float]:
         if self._plan is not None and self._plan[1] > now:
             tokens, base = self._plan
@@ -231,6 +241,9 @@ class Dispatcher:
         self._sending: set[asyncio.Task[None]] = set()
         self._held: set[int] = set()  # ids of the claimed rows a send task is working on
         self._booked: dict[int, tuple[str, float]] = {}  # message id: (transport, turn)
+        # what the last run left was sorted out (_start): until then a row in flight
+        # would be taken for one it left, so nothing is handed over with its decision
+        self.started = asyncio.Event()
         self._closing = False  # drain() began: claim nothing more
         self._stopping = False  # drain() is done waiting: hand nothing more over
 
@@ -241,12 +254,46 @@ class Dispatcher:
         """Something was queued: look now rather than at the next poll."""
         self._wake.set()
 
-    def submit(self, sms: OutboundSms) -> None:
-        """Send a message this worker claimed already (a text-back due now)."""
-        self._spawn(sms)
+    def submit(self, sms: OutboundSms, handed_to: str | None = None) -> None:
+        """Send a message this worker claimed already (a text-back due now); one
+        `hand_over_queued` handed to a transport already goes straight to it."""
+        self._spawn(sms, handed_to)
 
-    def _spawn(self, sms: OutboundSms) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(self._send(sms))
+    def reserve(self) -> str | None:
+        """The transport a one-part text due now would take, with its token spent: the
+        text-back of a missed call is then handed to it in the transaction that queues
+        it (`hand_over_queued`), a commit and a trip to the database thread fewer. The
+        same choice as a send's (the first transport up, within its day and its rate);
+        None when none could take it now. What is not used goes back (`refund`)."""
+        if self._closing or not self.started.is_set():
+            return None
+        now = self._now()
+        for transport in self.transports:
+            if (transport.available() and self.budgets[transport.name].allows(now, 1)
+                    and self.limits[transport.name].take(now, 1)):
+                return transport.name
+        return None
+
+    def refund(self, transport: str) -> None:
+        self.limits[transport].refund(1)
+
+    def hand_over_queued(self, session: Session, queued: OutboundSms | bool,
+                         transport: str | None) -> str | None:
+        """On the database thread, in the transaction that queued and claimed `queued`:
+        claimed → sending for the `reserve`d transport, when it is one part due now and
+        the dispatcher is not stopping. Returns the transport it was handed to.
+
+        Its commit is then the moment the text is in flight, as a separate hand-over's
+        would be: the loop sends it next (`submit(sms, handed_to)`)."""
+        if (transport is None or not isinstance(queued, OutboundSms) or queued.parts != 1
+                or queued.pinned_transport is not None or self._stopping):
+            return None
+        if not outbox.hand_over(session, queued.id, self.clock(), self.worker, transport):
+            return None
+        return transport
+
+    def _spawn(self, sms: OutboundSms, handed_to: str | None = None) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self._send(sms, handed_to))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
         return task
@@ -320,6 +367,7 @@ class Dispatcher:
         if requeued:
             log.info("%d message(s) claimed but never handed to a transport when the agent "
                      "last stopped: back in the queue", requeued)
+        self.started.set()
 
     def _claim(self, session: Session, held: frozenset[int] = frozenset()
                ) -> tuple[list[OutboundSms], dt.datetime | None]:
@@ -362,27 +410,33 @@ class Dispatcher:
                 await asyncio.sleep(wait)
         return None
 
-    async def _send(self, sms: OutboundSms) -> None:
+    async def _send(self, sms: OutboundSms, handed_to: str | None = None) -> None:
         self._held.add(sms.id)
         try:
-            await self._try_transports(sms)
+            await self._try_transports(sms, handed_to)
         except SQLAlchemyError:
             # a claim left here goes back to the queue at the next idle look (_claim)
             log.exception("message %d: the database failed during its send", sms.id)
         finally:
             self._held.discard(sms.id)
 
-    async def _try_transports(self, sms: OutboundSms) -> None:
+    async def _try_transports(self, sms: OutboundSms, handed_to: str | None = None) -> None:
         problems: list[str] = []
         turns: list[tuple[float, str]] = []  # rate limits: when each could take it
         days: list[float] = []  # daily limits: when each could take it
-        tried = handed = False
+        tried = False
+        # handed over with the decision (hand_over_queued): its transport's token is spent
+        # already, and the transports before it in the order could not take it then
+        handed = handed_to is not None
+        transports = self.transports
+        if handed_to is not None:
+            transports = transports[[t.name for t in transports].index(handed_to):]
         uncertain: str | None = None  # the transport that may have sent it
         booked = self._booked.pop(sms.id, ("", 0.0))[0]
         pinned = sms.pinned_transport
         if pinned and pinned not in self.limits:
             problems.append(f"{pinned}: not configured in this agent ([sms] transports)")
-        for transport in self.transports:
+        for transport in transports:
             if pinned and transport.name != pinned:
                 continue
             if not transport.available():
@@ -390,17 +444,19 @@ class Dispatcher:
                 continue
             now = self._now()
             budget = self.budgets[transport.name]
-            if not budget.allows(now, sms.parts):
-                days.append(now + budget.wait_time(now))
-                problem = f"{transport.name}: daily limit ({budget.per_day} parts in 24 h)"
-                problems.append(problem)
-                self.last_failure[transport.name] = SendFailure(problem, self.clock())
-                continue
-            limiter = self.limits[transport.name]
-            if not limiter.take(now, sms.parts, booked=booked == transport.name):
-                turns.append((limiter.turn(now, sms.parts), transport.name))
-                problems.append(f"{transport.name}: rate limit")
-                continue
+            # a reserved transport took the text within its day and rate at the decision
+            if transport.name != handed_to:
+                if not budget.allows(now, sms.parts):
+                    days.append(now + budget.wait_time(now))
+                    problem = f"{transport.name}: daily limit ({budget.per_day} parts in 24 h)"
+                    problems.append(problem)
+                    self.last_failure[transport.name] = SendFailure(problem, self.clock())
+                    continue
+                limiter = self.limits[transport.name]
+                if not limiter.take(now, sms.parts, booked=booked == transport.name):
+                    turns.append((limiter.turn(now, sms.parts), transport.name))
+                    problems.append(f"{transport.name}: rate limit")
+                    continue
             if not handed:
                 # in flight from here: committed before the transport sees it
                 handed = await self.db(lambda s, t=transport: self._hand_over(s, sms, t.name))
