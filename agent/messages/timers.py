@@ -22,7 +22,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from agent.messages import inbox, kinds, outbox
@@ -47,6 +47,9 @@ def _add(session: Session, kind: str, step: int, due: dt.datetime, key: str,
                         contact_id=contact_id, message_id=message_id, created_at=now))
 
 
+# asked every second (due_now): nearly always "nothing", so a prepared look first
+_ANY_DUE = Prepared(select(Job.__table__.c.id).where(
+    Job.__table__.c.status == PENDING, Job.__table__.c.due_at <= bindparam("now")).limit(1))
 _ADD_JOB = Prepared(insert(Job.__table__), keys=(
     "kind", "step", "due_at", "status", "dedupe_key", "contact_id", "message_id", "created_at"))
 
@@ -130,8 +133,7 @@ def due_now(session: Session, now: dt.datetime, worker: str) -> list[OutboundSms
     """Do the due jobs with the settings in force; returns the texts to send now
     (claimed for `worker`; the rest wait in the queue). Asked every second: the
     settings are read only when a job is due."""
-    if session.scalar(select(Job.id).where(Job.status == PENDING, Job.due_at <= now)
-                      .limit(1)) is None:
+    if _ANY_DUE.first(session, {"now": now}) is None:
         return []
     queued = run_due(session, settings.all_values(session), now, worker)
     session.flush()

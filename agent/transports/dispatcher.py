@@ -5,9 +5,10 @@ transport in `[sms] transports` that is up and within its limits → mark the ro
 flight (claimed → sending, committed) → hand it to that transport → record what
 happened. A missed call's text-back due now makes that choice before its decision
 (`reserve`) and is marked in flight in the decision's own transaction
-(`hand_over_queued`): one commit before it leaves, not two. A claimed row no transport has seen can always go back to the queue: a
-stop gives it back, a restart puts it back. Only a row in flight at a stop is "fate
-unknown" (failed, never resent: it may have reached the customer).
+(`hand_over_queued`): one commit before it leaves, not two. A claimed row no
+transport has seen can always go back to the queue: a stop gives it back, a restart
+puts it back. Only a row in flight at a stop is "fate unknown" (failed, never resent:
+it may have reached the customer).
 
 A temporary failure tries the next transport, then comes back later with
 exponential backoff, a bounded number of times; a permanent failure ends that
