@@ -464,6 +464,7 @@ UCS2_7_PARTS = ("Течёт кран на кухне, " * 23)[:469]  # 7 × 67 c
 @pytest.mark.parametrize(("body", "intact"), [
     ("ß" * 511 + "x", True),  # 1,023 bytes: the most Asterisk passes
     (UCS2_7_PARTS, True),
+    (GSM7_7_PARTS[:1000], True),  # 7 parts too (919 characters and more), 1,000 bytes
     (GSM7_7_PARTS, False),  # 1,071 bytes
     ("Long story. " * 417, False),  # 5,004 bytes
 ])

@@ -193,6 +193,16 @@ class AmiLink:
                 async with asyncio.timeout(timeout):
                     response = await future
             except TimeoutError:
+                # Asterisk answers every action at once (MessageSend and Originate are
+                # queued), so it is frozen or gone: the link is taken for dead now, before
+                # the next action could be written to it. A frozen Asterisk that resumes
+                # carries out the one action it read, and only that one stays unanswered.
+                log.error("Asterisk did not answer %s within %g s: the AMI link is taken "
+                          "for dead, reconnecting", fields.get("Action"), timeout)
+                self.last_error = f"no answer to {fields.get('Action')} within {timeout:g} s"
+                protocol.close()
+                if protocol is self._protocol:  # this link's session ends now
+                    self.connection_lost(None)
                 raise AmiNoAnswer(f"no answer to {fields.get('Action')} within "
                                   f"{timeout:g} s") from None
         finally:

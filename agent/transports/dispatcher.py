@@ -32,7 +32,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from agent.messages import outbox
@@ -403,11 +403,15 @@ class Dispatcher:
         for wait in (*RECORD_RETRIES, None):
             try:
                 return await self.db(work)
-            except SQLAlchemyError:
+            except SQLAlchemyError as exc:
                 if wait is None:
                     raise
-                log.warning("recording a send failed; trying again in %.0f s", wait,
-                            exc_info=True)
+                # a lock or a server away says what it is in a line; anything else shows
+                # where it came from
+                away = isinstance(exc, OperationalError | InterfaceError)
+                reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                log.warning("recording a send failed (%s); trying again in %.0f s", reason,
+                            wait, exc_info=not away)
                 await asyncio.sleep(wait)
         return None
 
