@@ -373,6 +373,7 @@ class Trunk:
         return SendResult("submitted")
 
 
+@pytest.mark.databases("sqlite", "postgresql")
 def test_a_text_back_due_now_is_in_flight_as_its_call_is_committed(
         engine: Engine, tmp_path: Path) -> None:
     # the text-back of a missed call is handed to its transport in the transaction that
