@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
+import socket
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -32,7 +32,14 @@ from agent.store.models import Call, Contact, DigestRun, Message, MessageEvent
 pytestmark = pytest.mark.clock  # times are passed in; make test-clock reruns it too
 
 DATABASES = ("sqlite", "postgresql")  # the digest reads both the same
-SMTP_PORT = int(os.environ.get("TEXTBACK_TEST_SMTP_PORT", "45025"))
+def _free_port() -> int:
+    # a port of its own: the suite's faketime instants run side by side (make test-clock)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+SMTP_PORT = _free_port()
 CHICAGO = ZoneInfo("America/Chicago")
 SETUP = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
 OWNER_MOBILE = "+13125550100"
