@@ -184,14 +184,14 @@ def migrate(config_path: str | None) -> None:
     problem = unwritable_database(cfg.database.url)
     if problem:
         raise click.ClickException(problem)
+    from agent.store.db import driver_message
     from agent.store.db import migrate as run_migrations
 
     try:
         revision = run_migrations(_engine(cfg, migrated=False))
     except Exception as exc:  # one line for IT staff, not Alembic's traceback
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise click.ClickException(f"cannot migrate the database {cfg.database.url}: "
-                                   f"{reason}") from None
+                                   f"{driver_message(exc)}") from None
     click.echo(f"database at revision {revision}")
     _count_dashboard_days(cfg)
 

@@ -17,7 +17,6 @@ import time
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from agent.calls import cdr, missed
@@ -31,7 +30,14 @@ from agent.pbx.fastagi import RoutingServer, database_settings
 from agent.privacy import erasure
 from agent.reports import digest
 from agent.store import lock, status
-from agent.store.db import DatabaseError, DbRunner, check_schema, make_engine
+from agent.store.db import (
+    UNAVAILABLE,
+    DatabaseError,
+    DbRunner,
+    check_schema,
+    driver_message,
+    make_engine,
+)
 from agent.transports import Transport, health
 from agent.transports.dispatcher import Dispatcher
 from agent.transports.gsm import GsmModemTransport
@@ -92,15 +98,6 @@ def _telnyx(config: Config, db: DbRunner) -> Transport:
 
 def _utc(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, dt.UTC)
-
-
-# the database is locked past its busy timeout, or the server is away: worth waiting for
-DB_UNAVAILABLE = (OperationalError, InterfaceError)
-
-
-def _reason(exc: Exception) -> str:
-    orig = getattr(exc, "orig", None)
-    return str(orig or exc).splitlines()[0]
 
 
 class Agent:
@@ -350,7 +347,7 @@ class Agent:
             except BaseException as exc:
                 if reserved is not None:  # rolled back: nothing was handed over
                     dispatcher.refund(reserved)
-                if not isinstance(exc, DB_UNAVAILABLE):
+                if not isinstance(exc, UNAVAILABLE):
                     raise
                 self._database_trouble(call, exc)
                 await asyncio.sleep(delay)
@@ -371,7 +368,7 @@ class Agent:
             self._db_nagged = now
             log.warning("the database cannot take call %s (%s): %d finished call(s) kept in "
                         "memory, recorded in order as soon as it can", call.linkedid,
-                        _reason(exc), self._waiting)
+                        driver_message(exc), self._waiting)
         self._publish_status()
 
     def _database_back(self) -> None:

@@ -93,7 +93,7 @@ def test_a_column_default_it_would_skip_is_refused_by_name(session: Session) -> 
 
 @pytest.mark.databases("sqlite")
 def test_a_locked_database_is_sqlalchemys_operational_error(tmp_path: Path) -> None:
-    # the agent retries a decision on OperationalError (daemon.DB_UNAVAILABLE): the
+    # the agent retries a decision on OperationalError (agent.store.db.UNAVAILABLE): the
     # driver's own error must arrive as that, whichever way the statement ran
     path = tmp_path / "locked.sqlite"
     engine: Engine = make_engine(f"sqlite:///{path}")

@@ -235,24 +235,14 @@ def finish(session: Session, request_id: int, status: str, detail: str,
     rings.finish_request(session, CallbackRequest, request_id, status, detail, now)
 
 
-async def run_pending(db: Callable[[Callable[[Session], T]], Awaitable[Any]],
-                      ami_action: Callable[..., Awaitable[Mapping[str, str]]],
-                      trunk: str, worker: str) -> int:
-    """Place every pending call back: ring the desk, then dial the customer.
-
-    `db` runs a function in a transaction (agent.store.db.DbRunner); `ami_action` sends
-    an AMI action (AmiLink.action). Returns how many were claimed.
-    """
-    claimed: list[Claimed] = await db(
-        lambda s: claim_pending(s, dt.datetime.now(dt.UTC), worker))
-    await place(db, ami_action, trunk, claimed)
-    return len(claimed)
-
-
 async def place(db: Callable[[Callable[[Session], T]], Awaitable[Any]],
                 ami_action: Callable[..., Awaitable[Mapping[str, str]]], trunk: str,
                 claimed: list[Claimed]) -> None:
-    """Place the call backs claimed already (claim_pending), recording how each went."""
+    """Place the call backs claimed already (claim_pending): ring the desk, then dial
+    the customer, recording how each went.
+
+    `db` runs a function in a transaction (agent.store.db.DbRunner); `ami_action` sends
+    an AMI action (AmiLink.action)."""
     for request in claimed:
         try:
             action = originate.connect_action(request.extension, request.number,

@@ -98,16 +98,6 @@ def finish(session: Session, ring_id: int, status: str, detail: str,
     finish_request(session, RingRequest, ring_id, status, detail, now)
 
 
-async def run_pending(db: Callable[[Callable[[Session], Any]], Awaitable[Any]],
-                      ami_action: Callable[..., Awaitable[Mapping[str, str]]],
-                      trunk: str, worker: str) -> int:
-    """Place every pending ring; returns how many were claimed."""
-    claimed: list[Claimed] = await db(
-        lambda s: claim_pending(s, dt.datetime.now(dt.UTC), worker))
-    await place(db, ami_action, trunk, claimed)
-    return len(claimed)
-
-
 async def place(db: Callable[[Callable[[Session], Any]], Awaitable[Any]],
                 ami_action: Callable[..., Awaitable[Mapping[str, str]]], trunk: str,
                 claimed: list[Claimed]) -> None:

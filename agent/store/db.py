@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,15 @@ BUSY_TIMEOUT = 15.0
 
 class DatabaseError(Exception):
     """The database cannot be used; the message says what to do."""
+
+
+# the database is locked past its busy timeout, or the server is away: worth waiting for
+UNAVAILABLE = (OperationalError, InterfaceError)
+
+
+def driver_message(exc: Exception) -> str:
+    """What the driver said, in one line (a SQLAlchemy error repeats the statement)."""
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
 
 
 def make_engine(url: str) -> Engine:
@@ -161,6 +170,7 @@ class DbRunner:
         if connection is None or connection.closed or connection.invalidated:
             if connection is not None:
                 connection.close()
+                self._opened.remove(connection)
             connection = self._local.connection = self.engine.connect()
             self._opened.append(connection)
         return connection
@@ -176,7 +186,7 @@ class DbRunner:
                 if last or not exc.connection_invalidated:
                     raise
                 log.warning("the database connection was lost (%s); trying again on a new "
-                            "one", str(exc.orig or exc).splitlines()[0])
+                            "one", driver_message(exc))
         raise AssertionError("unreachable")
 
     def close(self) -> None:

@@ -32,13 +32,13 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from agent.messages import outbox
 from agent.messages.kinds import EXEMPT_FROM_OPT_OUT
 from agent.messages.outbox import OutboundSms
-from agent.store.db import DbRunner
+from agent.store.db import UNAVAILABLE, DbRunner, driver_message
 from agent.store.models import Message, MessageEvent
 from agent.transports import SendError, SendResult, Transport
 from agent.transports.health import SendFailure
@@ -408,10 +408,8 @@ class Dispatcher:
                     raise
                 # a lock or a server away says what it is in a line; anything else shows
                 # where it came from
-                away = isinstance(exc, OperationalError | InterfaceError)
-                reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-                log.warning("recording a send failed (%s); trying again in %.0f s", reason,
-                            wait, exc_info=not away)
+                log.warning("recording a send failed (%s); trying again in %.0f s",
+                            driver_message(exc), wait, exc_info=not isinstance(exc, UNAVAILABLE))
                 await asyncio.sleep(wait)
         return None
 
