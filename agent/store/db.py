@@ -158,7 +158,7 @@ class DbRunner:
         self.sessions = sessions(engine)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="textback-db")
         self._local = threading.local()
-        self._opened: list[Connection] = []
+        self._opened: set[Connection] = set()
 
     async def __call__(self, work: Callable[[Session], T]) -> T:
         import asyncio
@@ -170,9 +170,9 @@ class DbRunner:
         if connection is None or connection.closed or connection.invalidated:
             if connection is not None:
                 connection.close()
-                self._opened.remove(connection)
+                self._opened.discard(connection)  # close() may have closed it
             connection = self._local.connection = self.engine.connect()
-            self._opened.append(connection)
+            self._opened.add(connection)
         return connection
 
     def run(self, work: Callable[[Session], T]) -> T:
